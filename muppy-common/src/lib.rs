@@ -1,0 +1,198 @@
+//! The types that cross the kernel/user boundary: one definition of each, shared by `muppy-ebpf`
+//! (which writes them) and `muppy-user` (which reads them).
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of padding, so that the bytes the probe
+//! reserves in the ring buffer are exactly the bytes user space decodes.
+#![no_std]
+#![deny(missing_docs)]
+
+/// Name of the ring buffer map that carries [`Event`]s.
+pub const RING_MAP: &str = "EVENTS";
+/// Name of the per-CPU array of [`Drop`] counters.
+pub const DROPS_MAP: &str = "DROPS";
+/// Name of the hash map of allocator calls in flight, keyed by `pid_tgid`.
+pub const INFLIGHT_MAP: &str = "INFLIGHT";
+
+/// The allocator entry points muppy probes.
+///
+/// The numeric value travels in the low 32 bits of each probe's attach cookie and in
+/// [`Event::func`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AllocFn {
+    /// `malloc(size)`
+    Malloc = 0,
+    /// `calloc(n, size)`: `n * size` bytes.
+    Calloc = 1,
+    /// `realloc(ptr, size)`
+    Realloc = 2,
+    /// `reallocarray(ptr, n, size)`: `realloc(ptr, n * size)`.
+    Reallocarray = 3,
+    /// `posix_memalign(&ptr, align, size)`: returns 0 and stores the block on success.
+    PosixMemalign = 4,
+    /// `aligned_alloc(align, size)`
+    AlignedAlloc = 5,
+    /// `memalign(align, size)`
+    Memalign = 6,
+    /// `valloc(size)`
+    Valloc = 7,
+    /// `pvalloc(size)`: the size rounded up to a whole page.
+    Pvalloc = 8,
+    /// `free(ptr)`
+    Free = 9,
+}
+
+impl AllocFn {
+    /// Every entry point, in probe order.
+    pub const ALL: [AllocFn; 10] = [
+        AllocFn::Malloc,
+        AllocFn::Calloc,
+        AllocFn::Realloc,
+        AllocFn::Reallocarray,
+        AllocFn::PosixMemalign,
+        AllocFn::AlignedAlloc,
+        AllocFn::Memalign,
+        AllocFn::Valloc,
+        AllocFn::Pvalloc,
+        AllocFn::Free,
+    ];
+
+    /// Decodes [`Event::func`] or a cookie's low half.
+    pub const fn from_u32(v: u32) -> Option<AllocFn> {
+        if (v as usize) < Self::ALL.len() {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The C symbol name.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            AllocFn::Malloc => "malloc",
+            AllocFn::Calloc => "calloc",
+            AllocFn::Realloc => "realloc",
+            AllocFn::Reallocarray => "reallocarray",
+            AllocFn::PosixMemalign => "posix_memalign",
+            AllocFn::AlignedAlloc => "aligned_alloc",
+            AllocFn::Memalign => "memalign",
+            AllocFn::Valloc => "valloc",
+            AllocFn::Pvalloc => "pvalloc",
+            AllocFn::Free => "free",
+        }
+    }
+}
+
+/// Packs what an entry probe needs to know about its attach point into the 64-bit cookie:
+/// the function (low 32 bits) and how many bytes above the stack pointer the caller's return
+/// address sits at the probed instruction (bits 32..40; 0 at the function's first instruction,
+/// 8 after one `push`).
+pub const fn cookie(func: AllocFn, ret_addr_sp_offset: u8) -> u64 {
+    (func as u64) | ((ret_addr_sp_offset as u64) << 32)
+}
+
+/// Inverse of [`cookie`]: `(function number, return-address offset above sp)`.
+pub const fn decode_cookie(cookie: u64) -> (u32, u64) {
+    ((cookie & 0xffff_ffff) as u32, (cookie >> 32) & 0xff)
+}
+
+/// What an [`Event`] records.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A new block at `addr` of `size` bytes.
+    Alloc = 1,
+    /// The block at `addr` was freed.
+    Free = 2,
+    /// The block at `old_addr` was replaced by the block at `addr` of `size` bytes (possibly the
+    /// same address, when the block grew or shrank in place).
+    Realloc = 3,
+}
+
+impl EventKind {
+    /// Decodes [`Event::kind`].
+    pub const fn from_u32(v: u32) -> Option<EventKind> {
+        match v {
+            1 => Some(EventKind::Alloc),
+            2 => Some(EventKind::Free),
+            3 => Some(EventKind::Realloc),
+            _ => None,
+        }
+    }
+}
+
+/// One allocator call that changed the heap, as the probes saw it.
+///
+/// Calls that changed nothing (a failed allocation, `free(NULL)`, calls nested inside another
+/// probed call) produce no event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// The outermost [`AllocFn`] the program called.
+    pub func: u32,
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The new block (alloc, realloc) or the freed block (free).
+    pub addr: u64,
+    /// For realloc: the block passed in. Otherwise 0.
+    pub old_addr: u64,
+    /// Bytes the program asked for (calloc: n×size; pvalloc: rounded to a page).
+    pub size: u64,
+    /// The return address into the code that called the allocator: the allocation *site*.
+    pub caller: u64,
+    /// `bpf_ktime_get_ns()` when the call was entered.
+    pub entry_ns: u64,
+    /// `bpf_ktime_get_ns()` when the call returned (for free: when it was entered).
+    pub ts_ns: u64,
+}
+
+/// Size of [`Event`] in bytes, for decoding.
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+
+/// Indices into the per-CPU drop counters: each is an event that could not be delivered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// The ring buffer was full when an event was reserved.
+    RingFull = 0,
+    /// The in-flight map was full at an allocator's entry, so its return could not be recorded.
+    InflightFull = 1,
+}
+
+/// Number of [`Drop`] counters.
+pub const DROP_KINDS: u32 = 2;
+
+/// State kept between an allocator's entry and its return, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InFlight {
+    /// The [`AllocFn`] entered.
+    pub func: u32,
+    /// Probed allocator calls currently nested inside this one (their returns are ignored).
+    pub nested: u32,
+    /// Requested size.
+    pub size: u64,
+    /// realloc/reallocarray: the old block; posix_memalign: where the block will be stored.
+    pub ptr_arg: u64,
+    /// The caller's return address.
+    pub caller: u64,
+    /// Stack pointer at entry; a deeper (lower) sp at a later entry means a nested call.
+    pub sp: u64,
+    /// Entry timestamp.
+    pub entry_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both types are #[repr(C)], Copy, contain only integers and have no padding
+    // (checked by the size assertions below).
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::InFlight {}
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 4 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 2 * 4 + 5 * 8);

@@ -1,0 +1,28 @@
+//! Compiles `muppy-ebpf` for the bpf target (nightly, `-Z build-std=core`, bpf-linker) and leaves
+//! the object in OUT_DIR, where `src/probe.rs` embeds it.
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == "muppy-ebpf")
+        .ok_or_else(|| anyhow!("muppy-ebpf package not found in the workspace"))?;
+    let root = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+    .context("building the eBPF probes failed; `cargo xtask setup` installs what they need")
+}

@@ -1,0 +1,394 @@
+//! Finding the target's allocator, and loading and attaching muppy's eBPF probes to it.
+//!
+//! The probes go on the libc the target actually maps, resolved through `/proc/PID/root` so a
+//! target in another mount namespace resolves too. Uprobes fire by address: functions that share
+//! an address (Debian's `aligned_alloc` and `memalign`) get one probe, named for all of them.
+
+use std::{
+    fs,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
+};
+use muppy_common::{AllocFn, DROP_KINDS, DROPS_MAP, INFLIGHT_MAP, RING_MAP, cookie};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+/// The probes, compiled by the build script from `muppy-ebpf`.
+static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/muppy"));
+
+/// What went wrong finding, loading or attaching probes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The target maps no libc.
+    #[error(
+        "process {pid} maps no libc (statically linked, or another allocator); nothing to probe"
+    )]
+    NoLibcInProcess {
+        /// The target.
+        pid: u32,
+    },
+    /// The program to launch links no libc.
+    #[error("{program} does not link libc dynamically (statically linked?); nothing to probe")]
+    NoLibcInProgram {
+        /// The program.
+        program: String,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The library is not an ELF file object can parse.
+    #[error("cannot parse {path} as ELF: {reason}")]
+    Elf {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// malloc itself is missing: nothing can be traced.
+    #[error("{path} has no malloc symbol; is it really the allocator?")]
+    NoMalloc {
+        /// The library.
+        path: String,
+    },
+    /// The kernel refused to load the programs.
+    #[error("loading the eBPF probes failed (muppy-trace needs root, or CAP_BPF and CAP_PERFMON)")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// A program or map is missing from the embedded object (a build problem).
+    #[error("the embedded eBPF object has no {0}")]
+    Missing(&'static str),
+    /// A program failed to load or attach.
+    #[error("attaching {what} to {path} failed")]
+    Attach {
+        /// Which probe.
+        what: String,
+        /// The library.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A map could not be opened.
+    #[error("opening map {name} failed")]
+    Map {
+        /// Which map.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// The libc a process has mapped, as a path this process can open (through
+/// `/proc/PID/root`), and as the target names it.
+pub fn libc_of_pid(pid: u32) -> Result<(PathBuf, String), ProbeError> {
+    let maps_path = format!("/proc/{pid}/maps");
+    let text = fs::read_to_string(&maps_path).map_err(|source| ProbeError::Read {
+        path: maps_path,
+        source,
+    })?;
+    let seen = crate::symbols::parse_maps(&text)
+        .into_iter()
+        .map(|e| e.path)
+        .find(|p| is_libc(p))
+        .ok_or(ProbeError::NoLibcInProcess { pid })?;
+    let open = Path::new(&format!("/proc/{pid}/root")).join(seen.trim_start_matches('/'));
+    Ok((open, seen))
+}
+
+fn is_libc(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so"))
+}
+
+/// The libc `program` will load, as its own dynamic loader resolves it (`ld.so --list`, which
+/// maps the libraries without running the program).
+pub fn libc_of_program(program: &Path) -> Result<PathBuf, ProbeError> {
+    let shown = program.display().to_string();
+    let data = fs::read(program).map_err(|source| ProbeError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let file = object::File::parse(&*data).map_err(|e| ProbeError::Elf {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let interp = file
+        .section_by_name(".interp")
+        .and_then(|s| s.data().ok())
+        .map(|d| {
+            String::from_utf8_lossy(d)
+                .trim_end_matches('\0')
+                .to_string()
+        })
+        .ok_or_else(|| ProbeError::NoLibcInProgram {
+            program: shown.clone(),
+        })?;
+    let out = Command::new(&interp)
+        .arg("--list")
+        .arg(program)
+        .output()
+        .map_err(|source| ProbeError::Read {
+            path: interp.clone(),
+            source,
+        })?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("=>").map(|(_, r)| r.trim()))
+        .filter_map(|r| r.split_whitespace().next())
+        .find(|p| is_libc(p))
+        .map(PathBuf::from)
+        .ok_or(ProbeError::NoLibcInProgram { program: shown })
+}
+
+/// One probe location: a file offset and the functions that live there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbePoint {
+    /// Functions at this address (more than one where symbols alias).
+    pub funcs: Vec<AllocFn>,
+    /// File offset of the probed instruction.
+    pub offset: u64,
+}
+
+impl ProbePoint {
+    /// `aligned_alloc=memalign` style name.
+    pub fn name(&self) -> String {
+        self.funcs
+            .iter()
+            .map(|f| f.symbol())
+            .collect::<Vec<_>>()
+            .join("=")
+    }
+}
+
+/// Where to probe in one library, and what it lacks.
+#[derive(Clone, Debug)]
+pub struct ProbePlan {
+    /// The library, as this process opens it.
+    pub path: PathBuf,
+    /// One entry per distinct address.
+    pub points: Vec<ProbePoint>,
+    /// Optional functions the library does not export.
+    pub missing: Vec<AllocFn>,
+}
+
+/// Resolves each allocator entry point in `lib` to a file offset.
+pub fn plan(lib: &Path) -> Result<ProbePlan, ProbeError> {
+    let shown = lib.display().to_string();
+    let data = fs::read(lib).map_err(|source| ProbeError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let file = object::File::parse(&*data).map_err(|e| ProbeError::Elf {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut points: Vec<ProbePoint> = Vec::new();
+    let mut missing = Vec::new();
+    for func in AllocFn::ALL {
+        let sym = file.dynamic_symbols().find(|s| {
+            s.is_definition()
+                && s.kind() == object::SymbolKind::Text
+                && s.name() == Ok(func.symbol())
+        });
+        let Some(offset) = sym.and_then(|s| file_offset(&file, s.address())) else {
+            missing.push(func);
+            continue;
+        };
+        match points.iter_mut().find(|p| p.offset == offset) {
+            Some(p) => p.funcs.push(func),
+            None => points.push(ProbePoint {
+                funcs: vec![func],
+                offset,
+            }),
+        }
+    }
+    if missing.contains(&AllocFn::Malloc) {
+        return Err(ProbeError::NoMalloc { path: shown });
+    }
+    Ok(ProbePlan {
+        path: lib.to_path_buf(),
+        points,
+        missing,
+    })
+}
+
+fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
+    file.sections().find_map(|s| {
+        let (off, _) = s.file_range()?;
+        (s.address() <= addr && addr < s.address() + s.size()).then(|| addr - s.address() + off)
+    })
+}
+
+/// Loaded probes: the programs, attached to one process, and the maps user space reads.
+pub struct Probes {
+    ebpf: Ebpf,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+/// Sizes for the probes' maps.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeConfig {
+    /// Ring buffer bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Threads that can be inside an allocator call at once.
+    pub max_inflight: u32,
+}
+
+impl Probes {
+    /// Loads the programs into the kernel (not attached yet).
+    pub fn load(cfg: ProbeConfig) -> Result<Self, ProbeError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let wakeup = u64::from(cfg.ring_bytes / 8);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(RING_MAP, cfg.ring_bytes)
+            .map_max_entries(INFLIGHT_MAP, cfg.max_inflight)
+            .override_global("PAGE_SIZE", &page, true)
+            .override_global("WAKEUP_BYTES", &wakeup, true)
+            .load(PROBES_ELF)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        for name in ["alloc_enter", "alloc_exit", "free_enter"] {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Missing("a probe program"))?
+                .try_into()
+                .map_err(|e| attach_err(name, Path::new("-"), e))?;
+            prog.load()
+                .map_err(|e| attach_err(name, Path::new("-"), e))?;
+        }
+        let drops = ebpf
+            .take_map(DROPS_MAP)
+            .ok_or(ProbeError::Missing(DROPS_MAP))?;
+        let drops = PerCpuArray::try_from(drops).map_err(|e| map_err(DROPS_MAP, e))?;
+        Ok(Self { ebpf, drops })
+    }
+
+    /// Attaches every point of `plan`, firing only in process `pid`. Return probes go first, so
+    /// an entry that is seen always has its return seen too.
+    pub fn attach(&mut self, plan: &ProbePlan, pid: u32) -> Result<(), ProbeError> {
+        let scope = match NonZeroU32::new(pid) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        for point in &plan.points {
+            let func = point.funcs[0];
+            let name = point.name();
+            if func == AllocFn::Free {
+                self.attach_one(
+                    "free_enter",
+                    &name,
+                    plan,
+                    point.offset,
+                    cookie(func, 0),
+                    scope,
+                )?;
+            } else {
+                self.attach_one("alloc_exit", &name, plan, point.offset, 0, scope)?;
+                self.attach_one(
+                    "alloc_enter",
+                    &name,
+                    plan,
+                    point.offset,
+                    cookie(func, 0),
+                    scope,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_one(
+        &mut self,
+        prog: &'static str,
+        name: &str,
+        plan: &ProbePlan,
+        offset: u64,
+        cookie: u64,
+        scope: UProbeScope,
+    ) -> Result<(), ProbeError> {
+        let what = format!("{prog} ({name})");
+        let p: &mut UProbe = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or(ProbeError::Missing("a probe program"))?
+            .try_into()
+            .map_err(|e| attach_err(&what, &plan.path, e))?;
+        let point = UProbeAttachPoint {
+            location: offset.into(),
+            cookie: Some(cookie),
+        };
+        p.attach(point, &plan.path, scope)
+            .map_err(|e| attach_err(&what, &plan.path, e))?;
+        Ok(())
+    }
+
+    /// Takes the ring buffer the probes write events into.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(RING_MAP)
+            .ok_or(ProbeError::Missing(RING_MAP))?;
+        RingBuf::try_from(map).map_err(|e| map_err(RING_MAP, e))
+    }
+
+    /// Events the probes could not deliver so far, over all CPUs and reasons.
+    pub fn lost_events(&self) -> u64 {
+        (0..DROP_KINDS)
+            .filter_map(|i| self.drops.get(&i, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum::<u64>())
+            .sum()
+    }
+}
+
+fn attach_err(what: &str, path: &Path, e: aya::programs::ProgramError) -> ProbeError {
+    ProbeError::Attach {
+        what: what.to_string(),
+        path: path.display().to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn map_err(name: &'static str, e: aya::maps::MapError) -> ProbeError {
+    ProbeError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_libc_paths() {
+        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/libc-2.31.so"));
+        assert!(!is_libc("/usr/lib/libcrypt.so.1"));
+        assert!(!is_libc("/usr/lib/libc++.so.1"));
+    }
+
+    #[test]
+    fn plans_this_machines_libc_with_aliases_merged() {
+        let (lib, _) = libc_of_pid(std::process::id()).expect("the test process maps libc");
+        let plan = plan(&lib).unwrap();
+        let all: Vec<AllocFn> = plan.points.iter().flat_map(|p| p.funcs.clone()).collect();
+        assert!(all.contains(&AllocFn::Malloc) && all.contains(&AllocFn::Free));
+        // Every function is either probed once or reported missing.
+        assert_eq!(all.len() + plan.missing.len(), AllocFn::ALL.len());
+        let mut offsets: Vec<u64> = plan.points.iter().map(|p| p.offset).collect();
+        offsets.dedup();
+        assert_eq!(offsets.len(), plan.points.len());
+    }
+}

@@ -1,0 +1,268 @@
+//! Naming allocation sites.
+//!
+//! A site is the function that called the allocator, found from the caller's return address:
+//! `function (file:line)` where debug info has the line, else `function+0xOFF (module)`, else
+//! `[unknown] (module+0xOFF)`, else `[unknown] (0xADDR)` when no mapped file covers the address.
+//!
+//! Addresses are resolved through [`Modules`], a record of the target's executable file
+//! mappings that keeps each mapped file open. Symbolization reads the files through those open
+//! descriptors, so sites still resolve after the target has exited and its `/proc` entry is gone.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
+
+/// One executable file mapping of the target.
+#[derive(Debug)]
+pub struct Module {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+    /// File offset that `start` maps.
+    pub offset: u64,
+    /// The file's path as the target sees it (inside its mount namespace).
+    pub path: String,
+    /// The file, kept open; `None` if it could not be opened.
+    file: Option<File>,
+}
+
+impl Module {
+    /// The file name, for display.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// The file offset that `addr` maps to.
+    pub fn file_offset(&self, addr: u64) -> u64 {
+        addr - self.start + self.offset
+    }
+
+    fn readable_path(&self) -> Option<PathBuf> {
+        self.file
+            .as_ref()
+            .map(|f| PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())))
+    }
+}
+
+/// The executable mappings of one process, accumulated over its life: a refresh adds what is
+/// new and replaces what was remapped, but keeps modules that were unmapped since, so blocks
+/// allocated from a library later closed still resolve.
+#[derive(Debug)]
+pub struct Modules {
+    pid: u32,
+    modules: Vec<Module>,
+}
+
+/// One line of `/proc/PID/maps` for an executable file mapping.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MapsEntry {
+    /// Start address.
+    pub start: u64,
+    /// End address.
+    pub end: u64,
+    /// File offset.
+    pub offset: u64,
+    /// Path.
+    pub path: String,
+}
+
+/// Parses the executable, file-backed lines of a `/proc/PID/maps` text.
+pub fn parse_maps(text: &str) -> Vec<MapsEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            let offset = f.next()?;
+            let _dev = f.next()?;
+            let _inode = f.next()?;
+            let path = f.collect::<Vec<_>>().join(" ");
+            if !perms.contains('x') || !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(MapsEntry {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                path: path.trim_end_matches(" (deleted)").to_string(),
+            })
+        })
+        .collect()
+}
+
+impl Modules {
+    /// An empty record for `pid`; call [`Modules::refresh`] to fill it.
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Reads the target's current mappings and opens the files of new ones. Fails only if the
+    /// maps cannot be read (the process is gone).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let text = fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
+        for e in parse_maps(&text) {
+            let known = self.modules.iter().any(|m| {
+                m.start == e.start && m.end == e.end && m.offset == e.offset && m.path == e.path
+            });
+            if known {
+                continue;
+            }
+            self.modules
+                .retain(|m| m.end <= e.start || m.start >= e.end);
+            let file = self.open(&e);
+            self.modules.push(Module {
+                start: e.start,
+                end: e.end,
+                offset: e.offset,
+                path: e.path,
+                file,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens the mapped file itself (through map_files, which works across mount namespaces
+    /// and for deleted files), falling back to the path under the target's root.
+    fn open(&self, e: &MapsEntry) -> Option<File> {
+        let pid = self.pid;
+        File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end))
+            .or_else(|_| {
+                File::open(
+                    Path::new(&format!("/proc/{pid}/root")).join(e.path.trim_start_matches('/')),
+                )
+            })
+            .ok()
+    }
+
+    /// The module mapping `addr`, if any.
+    pub fn find(&self, addr: u64) -> Option<&Module> {
+        self.modules
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end)
+    }
+}
+
+/// Turns caller return addresses into site names, remembering each answer.
+pub struct SiteNamer {
+    symbolizer: Symbolizer,
+    cache: HashMap<u64, String>,
+}
+
+impl Default for SiteNamer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SiteNamer {
+    /// A namer with DWARF line info and inlined-function reporting on.
+    pub fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The site name for the return address `ret` (see the module docs for the forms).
+    pub fn name(&mut self, modules: &Modules, ret: u64) -> String {
+        if let Some(n) = self.cache.get(&ret) {
+            return n.clone();
+        }
+        let name = self.resolve(modules, ret);
+        self.cache.insert(ret, name.clone());
+        name
+    }
+
+    fn resolve(&self, modules: &Modules, ret: u64) -> String {
+        let Some(module) = modules.find(ret) else {
+            return format!("[unknown] ({ret:#x})");
+        };
+        let off = module.file_offset(ret);
+        let unknown = || format!("[unknown] ({}+{off:#x})", module.name());
+        let Some(path) = module.readable_path() else {
+            return unknown();
+        };
+        // The return address follows the call; one byte back lies inside the call instruction,
+        // which is the line that made the allocation.
+        let src = Source::Elf(Elf::new(path));
+        let Ok(Symbolized::Sym(sym)) = self
+            .symbolizer
+            .symbolize_single(&src, Input::FileOffset(off.saturating_sub(1)))
+        else {
+            return unknown();
+        };
+        let (func, code) = match sym.inlined.last() {
+            Some(inl) => (
+                inl.name.as_ref(),
+                inl.code_info.as_ref().or(sym.code_info.as_deref()),
+            ),
+            None => (sym.name.as_ref(), sym.code_info.as_deref()),
+        };
+        match code.and_then(|c| c.line.map(|l| (c, l))) {
+            Some((c, line)) => format!("{func} ({}:{line})", Path::new(&c.file).display()),
+            None => format!("{func}+{:#x} ({})", sym.offset + 1, module.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_executable_file_mappings_only() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 123 /usr/bin/prog
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fe:01 123 /usr/bin/prog
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 [heap]
+7f1000028000-7f100019d000 r-xp 00028000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd000000-7ffd002000 r-xp 00000000 00:00 0 [vdso]
+7f2000001000-7f2000002000 r-xp 00001000 fe:01 789 /tmp/my lib.so (deleted)
+";
+        let e = parse_maps(text);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].start, 0x55d0c0a01000);
+        assert_eq!(e[0].offset, 0x1000);
+        assert_eq!(e[1].path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(e[2].path, "/tmp/my lib.so");
+    }
+
+    #[test]
+    fn names_own_function_with_line_info() {
+        // This test binary has debug info; a return address inside this function must name it.
+        #[inline(never)]
+        fn here() -> u64 {
+            let f: fn() -> u64 = here;
+            f as usize as u64 + 1
+        }
+        let mut modules = Modules::new(std::process::id());
+        modules.refresh().unwrap();
+        let addr = here();
+        let name = SiteNamer::new().name(&modules, addr);
+        assert!(name.contains("here"), "{name}");
+    }
+
+    #[test]
+    fn unmapped_address_is_unknown_with_address() {
+        let modules = Modules::new(std::process::id());
+        assert_eq!(
+            SiteNamer::new().name(&modules, 0x1234),
+            "[unknown] (0x1234)"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The live-allocation table of one process: every block the probes saw allocated and not yet
+//! freed, keyed by address.
+//!
+//! Events arrive in the order the probes reserved them in the ring buffer. Frees are recorded at
+//! the entry of `free`, before the block is released, and allocations at the return of the
+//! allocator, after the block exists, so for those two the ring order is the heap order. A
+//! moving realloc is the exception: it releases the old block inside the call and is only
+//! recorded at its return, so another thread can be handed the old address (and its allocation
+//! recorded) first. [`LiveTable`] resolves that race with the timestamps the events carry; see
+//! [`LiveTable::apply`].
+
+use std::collections::HashMap;
+
+use muppy_common::{Event, EventKind};
+
+/// Index of an allocation site (a caller return address) in a [`LiveTable`]'s site list.
+pub type SiteId = u32;
+
+/// One live block. Kept small: a table holds millions of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Bytes requested.
+    pub size: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds when the allocating call returned.
+    pub ts_ns: u64,
+    /// Where it was allocated.
+    pub site: SiteId,
+    /// The allocating thread.
+    pub tid: u32,
+}
+
+/// Counters that say how far the table can be trusted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Frees (including the old block of a realloc) of addresses the table did not hold: blocks
+    /// allocated before tracing began, or whose allocation event was lost.
+    pub unknown_frees: u64,
+    /// Events applied.
+    pub events: u64,
+}
+
+/// The live blocks of one process and the sites that allocated them.
+#[derive(Debug, Default)]
+pub struct LiveTable {
+    blocks: HashMap<u64, Block>,
+    /// Blocks that a newer allocation at the same address pushed out before the event that
+    /// released them arrived (a moving realloc recorded late). Not live; kept only so that the
+    /// late realloc finds its old block. Pruned by [`LiveTable::prune_displaced`].
+    displaced: HashMap<u64, Block>,
+    site_index: HashMap<u64, SiteId>,
+    sites: Vec<u64>,
+    stats: TableStats,
+}
+
+impl LiveTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event from the probes.
+    ///
+    /// - alloc: the block becomes live at its site. If the address was still live, that older
+    ///   block must already have been released by a call recorded later (a moving realloc), so it
+    ///   is set aside as displaced.
+    /// - free: the block leaves the table, or counts as an unknown free.
+    /// - realloc: the old block leaves (the live one if it is older than the realloc call,
+    ///   otherwise the displaced one), then the new block becomes live at the realloc's site.
+    pub fn apply(&mut self, ev: &Event) {
+        self.stats.events += 1;
+        match EventKind::from_u32(ev.kind) {
+            Some(EventKind::Alloc) => self.insert(ev),
+            Some(EventKind::Free) => {
+                if self.blocks.remove(&ev.addr).is_none() {
+                    self.stats.unknown_frees += 1;
+                }
+            }
+            Some(EventKind::Realloc) => {
+                self.release_realloc_source(ev.old_addr, ev.entry_ns);
+                self.insert(ev);
+            }
+            None => {}
+        }
+    }
+
+    fn release_realloc_source(&mut self, old: u64, entry_ns: u64) {
+        match self.blocks.get(&old) {
+            Some(b) if b.ts_ns <= entry_ns => {
+                self.blocks.remove(&old);
+            }
+            _ => {
+                if self.displaced.remove(&old).is_none() {
+                    self.stats.unknown_frees += 1;
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, ev: &Event) {
+        let site = self.intern_site(ev.caller);
+        let block = Block {
+            size: ev.size,
+            ts_ns: ev.ts_ns,
+            site,
+            tid: ev.tid,
+        };
+        if let Some(older) = self.blocks.insert(ev.addr, block) {
+            self.displaced.insert(ev.addr, older);
+        }
+    }
+
+    fn intern_site(&mut self, caller: u64) -> SiteId {
+        *self.site_index.entry(caller).or_insert_with(|| {
+            self.sites.push(caller);
+            SiteId::try_from(self.sites.len() - 1).unwrap_or(SiteId::MAX)
+        })
+    }
+
+    /// Forgets displaced blocks set aside before `before_ns`: a realloc still in flight after
+    /// that long is not plausible, and they are not live either way.
+    pub fn prune_displaced(&mut self, before_ns: u64) {
+        self.displaced.retain(|_, b| b.ts_ns >= before_ns);
+    }
+
+    /// The live blocks by address.
+    pub fn blocks(&self) -> impl Iterator<Item = (u64, &Block)> {
+        self.blocks.iter().map(|(a, b)| (*a, b))
+    }
+
+    /// Number of live blocks.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether no block is live.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The caller return address of a site.
+    pub fn site_addr(&self, site: SiteId) -> u64 {
+        self.sites[site as usize]
+    }
+
+    /// All site addresses, indexed by [`SiteId`].
+    pub fn site_addrs(&self) -> &[u64] {
+        &self.sites
+    }
+
+    /// Live objects and bytes per site, indexed by [`SiteId`].
+    pub fn per_site(&self) -> Vec<(u64, u64)> {
+        let mut acc = vec![(0u64, 0u64); self.sites.len()];
+        for b in self.blocks.values() {
+            let slot = &mut acc[b.site as usize];
+            slot.0 += 1;
+            slot.1 += b.size;
+        }
+        acc
+    }
+
+    /// Trust counters.
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(
+        kind: EventKind,
+        addr: u64,
+        old: u64,
+        size: u64,
+        caller: u64,
+        entry: u64,
+        ts: u64,
+    ) -> Event {
+        Event {
+            kind: kind as u32,
+            func: 0,
+            pid: 1,
+            tid: 1,
+            addr,
+            old_addr: old,
+            size,
+            caller,
+            entry_ns: entry,
+            ts_ns: ts,
+        }
+    }
+
+    fn live(t: &LiveTable) -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<_> = t
+            .blocks()
+            .map(|(a, b)| (a, b.size, t.site_addr(b.site)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn alloc_then_free_leaves_nothing() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 1, 2));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
+        assert!(t.is_empty());
+        assert_eq!(t.stats().unknown_frees, 0);
+        assert_eq!(t.stats().events, 2);
+    }
+
+    #[test]
+    fn free_of_unseen_block_is_unknown() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
+        assert_eq!(t.stats().unknown_frees, 1);
+    }
+
+    #[test]
+    fn realloc_moves_block_to_realloc_site() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2));
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 5, 6));
+        assert_eq!(live(&t), vec![(0x20, 4096, 0xc)]);
+        assert_eq!(t.stats().unknown_frees, 0);
+    }
+
+    #[test]
+    fn realloc_in_place_keeps_one_block() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 1000, 0xa, 1, 2));
+        t.apply(&ev(EventKind::Realloc, 0x10, 0x10, 500, 0xc, 5, 6));
+        assert_eq!(live(&t), vec![(0x10, 500, 0xc)]);
+    }
+
+    #[test]
+    fn realloc_of_unseen_block_counts_unknown_and_tracks_new() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 5, 6));
+        assert_eq!(live(&t), vec![(0x20, 64, 0xc)]);
+        assert_eq!(t.stats().unknown_frees, 1);
+    }
+
+    /// Thread A reallocs 0x10 to 0x20; inside the call the old block is released and thread B's
+    /// malloc gets 0x10, and B's event reaches the ring before A's.
+    #[test]
+    fn late_realloc_releases_the_displaced_block_not_the_new_owner() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2)); // A's original block
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 7, 8)); // B, recorded first
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 5, 9)); // A entered at 5
+        assert_eq!(live(&t), vec![(0x10, 24, 0xb), (0x20, 4096, 0xc)]);
+        assert_eq!(t.stats().unknown_frees, 0);
+    }
+
+    #[test]
+    fn per_site_sums_objects_and_bytes() {
+        let mut t = LiveTable::new();
+        for i in 0..5 {
+            t.apply(&ev(EventKind::Alloc, 0x100 + i, 0, 10, 0xa, 1, 2));
+        }
+        t.apply(&ev(EventKind::Alloc, 0x200, 0, 7, 0xb, 1, 2));
+        t.apply(&ev(EventKind::Free, 0x100, 0, 0, 0xb, 3, 3));
+        let per = t.per_site();
+        let a = t.site_addrs().iter().position(|&s| s == 0xa).unwrap();
+        let b = t.site_addrs().iter().position(|&s| s == 0xb).unwrap();
+        assert_eq!(per[a], (4, 40));
+        assert_eq!(per[b], (1, 7));
+    }
+
+    #[test]
+    fn prune_forgets_old_displaced_blocks() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 7, 8));
+        t.prune_displaced(100);
+        // The realloc now finds neither a fitting live block nor a displaced one.
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 5, 200));
+        assert_eq!(t.stats().unknown_frees, 1);
+        assert_eq!(t.len(), 2);
+    }
+}

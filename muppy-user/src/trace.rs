@@ -1,0 +1,406 @@
+//! A tracing session: probes → ring → table → summary/diff → output, for one process, from
+//! attach (or launch) until the process exits, the duration ends, or a signal arrives.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+};
+
+use crate::{
+    output::{self, SummaryExtras},
+    probe::{self, ProbeConfig, ProbeError, ProbePlan, Probes},
+    ring,
+    summary::{self, Summary},
+    symbols::{Modules, SiteNamer},
+    table::LiveTable,
+    target::{self, Exit, Launched, TargetError},
+};
+
+/// How a session went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Probing failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The target could not be traced.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Waiting on the ring, a signal or the target failed.
+    #[error("{what} failed")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TraceError {
+    move |source| TraceError::Io { what, source }
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Pympler-style tables.
+    Table,
+    /// JSON Lines.
+    Json,
+}
+
+/// What a session prints and when it stops.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Print a diff this often.
+    pub interval: Option<Duration>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Table rows to show.
+    pub top: usize,
+    /// Output format.
+    pub format: Format,
+    /// Say per probe where it went.
+    pub verbose: bool,
+    /// Map sizes.
+    pub probe: ProbeConfig,
+}
+
+/// Which process to trace.
+#[derive(Debug)]
+pub enum Mode {
+    /// A running process.
+    Attach(u32),
+    /// A forked child, paused before exec, and the plan for the libc it will load.
+    Launch(Launched, ProbePlan),
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The target's pid.
+    pub pid: u32,
+    /// How the target ended, if it was our child and it did.
+    pub exit: Option<Exit>,
+}
+
+/// Prepares launch mode for `argv`: finds the program and its libc and forks it paused.
+/// Call before any thread is started (see [`target::spawn_paused`]).
+pub fn prepare_launch(argv: &[String]) -> Result<Mode, TraceError> {
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let path = target::resolve_program(program)?;
+    let libc = probe::libc_of_program(&path)?;
+    let plan = probe::plan(&libc)?;
+    let launched = target::spawn_paused(&path, argv)?;
+    Ok(Mode::Launch(launched, plan))
+}
+
+fn note(msg: impl std::fmt::Display) {
+    eprintln!("muppy-trace: {msg}");
+}
+
+fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
+    let lib = plan.path.display();
+    for f in &plan.missing {
+        note(format_args!("{lib} has no {}; not probed", f.symbol()));
+    }
+    if verbose {
+        for p in &plan.points {
+            note(format_args!(
+                "probe {} at {lib}+{:#x} (entry +0)",
+                p.name(),
+                p.offset
+            ));
+        }
+    }
+    serde_json::json!({
+        "library": lib.to_string(),
+        "functions": plan.points.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "missing": plan.missing.iter().map(|f| f.symbol()).collect::<Vec<_>>(),
+    })
+}
+
+enum ExitWatch {
+    Pidfd(AsyncFd<std::os::fd::OwnedFd>),
+    Child(oneshot::Receiver<Result<Exit, TargetError>>),
+}
+
+impl ExitWatch {
+    async fn wait(&mut self) -> Result<Option<Exit>, TraceError> {
+        match self {
+            ExitWatch::Pidfd(fd) => {
+                let _guard = fd.readable().await.map_err(io("waiting for the target"))?;
+                Ok(None)
+            }
+            ExitWatch::Child(rx) => match rx.await {
+                Ok(r) => Ok(Some(r?)),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+}
+
+/// The state a session accumulates.
+struct Session {
+    pid: u32,
+    probes: Probes,
+    table: LiveTable,
+    modules: Arc<Mutex<Modules>>,
+    namer: SiteNamer,
+    /// Sites whose modules have been checked.
+    sites_checked: usize,
+    latest_ns: u64,
+    foreign_events: u64,
+}
+
+impl Session {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let (pid, table, latest, foreign) = (
+            self.pid,
+            &mut self.table,
+            &mut self.latest_ns,
+            &mut self.foreign_events,
+        );
+        ring::drain(ring, |ev| {
+            if ev.pid == pid {
+                table.apply(ev);
+                *latest = (*latest).max(ev.ts_ns);
+            } else {
+                *foreign += 1;
+            }
+        });
+        // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
+        table.prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
+        self.learn_new_modules();
+    }
+
+    /// Re-reads the target's mappings when a new site lies outside every known module (a
+    /// library loaded since), while the target is still there to ask.
+    fn learn_new_modules(&mut self) {
+        let sites = self.table.site_addrs();
+        if self.sites_checked == sites.len() {
+            return;
+        }
+        let Ok(mut modules) = self.modules.lock() else {
+            return;
+        };
+        if sites[self.sites_checked..]
+            .iter()
+            .any(|&a| modules.find(a).is_none())
+        {
+            let _ = modules.refresh();
+        }
+        self.sites_checked = sites.len();
+    }
+
+    fn summary(&mut self) -> Summary {
+        let per_site = self.table.per_site();
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let named: Vec<(String, u64, u64)> = per_site
+            .iter()
+            .enumerate()
+            .filter(|(_, (objects, _))| *objects > 0)
+            .map(|(site, &(objects, bytes))| {
+                let addr = self.table.site_addrs()[site];
+                (self.namer.name(&modules, addr), objects, bytes)
+            })
+            .collect();
+        drop(modules);
+        Summary::from_sites(
+            self.pid,
+            named,
+            self.probes.lost_events(),
+            self.table.stats().unknown_frees,
+        )
+    }
+}
+
+fn print_out(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+/// Runs a session to its end and prints its diffs and final summary.
+pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
+    let mut probes = Probes::load(opts.probe)?;
+    let (pid, plan, mut exit_watch, modules) = match mode {
+        Mode::Attach(pid) => {
+            target::check_pid(pid)?;
+            let (libc, _) = probe::libc_of_pid(pid)?;
+            let plan = probe::plan(&libc)?;
+            probes.attach(&plan, pid)?;
+            // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+            let watch =
+                unsafe { AsyncFd::register_with_interest(target::pidfd(pid)?, Interest::READABLE) }
+                    .map_err(|e| io("watching the target")(e.into()))?;
+            let mut modules = Modules::new(pid);
+            modules
+                .refresh()
+                .map_err(|_| TargetError::NoSuchProcess { pid })?;
+            (
+                pid,
+                plan,
+                ExitWatch::Pidfd(watch),
+                Arc::new(Mutex::new(modules)),
+            )
+        }
+        Mode::Launch(launched, plan) => {
+            let pid = launched.pid;
+            probes.attach(&plan, pid)?;
+            let modules = Arc::new(Mutex::new(Modules::new(pid)));
+            let (seized_tx, seized_rx) = mpsc::channel();
+            let (exit_tx, exit_rx) = oneshot::channel();
+            let at_exit = Arc::clone(&modules);
+            std::thread::Builder::new()
+                .name("muppy-child".into())
+                .spawn(move || {
+                    let r = target::follow_child(
+                        pid,
+                        |r| {
+                            let _ = seized_tx.send(r);
+                        },
+                        || {
+                            if let Ok(mut m) = at_exit.lock() {
+                                let _ = m.refresh();
+                            }
+                        },
+                    );
+                    let _ = exit_tx.send(r);
+                })
+                .map_err(io("starting the child watcher"))?;
+            if let Ok(Err(e)) = seized_rx.recv() {
+                note(format_args!(
+                    "{e}; sites in libraries unloaded at exit may stay unnamed"
+                ));
+            }
+            launched.release()?;
+            (pid, plan, ExitWatch::Child(exit_rx), modules)
+        }
+    };
+    let probed = describe_plan(&plan, opts.verbose);
+    note(format_args!(
+        "tracing pid {pid} ({}); Ctrl-C to stop",
+        plan.path.display()
+    ));
+
+    // SAFETY: the AsyncFd owns the ring buffer map and its fd.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(probes.take_ring()?, Interest::READABLE) }
+            .map_err(|e| io("polling the ring buffer")(e.into()))?;
+    let mut s = Session {
+        pid,
+        probes,
+        table: LiveTable::new(),
+        modules,
+        namer: SiteNamer::new(),
+        sites_checked: 0,
+        latest_ns: 0,
+        foreign_events: 0,
+    };
+    let launched = matches!(exit_watch, ExitWatch::Child(_));
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
+    // Submits below the wake-up threshold do not wake us; poll for them.
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    let mut report = tokio::time::interval(opts.interval.unwrap_or(Duration::from_secs(3600)));
+    report.tick().await;
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut prev = Summary {
+        pid,
+        ..Summary::default()
+    };
+    let mut signalled = false;
+    let mut exit = None;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(io("polling the ring buffer"))?;
+                s.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = poll.tick() => s.drain(ring.get_mut()),
+            _ = report.tick(), if opts.interval.is_some() => {
+                s.drain(ring.get_mut());
+                let cur = s.summary();
+                let d = summary::diff(&prev, &cur);
+                match opts.format {
+                    Format::Table => print_out(&output::diff_table(&d, opts.top)),
+                    Format::Json => print_out(&(output::diff_json(&d) + "\n")),
+                }
+                prev = cur;
+            }
+            r = exit_watch.wait() => {
+                exit = r?;
+                match exit {
+                    Some(e) => note(format_args!("pid {pid} {e}")),
+                    None => note(format_args!("pid {pid} exited")),
+                }
+                break;
+            }
+            () = &mut deadline => {
+                note(format_args!("stopped after {}s", opts.duration.unwrap_or_default().as_secs_f64()));
+                break;
+            }
+            _ = sigint.recv() => {
+                // A terminal's Ctrl-C reached our child too; wait for it to finish.
+                if launched && !signalled {
+                    signalled = true;
+                    note("waiting for the command to exit (Ctrl-C again to stop now)");
+                } else {
+                    break;
+                }
+            }
+            _ = sigterm.recv() => {
+                if launched && !signalled {
+                    signalled = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    s.drain(ring.get_mut());
+    let summary = s.summary();
+    if summary.lost_events > 0 {
+        note(format_args!(
+            "warning: {} events were lost (ring buffer full); figures may be off by that many blocks; try a larger --ring-mb",
+            summary.lost_events
+        ));
+    }
+    match opts.format {
+        Format::Table => print_out(&output::summary_table(&summary, opts.top)),
+        Format::Json => {
+            let extras = SummaryExtras {
+                exit: exit.map(Exit::to_json),
+                events: s.table.stats().events,
+                tracer_peak_rss_kb: peak_rss_kb(),
+                probed: Some(probed),
+            };
+            print_out(&(output::summary_json(&summary, &extras) + "\n"));
+        }
+    }
+    Ok(Outcome { pid, exit })
+}
+
+/// This process's peak resident set (VmHWM), in KiB.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
