@@ -161,10 +161,16 @@ pub enum Drop {
     RingFull = 0,
     /// The in-flight map was full at an allocator's entry, so its return could not be recorded.
     InflightFull = 1,
+    /// An allocator returned without its entry having been recorded: an allocation missed.
+    /// (Calls already under way at attach time end this way too.)
+    ReturnWithoutEntry = 2,
+    /// An allocator call was entered and its return never seen (its record went stale): an
+    /// allocation missed.
+    EntryWithoutReturn = 3,
 }
 
 /// Number of [`Drop`] counters.
-pub const DROP_KINDS: u32 = 2;
+pub const DROP_KINDS: u32 = 4;
 
 /// State kept between an allocator's entry and its return, per thread.
 #[repr(C)]

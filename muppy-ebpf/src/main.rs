@@ -123,6 +123,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
             outer.nested += 1;
             return;
         }
+        count_drop(Drop::EntryWithoutReturn);
     }
     let Some(func) = AllocFn::from_u32(func) else {
         return;
@@ -169,6 +170,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 fn on_alloc_exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
     let Some(rec) = INFLIGHT.get_ptr_mut(id) else {
+        count_drop(Drop::ReturnWithoutEntry);
         return;
     };
     // SAFETY: this thread's own entry.

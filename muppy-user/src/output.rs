@@ -140,6 +140,8 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
         "total": {"objects": objects, "bytes": bytes},
         "lost_events": s.lost_events,
         "unknown_frees": s.unknown_frees,
+        "libc_unknown_frees": s.libc_unknown_frees,
+        "refrees": s.refrees,
         "events": extras.events,
     });
     if let Some(exit) = &extras.exit {

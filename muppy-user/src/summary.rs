@@ -25,8 +25,15 @@ pub struct Summary {
     /// Events the probes could not deliver (ring full, in-flight map full). Non-zero means the
     /// rows may be wrong by up to that many blocks.
     pub lost_events: u64,
-    /// Frees of blocks the table did not hold (allocated before tracing began, or lost).
+    /// Frees, made by the program, of blocks the table did not hold (allocated before tracing
+    /// began, or whose allocation event was lost).
     pub unknown_frees: u64,
+    /// Frees made from inside libc itself of chunks the table did not hold: libc's own
+    /// housekeeping (glibc's per-thread cache hands back chunks it split off or kept when a thread
+    /// exits). They change no live figure.
+    pub libc_unknown_frees: u64,
+    /// Frees of chunks already freed and not allocated since; they change nothing.
+    pub refrees: u64,
 }
 
 impl Summary {
@@ -66,6 +73,8 @@ impl Summary {
             rows,
             lost_events,
             unknown_frees,
+            libc_unknown_frees: 0,
+            refrees: 0,
         }
     }
 

@@ -145,6 +145,11 @@ impl Modules {
             .ok()
     }
 
+    /// Whether `addr` lies in a mapping of the file named `name` (by file name).
+    pub fn in_module_named(&self, addr: u64, name: &str) -> bool {
+        self.find(addr).is_some_and(|m| m.name() == name)
+    }
+
     /// The module mapping `addr`, if any.
     pub fn find(&self, addr: u64) -> Option<&Module> {
         self.modules

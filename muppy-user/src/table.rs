@@ -9,7 +9,7 @@
 //! recorded) first. [`LiveTable`] resolves that race with the timestamps the events carry; see
 //! [`LiveTable::apply`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use muppy_common::{Event, EventKind};
 
@@ -35,9 +35,16 @@ pub struct TableStats {
     /// Frees (including the old block of a realloc) of addresses the table did not hold: blocks
     /// allocated before tracing began, or whose allocation event was lost.
     pub unknown_frees: u64,
+    /// Frees of addresses the table saw freed and not allocated again: libc handing its own
+    /// cached chunks back (glibc's tcache does this for every exiting thread). No block changes.
+    pub refrees: u64,
     /// Events applied.
     pub events: u64,
 }
+
+/// How many recently freed addresses are remembered to recognise re-frees. glibc's per-thread
+/// cache holds at most a few hundred chunks per thread.
+const RECENTLY_FREED: usize = 1 << 16;
 
 /// The live blocks of one process and the sites that allocated them.
 #[derive(Debug, Default)]
@@ -49,6 +56,12 @@ pub struct LiveTable {
     displaced: HashMap<u64, Block>,
     site_index: HashMap<u64, SiteId>,
     sites: Vec<u64>,
+    /// Addresses freed lately and not allocated since, with the sequence number of that free;
+    /// `freed_order` lists (address, sequence) oldest first, and may hold outdated pairs.
+    freed: HashMap<u64, u64>,
+    freed_order: VecDeque<(u64, u64)>,
+    /// Unknown frees per caller return address, so they can be told apart by who freed.
+    unknown_free_callers: HashMap<u64, u64>,
     stats: TableStats,
 }
 
@@ -71,32 +84,62 @@ impl LiveTable {
         match EventKind::from_u32(ev.kind) {
             Some(EventKind::Alloc) => self.insert(ev),
             Some(EventKind::Free) => {
-                if self.blocks.remove(&ev.addr).is_none() {
-                    self.stats.unknown_frees += 1;
+                if self.blocks.remove(&ev.addr).is_some() {
+                    self.remember_freed(ev.addr);
+                } else if self.freed.contains_key(&ev.addr) {
+                    self.stats.refrees += 1;
+                } else {
+                    self.count_unknown_free(ev.caller);
                 }
             }
             Some(EventKind::Realloc) => {
-                self.release_realloc_source(ev.old_addr, ev.entry_ns);
+                self.release_realloc_source(ev.old_addr, ev.entry_ns, ev.caller);
+                if ev.old_addr != ev.addr {
+                    self.remember_freed(ev.old_addr);
+                }
                 self.insert(ev);
             }
             None => {}
         }
     }
 
-    fn release_realloc_source(&mut self, old: u64, entry_ns: u64) {
+    fn count_unknown_free(&mut self, caller: u64) {
+        self.stats.unknown_frees += 1;
+        *self.unknown_free_callers.entry(caller).or_default() += 1;
+    }
+
+    /// Unknown frees by the return address of the code that made them.
+    pub fn unknown_free_callers(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.unknown_free_callers.iter().map(|(a, n)| (*a, *n))
+    }
+
+    fn release_realloc_source(&mut self, old: u64, entry_ns: u64, caller: u64) {
         match self.blocks.get(&old) {
             Some(b) if b.ts_ns <= entry_ns => {
                 self.blocks.remove(&old);
             }
             _ => {
                 if self.displaced.remove(&old).is_none() {
-                    self.stats.unknown_frees += 1;
+                    self.count_unknown_free(caller);
                 }
             }
         }
     }
 
+    fn remember_freed(&mut self, addr: u64) {
+        let seq = self.stats.events;
+        self.freed.insert(addr, seq);
+        self.freed_order.push_back((addr, seq));
+        if self.freed_order.len() > RECENTLY_FREED
+            && let Some((old, old_seq)) = self.freed_order.pop_front()
+            && self.freed.get(&old) == Some(&old_seq)
+        {
+            self.freed.remove(&old);
+        }
+    }
+
     fn insert(&mut self, ev: &Event) {
+        self.freed.remove(&ev.addr);
         let site = self.intern_site(ev.caller);
         let block = Block {
             size: ev.size,
@@ -215,6 +258,22 @@ mod tests {
         let mut t = LiveTable::new();
         t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
         assert_eq!(t.stats().unknown_frees, 1);
+    }
+
+    #[test]
+    fn refree_of_a_freed_chunk_is_not_unknown() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 1, 2));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xc, 4, 4)); // libc's cache giving it back
+        assert_eq!(t.stats().refrees, 1);
+        assert_eq!(t.stats().unknown_frees, 0);
+        // Allocated again, freed again: still known.
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 5, 6));
+        assert_eq!(t.len(), 1);
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 7, 7));
+        assert!(t.is_empty());
+        assert_eq!(t.stats().unknown_frees, 0);
     }
 
     #[test]

@@ -155,6 +155,8 @@ struct Session {
     table: LiveTable,
     modules: Arc<Mutex<Modules>>,
     namer: SiteNamer,
+    /// File name of the probed libc, to tell its own frees from the program's.
+    libc_name: String,
     /// Sites whose modules have been checked.
     sites_checked: usize,
     latest_ns: u64,
@@ -213,13 +215,20 @@ impl Session {
                 (self.namer.name(&modules, addr), objects, bytes)
             })
             .collect();
+        let (mut program, mut libc) = (0, 0);
+        for (caller, n) in self.table.unknown_free_callers() {
+            if modules.in_module_named(caller, &self.libc_name) {
+                libc += n;
+            } else {
+                program += n;
+            }
+        }
         drop(modules);
-        Summary::from_sites(
-            self.pid,
-            named,
-            self.probes.lost_events(),
-            self.table.stats().unknown_frees,
-        )
+        Summary {
+            libc_unknown_frees: libc,
+            refrees: self.table.stats().refrees,
+            ..Summary::from_sites(self.pid, named, self.probes.lost_events(), program)
+        }
     }
 }
 
@@ -302,6 +311,11 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         table: LiveTable::new(),
         modules,
         namer: SiteNamer::new(),
+        libc_name: plan
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         sites_checked: 0,
         latest_ns: 0,
         foreign_events: 0,

@@ -1,0 +1,83 @@
+//! Bad input: a one-line error on stderr and a non-zero exit, never a panic.
+
+use muppy_tests::{Run, ebpf_available, trace, workload};
+
+fn assert_one_line_error(run: &Run, needle: &str) {
+    assert_eq!(run.code, Some(2), "{run}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{run}");
+    assert!(lines[0].starts_with("muppy-trace: "), "{run}");
+    assert!(lines[0].contains(needle), "wanted {needle:?}\n{run}");
+    assert!(!run.stderr.contains("panicked"), "{run}");
+    assert!(run.stdout.is_empty(), "{run}");
+}
+
+#[test]
+fn bad_flags() {
+    // Flag errors come before anything needs root.
+    assert_one_line_error(
+        &trace(&["--top", "many", "--pid", "1"], ""),
+        "invalid value 'many'",
+    );
+    assert_one_line_error(&trace(&["--bogus"], ""), "unexpected argument '--bogus'");
+    assert_one_line_error(
+        &trace(&["--pid", "1", "--", "ls"], ""),
+        "cannot be used with",
+    );
+    assert_one_line_error(&trace(&["--duration=-3", "--pid", "1"], ""), "--duration");
+    assert_one_line_error(
+        &trace(&["--ring-mb", "3", "--pid", "1"], ""),
+        "power of two",
+    );
+}
+
+#[test]
+fn nothing_to_trace() {
+    if !ebpf_available("nothing_to_trace") {
+        return;
+    }
+    assert_one_line_error(&trace(&[], ""), "say what to trace");
+}
+
+#[test]
+fn missing_pid() {
+    if !ebpf_available("missing_pid") {
+        return;
+    }
+    assert_one_line_error(
+        &trace(&["--pid", "999999999"], ""),
+        "no process with pid 999999999",
+    );
+}
+
+#[test]
+fn kernel_thread() {
+    if !ebpf_available("kernel_thread") {
+        return;
+    }
+    // pid 2 is kthreadd on Linux.
+    assert_one_line_error(&trace(&["--pid", "2"], ""), "pid 2 is a kernel thread");
+}
+
+#[test]
+fn missing_command() {
+    if !ebpf_available("missing_command") {
+        return;
+    }
+    assert_one_line_error(
+        &trace(&["--", "no-such-command-muppy"], ""),
+        "command not found",
+    );
+}
+
+#[test]
+fn static_binary_has_no_libc() {
+    if !ebpf_available("static_binary_has_no_libc") {
+        return;
+    }
+    let bin = workload("static_hello");
+    assert_one_line_error(
+        &trace(&["--", bin.to_str().unwrap()], ""),
+        "does not link libc dynamically",
+    );
+}
