@@ -21,7 +21,7 @@ fn every_entry_point_counts_exactly_once() {
     assert_eq!(s["unknown_frees"], 0, "{run}");
     assert_eq!(s["lost_events"], 0, "{run}");
     assert_eq!(s["exit"]["exit_code"], 0);
-    assert_eq!(s["pid"].as_u64().is_some(), true);
+    assert!(s["pid"].as_u64().is_some());
 }
 
 #[test]

@@ -1,1 +1,244 @@
-fn main() {}
+//! `cargo xtask`: muppy's developer tasks.
+//!
+//! - `setup`: installs what building the eBPF probes needs (nightly rust-src; bpf-linker built
+//!   against the nightly's own LLVM), plus the C toolchain pieces the tests use. Idempotent.
+//! - `build`: setup, then `target/release/muppy-trace`.
+//! - `test`: build, then every test (`MUPPY_REQUIRE_EBPF=1` makes eBPF tests fail, not skip,
+//!   without root).
+//! - `demo`: build, then trace the bundled leaking demo with periodic diffs.
+//! - `bench`: build, then the malloc/free microbenchmark, plain and traced.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (idempotent).
+    Setup,
+    /// Build target/release/muppy-trace.
+    Build,
+    /// Build, then run all tests.
+    Test,
+    /// Build, then trace the bundled leaking demo.
+    Demo,
+    /// Build, then benchmark malloc/free plain and traced.
+    Bench {
+        /// Print one final JSON line with every figure.
+        #[arg(long)]
+        json: bool,
+        /// Runs of each configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn setup() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let have_linker = output(Command::new("bpf-linker").arg("--version"))
+        .is_ok_and(|v| v.contains(BPF_LINKER_VERSION));
+    if !have_linker {
+        // Link bpf-linker against the nightly's own libLLVM: it must match the LLVM that emits
+        // the bitcode, and the distribution has no such LLVM.
+        let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+        let lib = Path::new(sysroot.trim()).join("lib");
+        let llvm = std::fs::read_dir(&lib)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("libLLVM-") && n.ends_with(".so"))
+            .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+        let name = llvm.trim_start_matches("lib").trim_end_matches(".so");
+        let major = name
+            .trim_start_matches("LLVM-")
+            .split(['-', '.'])
+            .next()
+            .unwrap_or_default();
+        let lib = lib.display();
+        run(Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major},no-llvm-linking")])
+            .env(
+                "RUSTFLAGS",
+                format!("-L native={lib} -l dylib={name} -C link-arg=-Wl,-rpath,{lib}"),
+            ))?;
+    }
+    // The tests build C workloads, one of them static (libc.a comes with libc6-dev).
+    if which("gcc").is_none() || !Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists() {
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "gcc", "libc6-dev"]))?;
+    }
+    Ok(())
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.exists())
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    setup()?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "muppy-user",
+    ]))?;
+    Ok(root().join("target/release/muppy-trace"))
+}
+
+fn compile_c(src: &str, out: &str) -> anyhow::Result<PathBuf> {
+    let out = root().join("target").join(out);
+    std::fs::create_dir_all(out.parent().unwrap_or(&root()))?;
+    run(Command::new("gcc")
+        .args([
+            "-O1",
+            "-g",
+            "-fno-builtin",
+            "-fno-omit-frame-pointer",
+            "-pthread",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(root().join(src)))?;
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn field(text: &str, key: &str) -> Option<f64> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+fn bench(json: bool, runs: usize) -> anyhow::Result<()> {
+    let trace = build()?;
+    let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
+    let pairs = "1000000";
+    let (mut plain, mut traced, mut rss, mut lost, mut eps) =
+        (vec![], vec![], vec![], 0u64, vec![]);
+    // Interleave the configurations so drift hits both alike.
+    for _ in 0..runs.max(1) {
+        let out = output(Command::new(&prog).args(["1", pairs]))?;
+        plain.push(field(&out, "ns_per_call").context("bench_loop output")?);
+        let out = output(
+            Command::new(&trace)
+                .args(["--format", "json", "--"])
+                .arg(&prog)
+                .args(["1", pairs]),
+        )?;
+        let mut lines = out.lines();
+        let first = lines.next().context("no bench output")?;
+        let ns = field(first, "ns_per_call").context("bench_loop output")?;
+        traced.push(ns);
+        let summary: serde_json::Value = serde_json::from_str(lines.last().context("no summary")?)?;
+        lost += summary["lost_events"].as_u64().unwrap_or(0);
+        rss.push(summary["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0));
+        let events = summary["events"].as_f64().unwrap_or(0.0);
+        let seconds = field(first, "seconds").unwrap_or(1.0);
+        eps.push(events / seconds);
+    }
+    let (p, t) = (median(plain), median(traced));
+    let (r, e) = (median(rss), median(eps));
+    println!("malloc/free loop, {pairs} pairs, 1 thread, median of {runs} runs");
+    println!("{:<22} {:>12} {:>8}", "config", "ns/call", "ratio");
+    println!("{:<22} {:>12.1} {:>8.2}", "plain", p, 1.0);
+    println!("{:<22} {:>12.1} {:>8.2}", "muppy (entry +0)", t, t / p);
+    println!(
+        "events/s traced: {e:.0}; lost events (all runs): {lost}; tracer peak RSS: {r:.0} KiB"
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"plain_ns_per_call": p, "muppy_ns_per_call": t, "ratio": t / p,
+                "events_per_second": e, "lost_events": lost, "tracer_peak_rss_kb": r, "runs": runs})
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Build => build().map(|p| println!("built {}", p.display())),
+        Task::Test => {
+            let bin = build()?;
+            run(Command::new("cargo")
+                .current_dir(root())
+                .args(["test", "--workspace", "--release"])
+                .env("MUPPY_TRACE_BIN", bin))
+        }
+        Task::Demo => {
+            let bin = build()?;
+            let demo = compile_c("demo/leaky.c", "demo/leaky")?;
+            println!("\n$ sudo muppy-trace --interval 1 -- {}\n", demo.display());
+            run(Command::new(bin).args(["--interval", "1", "--"]).arg(demo))
+        }
+        Task::Bench { json, runs } => bench(json, runs),
+    }
+}
