@@ -356,9 +356,15 @@ mod tests {
             resolve_program("no-such-program-muppy"),
             Err(TargetError::NotFound { .. })
         ));
+        let plain = std::env::temp_dir().join(format!("muppy-not-exec-{}", std::process::id()));
+        fs::write(&plain, "data").unwrap();
+        fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
+        let r = resolve_program(plain.to_str().unwrap());
+        fs::remove_file(&plain).unwrap();
+        assert!(matches!(r, Err(TargetError::NotExecutable { .. })), "{r:?}");
         assert!(matches!(
-            resolve_program("/etc/hostname"),
-            Err(TargetError::NotExecutable { .. }) | Err(TargetError::NotFound { .. })
+            resolve_program("/no/such/muppy"),
+            Err(TargetError::NotFound { .. })
         ));
     }
 

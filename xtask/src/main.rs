@@ -230,7 +230,7 @@ fn main() -> anyhow::Result<()> {
             let bin = build()?;
             run(Command::new("cargo")
                 .current_dir(root())
-                .args(["test", "--workspace", "--release"])
+                .args(["test", "--release"]) // default members: muppy-ebpf builds only for bpf
                 .env("MUPPY_TRACE_BIN", bin))
         }
         Task::Demo => {
