@@ -1,5 +1,6 @@
-//! Builds the C workloads with gcc: debug info for line numbers, frame pointers for stacks, and
-//! -fno-builtin so the compiler cannot remove a malloc/free pair the ledger counts.
+//! Builds the C workloads with gcc and the flags in `workloads/cflags` (shared with xtask's demo
+//! and bench): debug info for line numbers, frame pointers for stacks, and -fno-builtin so the
+//! compiler cannot remove a malloc/free pair the ledger counts.
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
@@ -7,6 +8,11 @@ fn main() {
     let dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("manifest dir")).join("workloads");
     println!("cargo:rerun-if-changed={}", dir.display());
+    let cflags: Vec<String> = std::fs::read_to_string(dir.join("cflags"))
+        .expect("workloads/cflags")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     let cc = env::var("CC").unwrap_or_else(|_| "gcc".into());
     for entry in std::fs::read_dir(&dir).expect("workloads dir") {
         let src = entry.expect("dir entry").path();
@@ -19,16 +25,7 @@ fn main() {
             .to_string_lossy()
             .into_owned();
         let mut cmd = Command::new(&cc);
-        cmd.args([
-            "-O1",
-            "-g",
-            "-fno-builtin",
-            "-fno-omit-frame-pointer",
-            "-pthread",
-            "-o",
-        ])
-        .arg(out.join(&name))
-        .arg(&src);
+        cmd.args(&cflags).arg("-o").arg(out.join(&name)).arg(&src);
         if name.starts_with("static_") {
             cmd.arg("-static");
         }

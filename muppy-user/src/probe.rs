@@ -90,9 +90,8 @@ pub enum ProbeError {
     },
 }
 
-/// The libc a process has mapped, as a path this process can open (through
-/// `/proc/PID/root`), and as the target names it.
-pub fn libc_of_pid(pid: u32) -> Result<(PathBuf, String), ProbeError> {
+/// The libc a process has mapped, as a path this process can open (through `/proc/PID/root`).
+pub fn libc_of_pid(pid: u32) -> Result<PathBuf, ProbeError> {
     let maps_path = format!("/proc/{pid}/maps");
     let text = fs::read_to_string(&maps_path).map_err(|source| ProbeError::Read {
         path: maps_path,
@@ -103,8 +102,7 @@ pub fn libc_of_pid(pid: u32) -> Result<(PathBuf, String), ProbeError> {
         .map(|e| e.path)
         .find(|p| is_libc(p))
         .ok_or(ProbeError::NoLibcInProcess { pid })?;
-    let open = Path::new(&format!("/proc/{pid}/root")).join(seen.trim_start_matches('/'));
-    Ok((open, seen))
+    Ok(Path::new(&format!("/proc/{pid}/root")).join(seen.trim_start_matches('/')))
 }
 
 fn is_libc(path: &str) -> bool {
@@ -381,7 +379,7 @@ mod tests {
 
     #[test]
     fn plans_this_machines_libc_with_aliases_merged() {
-        let (lib, _) = libc_of_pid(std::process::id()).expect("the test process maps libc");
+        let lib = libc_of_pid(std::process::id()).expect("the test process maps libc");
         let plan = plan(&lib).unwrap();
         let all: Vec<AllocFn> = plan.points.iter().flat_map(|p| p.funcs.clone()).collect();
         assert!(all.contains(&AllocFn::Malloc) && all.contains(&AllocFn::Free));

@@ -244,7 +244,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let (pid, plan, mut exit_watch, modules) = match mode {
         Mode::Attach(pid) => {
             target::check_pid(pid)?;
-            let (libc, _) = probe::libc_of_pid(pid)?;
+            let libc = probe::libc_of_pid(pid)?;
             let plan = probe::plan(&libc)?;
             probes.attach(&plan, pid)?;
             // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.

@@ -151,15 +151,11 @@ fn build() -> anyhow::Result<PathBuf> {
 fn compile_c(src: &str, out: &str) -> anyhow::Result<PathBuf> {
     let out = root().join("target").join(out);
     std::fs::create_dir_all(out.parent().unwrap_or(&root()))?;
+    // The same flags as the test workloads: one definition, in tests/workloads/cflags.
+    let cflags = std::fs::read_to_string(root().join("tests/workloads/cflags"))?;
     run(Command::new("gcc")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-builtin",
-            "-fno-omit-frame-pointer",
-            "-pthread",
-            "-o",
-        ])
+        .args(cflags.split_whitespace())
+        .arg("-o")
         .arg(&out)
         .arg(root().join(src)))?;
     Ok(out)
