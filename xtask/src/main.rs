@@ -41,6 +41,9 @@ enum Task {
         /// Runs of each configuration (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Live blocks held for the tracer-memory measurement.
+        #[arg(long, default_value_t = 10_000_000)]
+        live: u64,
     },
 }
 
@@ -172,7 +175,46 @@ fn field(text: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn bench(json: bool, runs: usize) -> anyhow::Result<()> {
+/// Tracer memory: peak RSS with one live block (the base) and with `live` live blocks.
+struct Memory {
+    base_kb: f64,
+    peak_kb: f64,
+    held: u64,
+    lost: u64,
+}
+
+impl Memory {
+    fn per_block(&self) -> f64 {
+        (self.peak_kb - self.base_kb) * 1024.0 / self.held.max(1) as f64
+    }
+}
+
+fn traced_summary(trace: &Path, prog: &Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let out = output(
+        Command::new(trace)
+            .args(["--format", "json", "--"])
+            .arg(prog)
+            .args(args),
+    )?;
+    Ok(serde_json::from_str(
+        out.lines().last().context("no summary")?,
+    )?)
+}
+
+fn memory(trace: &Path, live: u64) -> anyhow::Result<Memory> {
+    let prog = compile_c("tests/workloads/hold.c", "bench/hold")?;
+    let base = traced_summary(trace, &prog, &["1".into()])?;
+    let full = traced_summary(trace, &prog, &[live.to_string()])?;
+    let kb = |s: &serde_json::Value| s["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0);
+    Ok(Memory {
+        base_kb: kb(&base),
+        peak_kb: kb(&full),
+        held: full["total"]["objects"].as_u64().unwrap_or(0),
+        lost: full["lost_events"].as_u64().unwrap_or(0),
+    })
+}
+
+fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     let trace = build()?;
     let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
     let pairs = "1000000";
@@ -208,11 +250,22 @@ fn bench(json: bool, runs: usize) -> anyhow::Result<()> {
     println!(
         "events/s traced: {e:.0}; lost events (all runs): {lost}; tracer peak RSS: {r:.0} KiB"
     );
+    let m = memory(&trace, live)?;
+    println!(
+        "tracer memory: base {:.0} KiB; {} live blocks held: peak {:.0} KiB, {:.1} B per live block; lost events: {}",
+        m.base_kb,
+        m.held,
+        m.peak_kb,
+        m.per_block(),
+        m.lost
+    );
     if json {
         println!(
             "{}",
             serde_json::json!({"plain_ns_per_call": p, "muppy_ns_per_call": t, "ratio": t / p,
-                "events_per_second": e, "lost_events": lost, "tracer_peak_rss_kb": r, "runs": runs})
+                "events_per_second": e, "lost_events": lost, "tracer_peak_rss_kb": r, "runs": runs,
+                "base_rss_kb": m.base_kb, "live_blocks": m.held, "live_peak_rss_kb": m.peak_kb,
+                "bytes_per_live_block": m.per_block(), "live_lost_events": m.lost})
         );
     }
     Ok(())
@@ -235,6 +288,6 @@ fn main() -> anyhow::Result<()> {
             println!("\n$ sudo muppy-trace --interval 1 -- {}\n", demo.display());
             run(Command::new(bin).args(["--interval", "1", "--"]).arg(demo))
         }
-        Task::Bench { json, runs } => bench(json, runs),
+        Task::Bench { json, runs, live } => bench(json, runs, live),
     }
 }
