@@ -12,6 +12,20 @@ pub const RING_MAP: &str = "EVENTS";
 pub const DROPS_MAP: &str = "DROPS";
 /// Name of the hash map of allocator calls in flight, keyed by `pid_tgid`.
 pub const INFLIGHT_MAP: &str = "INFLIGHT";
+/// Name of the kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that [`Event::stack`] indexes.
+pub const STACKS_MAP: &str = "STACKS";
+
+/// [`Event::stack`] when the event has no stack: stacks are off, or the stack was lost
+/// ([`STACK_LOST`] says which).
+pub const NO_STACK: u32 = u32::MAX;
+/// [`Event::flags`] bit: the stack in the map starts with the caller frame itself (the
+/// fallback form). Without it, the map holds the frames *above* the caller, and the caller is
+/// [`Event::caller`].
+pub const STACK_HAS_CALLER: u32 = 1;
+/// [`Event::flags`] bit: stacks were on, but neither form of this allocation's stack could be
+/// stored (the stack map was full or both its buckets were taken). Counted as
+/// [`Drop::StackLost`].
+pub const STACK_LOST: u32 = 2;
 
 /// The allocator entry points muppy probes.
 ///
@@ -148,6 +162,10 @@ pub struct Event {
     pub entry_ns: u64,
     /// `bpf_ktime_get_ns()` when the call returned (for free: when it was entered).
     pub ts_ns: u64,
+    /// Allocations: the id of the user stack in the stack map, or [`NO_STACK`].
+    pub stack: u32,
+    /// [`STACK_HAS_CALLER`], [`STACK_LOST`].
+    pub flags: u32,
 }
 
 /// Size of [`Event`] in bytes, for decoding.
@@ -167,10 +185,13 @@ pub enum Drop {
     /// An allocator call was entered and its return never seen (its record went stale): an
     /// allocation missed.
     EntryWithoutReturn = 3,
+    /// An allocation was recorded without its stack: the stack map had no room for it. The
+    /// allocation itself and its site are exact; only its call path is missing.
+    StackLost = 4,
 }
 
 /// Number of [`Drop`] counters.
-pub const DROP_KINDS: u32 = 4;
+pub const DROP_KINDS: u32 = 5;
 
 /// State kept between an allocator's entry and its return, per thread.
 #[repr(C)]
@@ -200,5 +221,5 @@ mod pod {
     unsafe impl aya::Pod for super::InFlight {}
 }
 
-const _: () = assert!(core::mem::size_of::<Event>() == 4 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 2 * 4 + 5 * 8);

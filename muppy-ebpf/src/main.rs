@@ -11,15 +11,20 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_ANY, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
-use muppy_common::{AllocFn, DROP_KINDS, Drop, Event, EventKind, InFlight, decode_cookie};
+use muppy_common::{
+    AllocFn, DROP_KINDS, Drop, Event, EventKind, InFlight, NO_STACK, STACK_HAS_CALLER, STACK_LOST,
+    decode_cookie,
+};
 
 /// Sized by user space (`--ring-mb`) before load.
 #[map(name = "EVENTS")]
@@ -29,6 +34,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "INFLIGHT")]
 static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
 
+/// User stacks of allocations. Sized by user space.
+#[map(name = "STACKS")]
+static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
 /// Events that could not be delivered, per [`Drop`] reason.
 #[map(name = "DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
@@ -37,6 +46,10 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 /// Waking on every event costs ≈1.5 µs per call.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(512 << 10);
+
+/// Non-zero: record a user stack with every allocation.
+#[unsafe(no_mangle)]
+static WANT_STACKS: Global<u32> = Global::new(1);
 
 /// The target's page size, for pvalloc.
 #[unsafe(no_mangle)]
@@ -197,6 +210,8 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
         entry_ns: rec.entry_ns,
         // SAFETY: plain helper call.
         ts_ns: unsafe { bpf_ktime_get_ns() },
+        stack: NO_STACK,
+        flags: 0,
     };
     match func {
         AllocFn::Realloc | AllocFn::Reallocarray => {
@@ -231,7 +246,33 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     if ev.addr == 0 {
         return;
     }
+    if ev.kind != EventKind::Free as u32 && WANT_STACKS.load() != 0 {
+        (ev.stack, ev.flags) = user_stack(ctx);
+    }
     emit(&ev);
+}
+
+/// The allocation's user stack, taken at the allocator's return: the probe sees the caller's
+/// registers with the instruction pointer at the return address, so the frame-pointer walk
+/// starts at the caller itself (exact even if the caller keeps no frame pointer) and goes on
+/// through its callers.
+///
+/// The stack map stores one stack per hash bucket and refuses a different stack whose hash
+/// lands on a taken bucket. The first try skips the caller frame, which the event carries
+/// anyway (sites calling the allocator from one function share the entry); a refused stack is
+/// tried again whole, which hashes to another bucket. Only if both are refused is the stack
+/// lost, and that is counted, never guessed.
+#[inline(always)]
+fn user_stack(ctx: &RetProbeContext) -> (u32, u32) {
+    let skip_caller = 1;
+    if let Ok(id) = ctx.get_stackid(&STACKS, (BPF_F_USER_STACK | skip_caller).into()) {
+        return (id as u32, 0);
+    }
+    if let Ok(id) = ctx.get_stackid(&STACKS, BPF_F_USER_STACK.into()) {
+        return (id as u32, STACK_HAS_CALLER);
+    }
+    count_drop(Drop::StackLost);
+    (NO_STACK, STACK_LOST)
 }
 
 #[uprobe]
@@ -270,6 +311,8 @@ fn on_free_enter(ctx: &ProbeContext) {
         caller: ret,
         entry_ns: now,
         ts_ns: now,
+        stack: NO_STACK,
+        flags: 0,
     });
 }
 

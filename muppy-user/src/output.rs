@@ -5,9 +5,15 @@ use prettytable::{
     Cell, Row as TRow, Table,
     format::{FormatBuilder, LinePosition, LineSeparator},
 };
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::summary::{Diff, Summary};
+use crate::{
+    heap::{Counters, Object, Trace},
+    summary::{Diff, GroupBy, Key, Summary},
+    tree::Node,
+};
 
 const UNITS: [&str; 7] = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
 
@@ -63,39 +69,62 @@ fn table(first_column: &str) -> Table {
     t
 }
 
-fn cut_note(shown: usize, all: usize) -> String {
+fn cut_note(shown: usize, all: usize, noun: &str) -> String {
     if shown < all {
-        format!(" (top {shown} of {all} sites shown)")
+        format!(" (top {shown} of {all} {noun} shown)")
     } else {
         String::new()
     }
 }
 
-/// The summary as Pympler prints one: `sites | # objects | total size`, the `top` largest
-/// rows, then a line with the totals and how far the figures can be trusted.
+/// A row key as a table cell: a stack shows one frame per line.
+fn key_cell(k: &Key) -> String {
+    match k {
+        Key::Stack(frames) => frames.join("\n"),
+        _ => k.text(),
+    }
+}
+
+/// The trust figures after a table's totals. Every counter that can make a figure wrong is
+/// named; lost stacks only when there are any (they leave every count exact).
+fn trust(c: &Counters) -> String {
+    let mut s = format!(
+        "lost_events: {}; unknown_frees: {}",
+        c.lost_events, c.unknown_frees
+    );
+    if c.lost_stacks > 0 {
+        s.push_str(&format!("; lost_stacks: {}", c.lost_stacks));
+    }
+    s
+}
+
+/// The summary as Pympler prints one: `sites | # objects | total size` (or functions, stacks,
+/// sizes), the `top` largest rows, then a line with the totals and how far the figures can be
+/// trusted.
 pub fn summary_table(s: &Summary, top: usize) -> String {
-    let mut t = table("sites");
+    let noun = s.group_by.noun();
+    let mut t = table(noun);
     for r in s.rows.iter().take(top) {
         t.add_row(TRow::new(vec![
-            Cell::new(&r.site).style_spec("r"),
+            Cell::new(&key_cell(&r.key)).style_spec("r"),
             Cell::new(&r.objects.to_string()).style_spec("r"),
             Cell::new(&format_size(r.bytes)).style_spec("r"),
         ]));
     }
     let (objects, bytes) = s.total();
     format!(
-        "{t}total: {objects} objects, {} live in {} sites{}; lost_events: {}; unknown_frees: {}\n",
+        "{t}total: {objects} objects, {} live in {} {noun}{}; {}\n",
         format_size_compact(bytes),
         s.rows.len(),
-        cut_note(s.rows.len().min(top), s.rows.len()),
-        s.lost_events,
-        s.unknown_frees,
+        cut_note(s.rows.len().min(top), s.rows.len(), noun),
+        trust(&s.counters),
     )
 }
 
 /// A diff as `SummaryTracker.print_diff()` prints one, with signed figures.
 pub fn diff_table(d: &Diff, top: usize) -> String {
-    let mut t = table("sites");
+    let noun = d.group_by.noun();
+    let mut t = table(noun);
     for r in d.rows.iter().take(top) {
         let objects = if r.objects > 0 {
             format!("+{}", r.objects)
@@ -103,12 +132,12 @@ pub fn diff_table(d: &Diff, top: usize) -> String {
             r.objects.to_string()
         };
         t.add_row(TRow::new(vec![
-            Cell::new(&r.site).style_spec("r"),
+            Cell::new(&key_cell(&r.key)).style_spec("r"),
             Cell::new(&objects).style_spec("r"),
             Cell::new(&format_size_change(r.bytes)).style_spec("r"),
         ]));
     }
-    let note = cut_note(d.rows.len().min(top), d.rows.len());
+    let note = cut_note(d.rows.len().min(top), d.rows.len(), noun);
     let mut out = t.to_string();
     if !note.is_empty() {
         out.push_str(note.trim_start());
@@ -122,28 +151,63 @@ pub fn diff_table(d: &Diff, top: usize) -> String {
 pub struct SummaryExtras {
     /// How the target ended, when it did: `{"exit_code":N}` or `{"signal":N}`.
     pub exit: Option<serde_json::Value>,
-    /// Events the tracer applied.
-    pub events: u64,
     /// The tracer's peak resident memory, in KiB.
     pub tracer_peak_rss_kb: Option<u64>,
     /// What was probed, for the reader: library path and functions.
     pub probed: Option<serde_json::Value>,
 }
 
+/// A row's key as JSON fields: `"site"`, `"function"`, `"size"`, or `"site"` and `"stack"`.
+fn key_json(k: &Key, v: &mut serde_json::Value) {
+    match k {
+        Key::Site(s) => v["site"] = s.as_str().into(),
+        Key::Function(f) => v["function"] = f.as_str().into(),
+        Key::Size(n) => v["size"] = (*n).into(),
+        Key::Stack(frames) => {
+            v["site"] = frames.first().map_or("", String::as_str).into();
+            v["stack"] = frames.clone().into();
+        }
+    }
+}
+
+fn group_name(by: GroupBy) -> &'static str {
+    match by {
+        GroupBy::Site => "site",
+        GroupBy::Function => "function",
+        GroupBy::Stack => "stack",
+        GroupBy::Size => "size",
+    }
+}
+
+fn counters_json(c: &Counters, v: &mut serde_json::Value) {
+    v["lost_events"] = c.lost_events.into();
+    v["unknown_frees"] = c.unknown_frees.into();
+    v["libc_unknown_frees"] = c.libc_unknown_frees.into();
+    v["refrees"] = c.refrees.into();
+    v["lost_stacks"] = c.lost_stacks.into();
+    v["events"] = c.events.into();
+}
+
 /// The final summary as one JSON line, with every row.
 pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
     let (objects, bytes) = s.total();
+    let rows: Vec<serde_json::Value> = s
+        .rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({"objects": r.objects, "bytes": r.bytes});
+            key_json(&r.key, &mut v);
+            v
+        })
+        .collect();
     let mut v = json!({
         "type": "summary",
         "pid": s.pid,
-        "rows": s.rows,
+        "group_by": group_name(s.group_by),
+        "rows": rows,
         "total": {"objects": objects, "bytes": bytes},
-        "lost_events": s.lost_events,
-        "unknown_frees": s.unknown_frees,
-        "libc_unknown_frees": s.libc_unknown_frees,
-        "refrees": s.refrees,
-        "events": extras.events,
     });
+    counters_json(&s.counters, &mut v);
     if let Some(exit) = &extras.exit {
         v["exit"] = exit.clone();
     }
@@ -158,13 +222,175 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
 
 /// A diff as one JSON line, with every changed row.
 pub fn diff_json(d: &Diff) -> String {
-    json!({"type": "diff", "pid": d.pid, "rows": d.rows, "lost_events": d.lost_events}).to_string()
+    let rows: Vec<serde_json::Value> = d
+        .rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({"objects": r.objects, "bytes": r.bytes});
+            key_json(&r.key, &mut v);
+            v
+        })
+        .collect();
+    let mut v =
+        json!({"type": "diff", "pid": d.pid, "group_by": group_name(d.group_by), "rows": rows});
+    counters_json(&d.counters, &mut v);
+    v.to_string()
+}
+
+/// An age as people read one: `"850 ms"`, `"12.3 s"`, `"4.0 min"`, `"2.5 h"`.
+pub fn format_age(age: Duration) -> String {
+    let secs = age.as_secs_f64();
+    if secs < 1.0 {
+        format!("{} ms", age.as_millis())
+    } else if secs < 60.0 {
+        format!("{secs:.1} s")
+    } else if secs < 3600.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+/// Live blocks as a table (`address | size | age | thread | site`), the first `top`, then a
+/// line saying how many there are.
+pub fn objects_table(objects: &[Object], traces: &[Trace], top: usize) -> String {
+    let mut t = Table::new();
+    t.set_format(
+        FormatBuilder::new()
+            .column_separator('|')
+            .padding(1, 1)
+            .separator(LinePosition::Title, LineSeparator::new('=', '|', ' ', ' '))
+            .build(),
+    );
+    t.set_titles(TRow::new(
+        ["address", "size", "age", "thread", "site"]
+            .iter()
+            .map(|h| Cell::new(h).style_spec("r"))
+            .collect(),
+    ));
+    for o in objects.iter().take(top) {
+        t.add_row(TRow::new(vec![
+            Cell::new(&format!("{:#x}", o.addr)).style_spec("r"),
+            Cell::new(&format_size(o.size)).style_spec("r"),
+            Cell::new(&format_age(o.age)).style_spec("r"),
+            Cell::new(&o.tid.to_string()).style_spec("r"),
+            Cell::new(traces[o.trace as usize].site()).style_spec("r"),
+        ]));
+    }
+    let bytes: u64 = objects.iter().map(|o| o.size).sum();
+    format!(
+        "{t}{} objects, {}{}\n",
+        objects.len(),
+        format_size_compact(bytes),
+        cut_note(objects.len().min(top), objects.len(), "objects"),
+    )
+}
+
+/// One live block as a JSON line.
+pub fn object_json(o: &Object, traces: &[Trace]) -> String {
+    let t = &traces[o.trace as usize];
+    json!({
+        "type": "object",
+        "addr": format!("{:#x}", o.addr),
+        "size": o.size,
+        "age_ms": u64::try_from(o.age.as_millis()).unwrap_or(u64::MAX),
+        "tid": o.tid,
+        "site": t.site(),
+        "stack": t.stack(),
+    })
+    .to_string()
+}
+
+fn node_label(n: &Node) -> String {
+    format!(
+        "{} [{}, {}]",
+        n.label,
+        n.objects,
+        format_size_compact(n.bytes)
+    )
+}
+
+/// Trees in the form of Pympler's `ConsoleBrowser.print_tree()`: a node's first child on its
+/// own line after `-+-` (or `--` when it is the only one), the others below after `+-`, joined
+/// by `|`; a free line closes a node's branches. Nodes deeper than `maxdepth` are left out.
+pub fn tree_text(roots: &[Node], maxdepth: usize) -> String {
+    let mut out = String::new();
+    for root in roots {
+        print_node(root, String::new(), String::new(), 0, maxdepth, &mut out);
+    }
+    out
+}
+
+fn print_node(
+    n: &Node,
+    mut prefix: String,
+    mut carry: String,
+    depth: usize,
+    maxdepth: usize,
+    out: &mut String,
+) {
+    let label = node_label(n);
+    prefix.push_str(&label);
+    carry.push_str(&" ".repeat(label.chars().count()));
+    if depth == maxdepth || n.children.is_empty() {
+        out.push_str(&prefix);
+        out.push('\n');
+        return;
+    }
+    let many = n.children.len() > 1;
+    prefix.push_str(if many { "-+-" } else { "--" });
+    carry.push_str(if many { " | " } else { "  " });
+    let last = n.children.len() - 1;
+    for (i, child) in n.children.iter().enumerate() {
+        if i > 0 {
+            // Siblings hang from the `|` column, which the last one closes.
+            let stem: String = carry.chars().take(carry.chars().count() - 2).collect();
+            prefix = format!("{stem}+-");
+            if i == last {
+                carry = format!("{stem}  ");
+            }
+        }
+        print_node(
+            child,
+            prefix.clone(),
+            carry.clone(),
+            depth + 1,
+            maxdepth,
+            out,
+        );
+        if i == last && i > 0 {
+            let stem: String = carry.chars().take(carry.chars().count() - 2).collect();
+            let line = stem.trim_end();
+            if !line.is_empty() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn node_json(n: &Node, depth: usize, maxdepth: usize) -> serde_json::Value {
+    let children: Vec<serde_json::Value> = if depth < maxdepth {
+        n.children
+            .iter()
+            .map(|c| node_json(c, depth + 1, maxdepth))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    json!({"frame": n.label, "objects": n.objects, "bytes": n.bytes, "children": children})
+}
+
+/// Trees as one JSON line: `{"type":"tree","roots":[{"frame","objects","bytes","children"}]}`.
+pub fn tree_json(pid: u32, roots: &[Node], maxdepth: usize) -> String {
+    let roots: Vec<serde_json::Value> = roots.iter().map(|r| node_json(r, 0, maxdepth)).collect();
+    json!({"type": "tree", "pid": pid, "roots": roots}).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{DiffRow, Summary};
+    use crate::summary::DiffRow;
 
     #[test]
     fn sizes_print_like_pympler() {
@@ -184,17 +410,22 @@ mod tests {
         assert_eq!(format_size_change(0), "0     B");
     }
 
+    fn sites(rows: &[(&str, u64, u64)], unknown_frees: u64) -> Summary {
+        Summary::from_figures(
+            1,
+            GroupBy::Site,
+            rows.iter()
+                .map(|(k, o, b)| (Key::Site(k.to_string()), *o, *b)),
+            Counters {
+                unknown_frees,
+                ..Counters::default()
+            },
+        )
+    }
+
     #[test]
     fn summary_table_has_pympler_columns_and_trust_line() {
-        let s = Summary::from_sites(
-            1,
-            vec![
-                ("leak (a.c:3)".to_string(), 2, 2048),
-                ("x".to_string(), 1, 8),
-            ],
-            0,
-            3,
-        );
+        let s = sites(&[("leak (a.c:3)", 2, 2048), ("x", 1, 8)], 3);
         let out = summary_table(&s, 1);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "        sites | # objects | total size ");
@@ -208,7 +439,9 @@ mod tests {
 
     #[test]
     fn json_lines_carry_all_rows() {
-        let s = Summary::from_sites(9, vec![("a".to_string(), 2, 20)], 1, 0);
+        let mut s = sites(&[("a", 2, 20)], 0);
+        s.pid = 9;
+        s.counters.lost_events = 1;
         let v: serde_json::Value =
             serde_json::from_str(&summary_json(&s, &SummaryExtras::default())).unwrap();
         assert_eq!(v["type"], "summary");
@@ -218,14 +451,66 @@ mod tests {
         assert_eq!(v["lost_events"], 1);
         let d = Diff {
             pid: 9,
+            group_by: GroupBy::Stack,
             rows: vec![DiffRow {
-                site: "a".into(),
+                key: Key::Stack(vec!["a".into(), "main".into()]),
                 objects: -1,
                 bytes: -10,
             }],
-            lost_events: 0,
+            counters: Counters::default(),
         };
         let v: serde_json::Value = serde_json::from_str(&diff_json(&d)).unwrap();
         assert_eq!(v["rows"][0]["objects"], -1);
+        assert_eq!(v["rows"][0]["site"], "a");
+        assert_eq!(v["rows"][0]["stack"][1], "main");
+    }
+
+    fn node(label: &str, objects: u64, children: Vec<Node>) -> Node {
+        Node {
+            label: label.into(),
+            objects,
+            bytes: objects * 8,
+            children,
+        }
+    }
+
+    /// The shape of the guide's `print_tree` example: a root with five branches, the first two
+    /// with branches of their own, the others with one each.
+    #[test]
+    fn tree_prints_like_console_browser() {
+        let leaf = |l: &str| node(l, 1, vec![]);
+        let root = node(
+            "s",
+            5,
+            vec![
+                node("d", 1, vec![leaf("l1"), leaf("l2")]),
+                node("e", 1, vec![leaf("m1"), leaf("m2")]),
+                node("l", 1, vec![leaf("d2")]),
+                node("t", 1, vec![leaf("d3")]),
+            ],
+        );
+        let text = tree_text(&[root], 8);
+        let want = "\
+s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
+            |            +-l2 [1, 8 B]
+            |
+            +-e [1, 8 B]-+-m1 [1, 8 B]
+            |            +-m2 [1, 8 B]
+            |
+            +-l [1, 8 B]--d2 [1, 8 B]
+            +-t [1, 8 B]--d3 [1, 8 B]
+";
+        assert_eq!(text, want);
+        assert_eq!(
+            tree_text(&[node("s", 1, vec![leaf("d")])], 0),
+            "s [1, 8 B]\n"
+        );
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(format_age(Duration::from_millis(850)), "850 ms");
+        assert_eq!(format_age(Duration::from_millis(12_340)), "12.3 s");
+        assert_eq!(format_age(Duration::from_secs(240)), "4.0 min");
     }
 }

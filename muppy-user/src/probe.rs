@@ -13,10 +13,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
-use muppy_common::{AllocFn, DROP_KINDS, DROPS_MAP, INFLIGHT_MAP, RING_MAP, cookie};
+use muppy_common::{
+    AllocFn, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, RING_MAP, STACKS_MAP, cookie,
+};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The probes, compiled by the build script from `muppy-ebpf`.
@@ -242,6 +244,8 @@ pub struct ProbeConfig {
     pub ring_bytes: u32,
     /// Threads that can be inside an allocator call at once.
     pub max_inflight: u32,
+    /// Distinct user stacks the stack map can hold; 0 turns stack collection off.
+    pub stacks: u32,
 }
 
 impl Probes {
@@ -250,11 +254,14 @@ impl Probes {
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let wakeup = u64::from(cfg.ring_bytes / 8);
+        let want_stacks = u32::from(cfg.stacks > 0);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(RING_MAP, cfg.ring_bytes)
             .map_max_entries(INFLIGHT_MAP, cfg.max_inflight)
+            .map_max_entries(STACKS_MAP, cfg.stacks.max(1))
             .override_global("PAGE_SIZE", &page, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("WANT_STACKS", &want_stacks, true)
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         for name in ["alloc_enter", "alloc_exit", "free_enter"] {
@@ -341,12 +348,33 @@ impl Probes {
         RingBuf::try_from(map).map_err(|e| map_err(RING_MAP, e))
     }
 
-    /// Events the probes could not deliver so far, over all CPUs and reasons.
+    /// Takes the stack map that events' stack ids index.
+    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(STACKS_MAP)
+            .ok_or(ProbeError::Missing(STACKS_MAP))?;
+        StackTraceMap::try_from(map).map_err(|e| map_err(STACKS_MAP, e))
+    }
+
+    fn drops(&self, reason: u32) -> u64 {
+        self.drops
+            .get(&reason, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum::<u64>())
+    }
+
+    /// Events the probes could not deliver so far, over all CPUs and reasons: each one an
+    /// allocation or free missing from the table.
     pub fn lost_events(&self) -> u64 {
         (0..DROP_KINDS)
-            .filter_map(|i| self.drops.get(&i, 0).ok())
-            .map(|per_cpu| per_cpu.iter().sum::<u64>())
+            .filter(|&i| i != Drop::StackLost as u32)
+            .map(|i| self.drops(i))
             .sum()
+    }
+
+    /// Allocations recorded without their stack because the stack map had no room.
+    pub fn lost_stacks(&self) -> u64 {
+        self.drops(Drop::StackLost as u32)
     }
 }
 

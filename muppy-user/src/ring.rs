@@ -42,6 +42,8 @@ mod tests {
             caller: 8,
             entry_ns: 9,
             ts_ns: 10,
+            stack: 11,
+            flags: 12,
         };
         // SAFETY: viewing a plain-integer struct as bytes.
         let raw = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), EVENT_SIZE) };

@@ -1,84 +1,129 @@
-//! Summaries (live objects and bytes per site) and diffs between two summaries: Pympler's
-//! `summary.summarize` and `summary.get_diff` for native allocation sites.
+//! Summaries (live objects and bytes per group: site, function, stack or size) and diffs between
+//! two summaries: Pympler's `summary.summarize` and `summary.get_diff` for native allocations.
 
 use std::collections::{BTreeMap, HashMap};
 
-/// One row of a summary: what one site holds live.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+use crate::heap::{Counters, Filter, Heap};
+
+/// What a summary's rows are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The allocation site: `function (file:line)`.
+    #[default]
+    Site,
+    /// The function that called the allocator.
+    Function,
+    /// The whole call path.
+    Stack,
+    /// The block size in bytes.
+    Size,
+}
+
+impl GroupBy {
+    /// The plural noun for the table's first column: `sites`, `functions`, `stacks`, `sizes`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            GroupBy::Site => "sites",
+            GroupBy::Function => "functions",
+            GroupBy::Stack => "stacks",
+            GroupBy::Size => "sizes",
+        }
+    }
+}
+
+/// What one row stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// An allocation site.
+    Site(String),
+    /// A function.
+    Function(String),
+    /// A call path, innermost first.
+    Stack(Vec<String>),
+    /// A block size.
+    Size(u64),
+}
+
+impl Key {
+    /// The key as one line of text (a stack's frames joined by `" <- "`).
+    pub fn text(&self) -> String {
+        match self {
+            Key::Site(s) | Key::Function(s) => s.clone(),
+            Key::Stack(frames) => frames.join(" <- "),
+            Key::Size(n) => format!("{n} B"),
+        }
+    }
+}
+
+/// One row of a summary: what one group holds live.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
-    /// The allocation site, named by [`crate::symbols`].
-    pub site: String,
+    /// The group.
+    pub key: Key,
     /// Live blocks.
     pub objects: u64,
     /// Live bytes (as requested from the allocator).
     pub bytes: u64,
 }
 
-/// What was live in one process at one moment, per site, largest total first.
+/// What was live in one process at one moment, per group, largest total first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     /// The process.
     pub pid: u32,
-    /// One row per site with live blocks, sorted by bytes, then objects (both descending), then
-    /// site name.
+    /// What the rows are.
+    pub group_by: GroupBy,
+    /// One row per group with live blocks, sorted by bytes, then objects (both descending),
+    /// then key.
     pub rows: Vec<Row>,
-    /// Events the probes could not deliver (ring full, in-flight map full). Non-zero means the
-    /// rows may be wrong by up to that many blocks.
-    pub lost_events: u64,
-    /// Frees, made by the program, of blocks the table did not hold (allocated before tracing
-    /// began, or whose allocation event was lost).
-    pub unknown_frees: u64,
-    /// Frees made from inside libc itself of chunks the table did not hold: libc's own
-    /// housekeeping (glibc's per-thread cache hands back chunks it split off or kept when a thread
-    /// exits). They change no live figure.
-    pub libc_unknown_frees: u64,
-    /// Frees of chunks already freed and not allocated since; they change nothing.
-    pub refrees: u64,
+    /// How far the figures can be trusted.
+    pub counters: Counters,
+}
+
+fn sort_rows<T>(rows: &mut [T], fig: impl Fn(&T) -> (i128, i128, &Key)) {
+    rows.sort_by(|a, b| {
+        let (ab, ao, ak) = fig(a);
+        let (bb, bo, bk) = fig(b);
+        bb.cmp(&ab).then(bo.cmp(&ao)).then_with(|| ak.cmp(bk))
+    });
 }
 
 impl Summary {
-    /// Builds a summary from per-site figures. Sites that share a name are merged (two return
-    /// addresses in one line of code, say), and sites with nothing live are left out.
-    pub fn from_sites(
+    /// Builds a summary from `(key, objects, bytes)` figures. Equal keys are merged (two return
+    /// addresses in one line of code, say), and keys with nothing live are left out.
+    pub fn from_figures(
         pid: u32,
-        sites: impl IntoIterator<Item = (String, u64, u64)>,
-        lost_events: u64,
-        unknown_frees: u64,
+        group_by: GroupBy,
+        figures: impl IntoIterator<Item = (Key, u64, u64)>,
+        counters: Counters,
     ) -> Self {
-        let mut merged: HashMap<String, (u64, u64)> = HashMap::new();
-        for (site, objects, bytes) in sites {
+        let mut merged: HashMap<Key, (u64, u64)> = HashMap::new();
+        for (key, objects, bytes) in figures {
             if objects == 0 {
                 continue;
             }
-            let slot = merged.entry(site).or_default();
+            let slot = merged.entry(key).or_default();
             slot.0 += objects;
             slot.1 += bytes;
         }
         let mut rows: Vec<Row> = merged
             .into_iter()
-            .map(|(site, (objects, bytes))| Row {
-                site,
+            .map(|(key, (objects, bytes))| Row {
+                key,
                 objects,
                 bytes,
             })
             .collect();
-        rows.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then(b.objects.cmp(&a.objects))
-                .then_with(|| a.site.cmp(&b.site))
-        });
+        sort_rows(&mut rows, |r| (r.bytes.into(), r.objects.into(), &r.key));
         Summary {
             pid,
+            group_by,
             rows,
-            lost_events,
-            unknown_frees,
-            libc_unknown_frees: 0,
-            refrees: 0,
+            counters,
         }
     }
 
-    /// Live objects and bytes over all sites.
+    /// Live objects and bytes over all rows.
     pub fn total(&self) -> (u64, u64) {
         self.rows
             .iter()
@@ -86,11 +131,49 @@ impl Summary {
     }
 }
 
-/// One row of a diff: how a site's live figures changed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// Summarizes the blocks of `heap` that `filter` selects, grouped `by`.
+pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
+    // Add up per trace (or per size) first: millions of blocks, few traces.
+    let mut per_trace = vec![(0u64, 0u64); heap.traces.len()];
+    let mut per_size: HashMap<u64, (u64, u64)> = HashMap::new();
+    heap.select(filter, &mut |_, b, _| {
+        let slot = if by == GroupBy::Size {
+            per_size.entry(b.size).or_default()
+        } else {
+            &mut per_trace[b.trace as usize]
+        };
+        slot.0 += 1;
+        slot.1 += b.size;
+    });
+    let figures: Vec<(Key, u64, u64)> = if by == GroupBy::Size {
+        per_size
+            .into_iter()
+            .map(|(size, (o, b))| (Key::Size(size), o, b))
+            .collect()
+    } else {
+        per_trace
+            .into_iter()
+            .zip(heap.traces)
+            .filter(|((o, _), _)| *o > 0)
+            .map(|((o, b), t)| {
+                let key = match by {
+                    GroupBy::Site => Key::Site(t.site().to_string()),
+                    GroupBy::Function => Key::Function(t.function.clone()),
+                    GroupBy::Stack => Key::Stack(t.stack()),
+                    GroupBy::Size => unreachable!("sizes are added up per block"),
+                };
+                (key, o, b)
+            })
+            .collect()
+    };
+    Summary::from_figures(heap.pid, by, figures, heap.counters)
+}
+
+/// One row of a diff: how a group's live figures changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiffRow {
-    /// The allocation site.
-    pub site: String,
+    /// The group.
+    pub key: Key,
     /// Change in live blocks.
     pub objects: i64,
     /// Change in live bytes.
@@ -102,82 +185,88 @@ pub struct DiffRow {
 pub struct Diff {
     /// The process.
     pub pid: u32,
-    /// Changed sites, largest growth in bytes first.
+    /// What the rows are.
+    pub group_by: GroupBy,
+    /// Changed groups, largest growth in bytes first.
     pub rows: Vec<DiffRow>,
-    /// Lost events in the newer summary (cumulative since tracing began).
-    pub lost_events: u64,
+    /// The newer summary's counters (cumulative since tracing began).
+    pub counters: Counters,
 }
 
 fn signed(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// `new - old`, per site, leaving out sites that did not change.
+/// `new - old`, per group, leaving out groups that did not change.
 pub fn diff(old: &Summary, new: &Summary) -> Diff {
-    let mut acc: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut acc: BTreeMap<&Key, (i64, i64)> = BTreeMap::new();
     for r in &new.rows {
-        let slot = acc.entry(&r.site).or_default();
+        let slot = acc.entry(&r.key).or_default();
         slot.0 += signed(r.objects);
         slot.1 += signed(r.bytes);
     }
     for r in &old.rows {
-        let slot = acc.entry(&r.site).or_default();
+        let slot = acc.entry(&r.key).or_default();
         slot.0 -= signed(r.objects);
         slot.1 -= signed(r.bytes);
     }
     let mut rows: Vec<DiffRow> = acc
         .into_iter()
         .filter(|(_, (o, b))| *o != 0 || *b != 0)
-        .map(|(site, (objects, bytes))| DiffRow {
-            site: site.to_string(),
+        .map(|(key, (objects, bytes))| DiffRow {
+            key: key.clone(),
             objects,
             bytes,
         })
         .collect();
-    rows.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then(b.objects.cmp(&a.objects))
-            .then_with(|| a.site.cmp(&b.site))
-    });
+    sort_rows(&mut rows, |r| (r.bytes.into(), r.objects.into(), &r.key));
     Diff {
         pid: new.pid,
+        group_by: new.group_by,
         rows,
-        lost_events: new.lost_events,
+        counters: new.counters,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        heap::{Blocks, Trace},
+        stacks::StackState,
+        table::Block,
+    };
 
     fn s(rows: &[(&str, u64, u64)]) -> Summary {
-        Summary::from_sites(
+        Summary::from_figures(
             7,
-            rows.iter().map(|(n, o, b)| (n.to_string(), *o, *b)),
-            0,
-            0,
+            GroupBy::Site,
+            rows.iter()
+                .map(|(n, o, b)| (Key::Site(n.to_string()), *o, *b)),
+            Counters::default(),
         )
     }
 
+    fn row(k: &str, objects: u64, bytes: u64) -> Row {
+        Row {
+            key: Key::Site(k.into()),
+            objects,
+            bytes,
+        }
+    }
+
+    fn drow(k: &str, objects: i64, bytes: i64) -> DiffRow {
+        DiffRow {
+            key: Key::Site(k.into()),
+            objects,
+            bytes,
+        }
+    }
+
     #[test]
-    fn merges_same_named_sites_and_sorts_by_bytes() {
+    fn merges_same_keys_and_sorts_by_bytes() {
         let sum = s(&[("a", 1, 10), ("b", 2, 300), ("a", 3, 30), ("z", 0, 0)]);
-        assert_eq!(
-            sum.rows,
-            vec![
-                Row {
-                    site: "b".into(),
-                    objects: 2,
-                    bytes: 300
-                },
-                Row {
-                    site: "a".into(),
-                    objects: 4,
-                    bytes: 40
-                },
-            ]
-        );
+        assert_eq!(sum.rows, vec![row("b", 2, 300), row("a", 4, 40)]);
         assert_eq!(sum.total(), (6, 340));
     }
 
@@ -188,23 +277,7 @@ mod tests {
         let d = diff(&old, &new);
         assert_eq!(
             d.rows,
-            vec![
-                DiffRow {
-                    site: "b".into(),
-                    objects: 3,
-                    bytes: 450
-                },
-                DiffRow {
-                    site: "new".into(),
-                    objects: 1,
-                    bytes: 16
-                },
-                DiffRow {
-                    site: "gone".into(),
-                    objects: -1,
-                    bytes: -8
-                },
-            ]
+            vec![drow("b", 3, 450), drow("new", 1, 16), drow("gone", -1, -8)]
         );
     }
 
@@ -212,5 +285,76 @@ mod tests {
     fn diff_of_equal_summaries_is_empty() {
         let a = s(&[("a", 4, 40)]);
         assert!(diff(&a, &a.clone()).rows.is_empty());
+    }
+
+    struct Vecs(Vec<(u64, Block)>);
+
+    impl Blocks for Vecs {
+        fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
+            for (a, b) in &self.0 {
+                f(*a, b);
+            }
+        }
+        fn block(&self, _: u64) -> Option<Block> {
+            None
+        }
+    }
+
+    #[test]
+    fn groups_by_site_function_stack_and_size() {
+        let t = |frames: &[&str], function: &str, state| Trace {
+            frames: frames.iter().map(|s| s.to_string()).collect(),
+            function: function.into(),
+            state,
+        };
+        let traces = [
+            t(&["leaf (a.c:3)", "a (a.c:10)"], "leaf", StackState::Walked),
+            t(&["leaf (a.c:3)", "b (a.c:20)"], "leaf", StackState::Walked),
+            t(&["leaf (a.c:4)"], "leaf", StackState::Lost),
+        ];
+        let b = |size, trace| Block {
+            size,
+            ts_ns: 0,
+            trace,
+            tid: 1,
+        };
+        let blocks = Vecs(vec![
+            (1, b(10, 0)),
+            (2, b(10, 0)),
+            (3, b(30, 1)),
+            (4, b(100, 2)),
+        ]);
+        let heap = Heap {
+            pid: 3,
+            blocks: &blocks,
+            traces: &traces,
+            now_ns: 0,
+            counters: Counters::default(),
+        };
+        let rows = |by| {
+            summarize(&heap, &Filter::default(), by)
+                .rows
+                .into_iter()
+                .map(|r| (r.key.text(), r.objects, r.bytes))
+                .collect::<Vec<_>>()
+        };
+        let v = |k: &str, o, b| (k.to_string(), o, b);
+        assert_eq!(
+            rows(GroupBy::Site),
+            vec![v("leaf (a.c:4)", 1, 100), v("leaf (a.c:3)", 3, 50)]
+        );
+        assert_eq!(rows(GroupBy::Function), vec![v("leaf", 4, 150)]);
+        assert_eq!(
+            rows(GroupBy::Stack),
+            vec![
+                v("leaf (a.c:4) <- [stack lost]", 1, 100),
+                v("leaf (a.c:3) <- b (a.c:20)", 1, 30),
+                v("leaf (a.c:3) <- a (a.c:10)", 2, 20),
+            ]
+        );
+        assert_eq!(
+            rows(GroupBy::Size),
+            vec![v("100 B", 1, 100), v("30 B", 1, 30), v("10 B", 2, 20)]
+        );
     }
 }

@@ -158,10 +158,21 @@ impl Modules {
     }
 }
 
-/// Turns caller return addresses into site names, remembering each answer.
+/// What a return address names: the site (`function (file:line)` and the other forms in the
+/// module docs) and the function alone, for grouping by function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameName {
+    /// The site: `function (file:line)`, `function+0xOFF (module)`, `[unknown] (...)`.
+    pub site: String,
+    /// The function's name; for an unknown frame, the site itself (unknown code is never
+    /// merged with other unknown code).
+    pub function: String,
+}
+
+/// Turns return addresses into site names, remembering each answer.
 pub struct SiteNamer {
     symbolizer: Symbolizer,
-    cache: HashMap<u64, String>,
+    cache: HashMap<u64, FrameName>,
 }
 
 impl Default for SiteNamer {
@@ -185,20 +196,28 @@ impl SiteNamer {
 
     /// The site name for the return address `ret` (see the module docs for the forms).
     pub fn name(&mut self, modules: &Modules, ret: u64) -> String {
-        if let Some(n) = self.cache.get(&ret) {
-            return n.clone();
-        }
-        let name = self.resolve(modules, ret);
-        self.cache.insert(ret, name.clone());
-        name
+        self.frame(modules, ret).site.clone()
     }
 
-    fn resolve(&self, modules: &Modules, ret: u64) -> String {
+    /// Site and function for the return address `ret`.
+    pub fn frame(&mut self, modules: &Modules, ret: u64) -> &FrameName {
+        if !self.cache.contains_key(&ret) {
+            let name = self.resolve(modules, ret);
+            self.cache.insert(ret, name);
+        }
+        &self.cache[&ret]
+    }
+
+    fn resolve(&self, modules: &Modules, ret: u64) -> FrameName {
+        let unknown = |site: String| FrameName {
+            function: site.clone(),
+            site,
+        };
         let Some(module) = modules.find(ret) else {
-            return format!("[unknown] ({ret:#x})");
+            return unknown(format!("[unknown] ({ret:#x})"));
         };
         let off = module.file_offset(ret);
-        let unknown = || format!("[unknown] ({}+{off:#x})", module.name());
+        let unknown = || unknown(format!("[unknown] ({}+{off:#x})", module.name()));
         let Some(path) = module.readable_path() else {
             return unknown();
         };
@@ -218,9 +237,13 @@ impl SiteNamer {
             ),
             None => (sym.name.as_ref(), sym.code_info.as_deref()),
         };
-        match code.and_then(|c| c.line.map(|l| (c, l))) {
+        let site = match code.and_then(|c| c.line.map(|l| (c, l))) {
             Some((c, line)) => format!("{func} ({}:{line})", Path::new(&c.file).display()),
             None => format!("{func}+{:#x} ({})", sym.offset + 1, module.name()),
+        };
+        FrameName {
+            site,
+            function: func.to_string(),
         }
     }
 }

@@ -11,10 +11,53 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use muppy_common::{Event, EventKind};
+use muppy_common::{Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
 
-/// Index of an allocation site (a caller return address) in a [`LiveTable`]'s site list.
-pub type SiteId = u32;
+/// Index of a [`TraceKey`] in a [`LiveTable`]'s trace list.
+pub type TraceId = u32;
+
+/// How the probes identified where a block was allocated: the caller's return address (the
+/// *site*) and the user stack above it, as the stack map holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceKey {
+    /// The caller's return address.
+    pub caller: u64,
+    /// What the event said of the stack.
+    pub stack: StackRef,
+}
+
+/// Where an allocation's stack is, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackRef {
+    /// Stacks were not collected.
+    Off,
+    /// Stacks were on but this one did not fit in the stack map (counted as lost).
+    Lost,
+    /// In the stack map under `id`; `has_caller` says whether its first frame is the caller
+    /// itself or the caller's caller.
+    Map {
+        /// The stack id.
+        id: u32,
+        /// Whether the stored stack starts at the caller.
+        has_caller: bool,
+    },
+}
+
+impl StackRef {
+    /// What an event's `stack` and `flags` fields say.
+    pub fn of(ev: &Event) -> Self {
+        if ev.stack != NO_STACK {
+            StackRef::Map {
+                id: ev.stack,
+                has_caller: ev.flags & STACK_HAS_CALLER != 0,
+            }
+        } else if ev.flags & STACK_LOST != 0 {
+            StackRef::Lost
+        } else {
+            StackRef::Off
+        }
+    }
+}
 
 /// One live block. Kept small: a table holds millions of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +66,8 @@ pub struct Block {
     pub size: u64,
     /// `CLOCK_MONOTONIC` nanoseconds when the allocating call returned.
     pub ts_ns: u64,
-    /// Where it was allocated.
-    pub site: SiteId,
+    /// Where it was allocated: an index into [`LiveTable::traces`].
+    pub trace: TraceId,
     /// The allocating thread.
     pub tid: u32,
 }
@@ -46,7 +89,7 @@ pub struct TableStats {
 /// cache holds at most a few hundred chunks per thread.
 const RECENTLY_FREED: usize = 1 << 16;
 
-/// The live blocks of one process and the sites that allocated them.
+/// The live blocks of one process and the call paths that allocated them.
 #[derive(Debug, Default)]
 pub struct LiveTable {
     blocks: HashMap<u64, Block>,
@@ -54,8 +97,8 @@ pub struct LiveTable {
     /// released them arrived (a moving realloc recorded late). Not live; kept only so that the
     /// late realloc finds its old block. Pruned by [`LiveTable::prune_displaced`].
     displaced: HashMap<u64, Block>,
-    site_index: HashMap<u64, SiteId>,
-    sites: Vec<u64>,
+    trace_index: HashMap<TraceKey, TraceId>,
+    traces: Vec<TraceKey>,
     /// Addresses freed lately and not allocated since, with the sequence number of that free;
     /// `freed_order` lists (address, sequence) oldest first, and may hold outdated pairs.
     freed: HashMap<u64, u64>,
@@ -140,11 +183,14 @@ impl LiveTable {
 
     fn insert(&mut self, ev: &Event) {
         self.freed.remove(&ev.addr);
-        let site = self.intern_site(ev.caller);
+        let trace = self.intern_trace(TraceKey {
+            caller: ev.caller,
+            stack: StackRef::of(ev),
+        });
         let block = Block {
             size: ev.size,
             ts_ns: ev.ts_ns,
-            site,
+            trace,
             tid: ev.tid,
         };
         if let Some(older) = self.blocks.insert(ev.addr, block) {
@@ -152,10 +198,10 @@ impl LiveTable {
         }
     }
 
-    fn intern_site(&mut self, caller: u64) -> SiteId {
-        *self.site_index.entry(caller).or_insert_with(|| {
-            self.sites.push(caller);
-            SiteId::try_from(self.sites.len() - 1).unwrap_or(SiteId::MAX)
+    fn intern_trace(&mut self, key: TraceKey) -> TraceId {
+        *self.trace_index.entry(key).or_insert_with(|| {
+            self.traces.push(key);
+            TraceId::try_from(self.traces.len() - 1).unwrap_or(TraceId::MAX)
         })
     }
 
@@ -170,6 +216,11 @@ impl LiveTable {
         self.blocks.iter().map(|(a, b)| (*a, b))
     }
 
+    /// The live block at `addr`.
+    pub fn get(&self, addr: u64) -> Option<&Block> {
+        self.blocks.get(&addr)
+    }
+
     /// Number of live blocks.
     pub fn len(&self) -> usize {
         self.blocks.len()
@@ -180,25 +231,9 @@ impl LiveTable {
         self.blocks.is_empty()
     }
 
-    /// The caller return address of a site.
-    pub fn site_addr(&self, site: SiteId) -> u64 {
-        self.sites[site as usize]
-    }
-
-    /// All site addresses, indexed by [`SiteId`].
-    pub fn site_addrs(&self) -> &[u64] {
-        &self.sites
-    }
-
-    /// Live objects and bytes per site, indexed by [`SiteId`].
-    pub fn per_site(&self) -> Vec<(u64, u64)> {
-        let mut acc = vec![(0u64, 0u64); self.sites.len()];
-        for b in self.blocks.values() {
-            let slot = &mut acc[b.site as usize];
-            slot.0 += 1;
-            slot.1 += b.size;
-        }
-        acc
+    /// Every call path seen so far, indexed by [`TraceId`].
+    pub fn traces(&self) -> &[TraceKey] {
+        &self.traces
     }
 
     /// Trust counters.
@@ -231,13 +266,15 @@ mod tests {
             caller,
             entry_ns: entry,
             ts_ns: ts,
+            stack: NO_STACK,
+            flags: 0,
         }
     }
 
     fn live(t: &LiveTable) -> Vec<(u64, u64, u64)> {
         let mut v: Vec<_> = t
             .blocks()
-            .map(|(a, b)| (a, b.size, t.site_addr(b.site)))
+            .map(|(a, b)| (a, b.size, t.traces()[b.trace as usize].caller))
             .collect();
         v.sort();
         v
@@ -314,18 +351,38 @@ mod tests {
     }
 
     #[test]
-    fn per_site_sums_objects_and_bytes() {
+    fn same_site_with_other_stack_is_another_trace() {
         let mut t = LiveTable::new();
-        for i in 0..5 {
-            t.apply(&ev(EventKind::Alloc, 0x100 + i, 0, 10, 0xa, 1, 2));
-        }
-        t.apply(&ev(EventKind::Alloc, 0x200, 0, 7, 0xb, 1, 2));
-        t.apply(&ev(EventKind::Free, 0x100, 0, 0, 0xb, 3, 3));
-        let per = t.per_site();
-        let a = t.site_addrs().iter().position(|&s| s == 0xa).unwrap();
-        let b = t.site_addrs().iter().position(|&s| s == 0xb).unwrap();
-        assert_eq!(per[a], (4, 40));
-        assert_eq!(per[b], (1, 7));
+        let mut a = ev(EventKind::Alloc, 0x100, 0, 10, 0xa, 1, 2);
+        a.stack = 7;
+        t.apply(&a);
+        a.addr = 0x200;
+        t.apply(&a);
+        a.addr = 0x300;
+        a.stack = 8;
+        a.flags = STACK_HAS_CALLER;
+        t.apply(&a);
+        a.addr = 0x400;
+        a.stack = NO_STACK;
+        a.flags = STACK_LOST;
+        t.apply(&a);
+        let stacks: Vec<StackRef> = t.traces().iter().map(|k| k.stack).collect();
+        assert_eq!(
+            stacks,
+            vec![
+                StackRef::Map {
+                    id: 7,
+                    has_caller: false
+                },
+                StackRef::Map {
+                    id: 8,
+                    has_caller: true
+                },
+                StackRef::Lost
+            ]
+        );
+        assert!(t.traces().iter().all(|k| k.caller == 0xa));
+        assert_eq!(t.len(), 4);
     }
 
     #[test]

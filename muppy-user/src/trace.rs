@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    path::PathBuf,
     sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
@@ -15,13 +16,17 @@ use tokio::{
 };
 
 use crate::{
+    heap::{Counters, Heap, Trace},
     output::{self, SummaryExtras},
     probe::{self, ProbeConfig, ProbeError, ProbePlan, Probes},
     ring,
+    snapshot::{Snapshot, SnapshotError},
+    stacks::StackReader,
     summary::{self, Summary},
     symbols::{Modules, SiteNamer},
     table::LiveTable,
     target::{self, Exit, Launched, TargetError},
+    view::{self, ViewError, ViewOptions},
 };
 
 /// How a session went wrong.
@@ -33,6 +38,12 @@ pub enum TraceError {
     /// The target could not be traced.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The view could not be shown.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// `--save` failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// Waiting on the ring, a signal or the target failed.
     #[error("{what} failed")]
     Io {
@@ -49,9 +60,10 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TraceError {
 }
 
 /// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// Pympler-style tables.
+    #[default]
     Table,
     /// JSON Lines.
     Json,
@@ -64,13 +76,15 @@ pub struct Options {
     pub interval: Option<Duration>,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Table rows to show.
-    pub top: usize,
-    /// Output format.
-    pub format: Format,
+    /// What to show at the end (and how the periodic diffs group and filter).
+    pub view: ViewOptions,
+    /// Save the final live set to this snapshot file.
+    pub save: Option<PathBuf>,
+    /// What is traced (the command line, or `pid N`), recorded in snapshots.
+    pub label: String,
     /// Say per probe where it went.
     pub verbose: bool,
-    /// Map sizes.
+    /// Map sizes, and whether to collect stacks.
     pub probe: ProbeConfig,
 }
 
@@ -155,10 +169,11 @@ struct Session {
     table: LiveTable,
     modules: Arc<Mutex<Modules>>,
     namer: SiteNamer,
+    stacks: StackReader,
+    /// The table's traces, symbolized, in the same order.
+    traces: Vec<Trace>,
     /// File name of the probed libc, to tell its own frees from the program's.
     libc_name: String,
-    /// Sites whose modules have been checked.
-    sites_checked: usize,
     latest_ns: u64,
     foreign_events: u64,
 }
@@ -181,40 +196,42 @@ impl Session {
         });
         // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
         table.prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
-        self.learn_new_modules();
+        self.symbolize_new_traces();
     }
 
-    /// Re-reads the target's mappings when a new site lies outside every known module (a
-    /// library loaded since), while the target is still there to ask.
-    fn learn_new_modules(&mut self) {
-        let sites = self.table.site_addrs();
-        if self.sites_checked == sites.len() {
+    /// Reads and names the call paths that appeared since the last call, while the target is
+    /// still there to ask about libraries it loaded since (mapped files stay open afterwards,
+    /// so names made later still resolve).
+    fn symbolize_new_traces(&mut self) {
+        let keys = &self.table.traces()[self.traces.len()..];
+        if keys.is_empty() {
             return;
         }
-        let Ok(mut modules) = self.modules.lock() else {
-            return;
-        };
-        if sites[self.sites_checked..]
+        let paths: Vec<_> = keys.iter().map(|k| self.stacks.path(k)).collect();
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if paths
             .iter()
+            .flat_map(|p| &p.addrs)
             .any(|&a| modules.find(a).is_none())
         {
             let _ = modules.refresh();
         }
-        self.sites_checked = sites.len();
+        for p in paths {
+            let names: Vec<_> = p
+                .addrs
+                .iter()
+                .map(|&a| self.namer.frame(&modules, a).clone())
+                .collect();
+            self.traces.push(Trace {
+                function: names[0].function.clone(),
+                frames: names.into_iter().map(|n| n.site).collect(),
+                state: p.state,
+            });
+        }
     }
 
-    fn summary(&mut self) -> Summary {
-        let per_site = self.table.per_site();
+    fn counters(&self) -> Counters {
         let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        let named: Vec<(String, u64, u64)> = per_site
-            .iter()
-            .enumerate()
-            .filter(|(_, (objects, _))| *objects > 0)
-            .map(|(site, &(objects, bytes))| {
-                let addr = self.table.site_addrs()[site];
-                (self.namer.name(&modules, addr), objects, bytes)
-            })
-            .collect();
         let (mut program, mut libc) = (0, 0);
         for (caller, n) in self.table.unknown_free_callers() {
             if modules.in_module_named(caller, &self.libc_name) {
@@ -223,13 +240,41 @@ impl Session {
                 program += n;
             }
         }
-        drop(modules);
-        Summary {
+        let stats = self.table.stats();
+        Counters {
+            lost_events: self.probes.lost_events(),
+            unknown_frees: program,
             libc_unknown_frees: libc,
-            refrees: self.table.stats().refrees,
-            ..Summary::from_sites(self.pid, named, self.probes.lost_events(), program)
+            refrees: stats.refrees,
+            lost_stacks: self.probes.lost_stacks(),
+            events: stats.events,
         }
     }
+
+    fn heap(&self) -> Heap<'_> {
+        Heap {
+            pid: self.pid,
+            blocks: &self.table,
+            traces: &self.traces,
+            now_ns: monotonic_ns(),
+            counters: self.counters(),
+        }
+    }
+
+    fn summary(&self, opts: &ViewOptions) -> Summary {
+        summary::summarize(&self.heap(), &opts.filter, opts.group_by)
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`, which stamps blocks.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn print_out(s: &str) {
@@ -305,18 +350,24 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let mut ring =
         unsafe { AsyncFd::register_with_interest(probes.take_ring()?, Interest::READABLE) }
             .map_err(|e| io("polling the ring buffer")(e.into()))?;
+    let stacks = if opts.probe.stacks > 0 {
+        Some(probes.take_stacks()?)
+    } else {
+        None
+    };
     let mut s = Session {
         pid,
         probes,
         table: LiveTable::new(),
         modules,
         namer: SiteNamer::new(),
+        stacks: StackReader::new(stacks),
+        traces: Vec::new(),
         libc_name: plan
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        sites_checked: 0,
         latest_ns: 0,
         foreign_events: 0,
     };
@@ -331,6 +382,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     tokio::pin!(deadline);
     let mut prev = Summary {
         pid,
+        group_by: opts.view.group_by,
         ..Summary::default()
     };
     let mut signalled = false;
@@ -345,10 +397,10 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             _ = poll.tick() => s.drain(ring.get_mut()),
             _ = report.tick(), if opts.interval.is_some() => {
                 s.drain(ring.get_mut());
-                let cur = s.summary();
+                let cur = s.summary(&opts.view);
                 let d = summary::diff(&prev, &cur);
-                match opts.format {
-                    Format::Table => print_out(&output::diff_table(&d, opts.top)),
+                match opts.view.format {
+                    Format::Table => print_out(&output::diff_table(&d, opts.view.top)),
                     Format::Json => print_out(&(output::diff_json(&d) + "\n")),
                 }
                 prev = cur;
@@ -388,26 +440,39 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         }
     }
     s.drain(ring.get_mut());
-    let summary = s.summary();
-    if summary.lost_events > 0 {
+    let heap = s.heap();
+    let c = heap.counters;
+    if c.lost_events > 0 {
         note(format_args!(
-            "warning: {} events were lost (ring buffer full); figures may be off by that many blocks; try a larger --ring-mb",
-            summary.lost_events
+            "warning: {} events were lost; figures may be off by that many blocks; try a larger --ring-mb",
+            c.lost_events
         ));
     }
-    match opts.format {
-        Format::Table => print_out(&output::summary_table(&summary, opts.top)),
-        Format::Json => {
-            let extras = SummaryExtras {
-                exit: exit.map(Exit::to_json),
-                events: s.table.stats().events,
-                tracer_peak_rss_kb: peak_rss_kb(),
-                probed: Some(probed),
-            };
-            print_out(&(output::summary_json(&summary, &extras) + "\n"));
-        }
+    if c.lost_stacks > 0 {
+        note(format_args!(
+            "warning: {} allocations have no stack (the stack map was full); their sites are exact; try a larger --stack-entries",
+            c.lost_stacks
+        ));
     }
+    if let Some(path) = &opts.save {
+        Snapshot::of(&heap, &opts.label).save(path)?;
+        note(format_args!(
+            "saved {} live blocks to {}",
+            heap_len(&s),
+            path.display()
+        ));
+    }
+    let extras = SummaryExtras {
+        exit: exit.map(Exit::to_json),
+        tracer_peak_rss_kb: peak_rss_kb(),
+        probed: Some(probed),
+    };
+    print_out(&view::render(&heap, &opts.view, &extras)?);
     Ok(Outcome { pid, exit })
+}
+
+fn heap_len(s: &Session) -> usize {
+    s.table.len()
 }
 
 /// This process's peak resident set (VmHWM), in KiB.

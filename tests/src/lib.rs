@@ -92,6 +92,24 @@ pub fn ledger(name: &str) -> Vec<Expected> {
         .collect()
 }
 
+/// The frame name muppy must print for the line of workload `name` marked
+/// `/* frame: MARKER */`: `function (file.c:line)`.
+pub fn marked_frame(name: &str, function: &str, marker: &str) -> String {
+    let file = format!("{name}.c");
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("workloads")
+            .join(&file),
+    )
+    .expect("workload source");
+    let tag = format!("/* frame: {marker} */");
+    let line = src
+        .lines()
+        .position(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("{file} has no {tag}"));
+    format!("{function} ({file}:{})", line + 1)
+}
+
 /// The rows a ledger says must be present: site → (objects, bytes).
 pub fn expected_rows(ledger: &[Expected]) -> BTreeMap<String, (u64, u64)> {
     let mut m = BTreeMap::new();

@@ -4,22 +4,97 @@
 //! Exit codes: 0 when tracing a pid went well; in launch mode, the command's own exit code
 //! (128 + signal if a signal killed it); 2 for any error, with a one-line message on stderr.
 
-use std::{process::ExitCode, time::Duration};
-
-use anyhow::{Context as _, bail};
-use clap::{Parser, ValueEnum};
-use muppy::{
-    probe::ProbeConfig,
-    trace::{self, Format, Mode, Options},
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
 };
 
-/// Trace heap allocations of an unmodified process and summarize what stays live, per site.
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use muppy::{
+    heap::Filter,
+    output::SummaryExtras,
+    probe::ProbeConfig,
+    snapshot::Snapshot,
+    summary::GroupBy,
+    trace::{self, Format, Mode, Options},
+    view::{self, View, ViewOptions},
+};
+
+/// Trace heap allocations of an unmodified process and show what stays live: per site,
+/// function, stack or size; every block; or who allocated them as a tree.
 #[derive(Debug, Parser)]
 #[command(name = "muppy-trace", version, help_expected = true)]
-#[command(
-    after_help = "Examples:\n  sudo muppy-trace --pid 1234 --interval 5\n  sudo muppy-trace --format json -- ./my-program arg"
-)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(after_help = "Examples:
+  sudo muppy-trace --pid 1234 --interval 5
+  sudo muppy-trace --format json -- ./my-program arg
+  sudo muppy-trace --group-by stack --save before.muppy -- ./my-program
+  sudo muppy-trace tree --site 'parse_.*' -- ./my-program
+  muppy-trace diff before.muppy after.muppy")]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    trace: TraceArgs,
+    #[command(flatten)]
+    view: ViewArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// List every live block: address, size, age, thread and site (Pympler's get_objects).
+    Objects {
+        /// Read this snapshot instead of tracing.
+        #[arg(value_name = "SNAPSHOT")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Show who allocated the selected blocks, as a tree rooted at each allocation site with
+    /// its callers branching off (Pympler's ConsoleBrowser.print_tree).
+    Tree {
+        /// Read this snapshot instead of tracing.
+        #[arg(value_name = "SNAPSHOT")]
+        file: Option<PathBuf>,
+        /// Root the tree at the live block at this address (0x...).
+        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+        addr: Option<u64>,
+        /// Caller levels to show below each root.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        maxdepth: usize,
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Summarize a saved snapshot.
+    Summary {
+        /// A file written by --save.
+        #[arg(value_name = "SNAPSHOT")]
+        file: PathBuf,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Show what changed from snapshot A to snapshot B (Pympler's get_diff).
+    Diff {
+        /// The earlier snapshot.
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        /// The later snapshot.
+        #[arg(value_name = "B")]
+        b: PathBuf,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+}
+
+/// What to trace and for how long.
+#[derive(Debug, Args)]
+struct TraceArgs {
     /// Trace this running process.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pid: Option<u32>,
@@ -32,13 +107,17 @@ struct Cli {
     #[arg(short, long, value_name = "SECS")]
     interval: Option<f64>,
 
-    /// Table rows to show (JSON always has every row).
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
-    top: usize,
+    /// Save the final live set to a snapshot file, for `summary FILE` and `diff A B`.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    /// Do not record call stacks (cheaper; sites stay exact).
+    #[arg(long)]
+    no_stacks: bool,
+
+    /// Distinct call stacks the kernel stack map can hold.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    stack_entries: u32,
 
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 4)]
@@ -53,12 +132,89 @@ struct Cli {
     command: Vec<String>,
 }
 
+impl TraceArgs {
+    fn wants_target(&self) -> bool {
+        self.pid.is_some() || !self.command.is_empty()
+    }
+}
+
+/// How to show what was found.
+#[derive(Debug, Args)]
+struct ViewArgs {
+    /// Table rows to show (JSON always has every row).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
+    top: usize,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+
+    /// What the summary and diff rows are.
+    #[arg(long, value_enum, default_value_t = Grouping::Site)]
+    group_by: Grouping,
+
+    /// Only blocks with a frame of their call path matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    site: Option<String>,
+
+    /// Only blocks of at least this size (bytes; K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    min_size: Option<u64>,
+
+    /// Only blocks of at most this size (bytes; K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_size: Option<u64>,
+
+    /// Only blocks allocated at least SECS seconds ago.
+    #[arg(long, value_name = "SECS")]
+    older_than: Option<f64>,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OutputFormat {
     /// Pympler-style tables.
     Table,
-    /// JSON Lines: diffs, then one summary.
+    /// JSON Lines.
     Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Grouping {
+    /// The allocation site: function (file:line).
+    Site,
+    /// The function that called the allocator.
+    Function,
+    /// The whole call stack.
+    Stack,
+    /// The block size.
+    Size,
+}
+
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"));
+    match hex {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|_| format!("{s:?} is not an address (0x... or decimal)"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("{s:?} is not a size (bytes, or with K, M, G)")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or with K, M, G)"))
 }
 
 fn seconds(v: Option<f64>, flag: &str) -> anyhow::Result<Option<Duration>> {
@@ -71,39 +227,104 @@ fn seconds(v: Option<f64>, flag: &str) -> anyhow::Result<Option<Duration>> {
     .transpose()
 }
 
-fn options(cli: &Cli) -> anyhow::Result<Options> {
-    if !cli.ring_mb.is_power_of_two() || cli.ring_mb > 1024 {
-        bail!(
-            "--ring-mb takes a power of two up to 1024, not {}",
-            cli.ring_mb
-        );
-    }
-    Ok(Options {
-        interval: seconds(cli.interval, "--interval")?,
-        duration: seconds(cli.duration, "--duration")?,
-        top: cli.top,
-        format: match cli.format {
+fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
+    let site = v
+        .site
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| {
+            let why = e.to_string();
+            anyhow::anyhow!(
+                "--site: not a regular expression: {}",
+                why.lines().last().unwrap_or_default().trim()
+            )
+        })?;
+    let older_than = match v.older_than {
+        Some(0.0) => None,
+        other => seconds(other, "--older-than")?,
+    };
+    Ok(ViewOptions {
+        view,
+        group_by: match v.group_by {
+            Grouping::Site => GroupBy::Site,
+            Grouping::Function => GroupBy::Function,
+            Grouping::Stack => GroupBy::Stack,
+            Grouping::Size => GroupBy::Size,
+        },
+        filter: Filter {
+            site,
+            min_size: v.min_size,
+            max_size: v.max_size,
+            older_than,
+        },
+        top: v.top,
+        format: match v.format {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,
-        },
-        verbose: cli.verbose,
-        probe: ProbeConfig {
-            ring_bytes: cli.ring_mb << 20,
-            max_inflight: 16384,
         },
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    let opts = options(&cli)?;
+fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
+    if !t.ring_mb.is_power_of_two() || t.ring_mb > 1024 {
+        bail!(
+            "--ring-mb takes a power of two up to 1024, not {}",
+            t.ring_mb
+        );
+    }
+    if t.stack_entries == 0 && !t.no_stacks {
+        bail!("--stack-entries must be at least 1 (or use --no-stacks)");
+    }
+    Ok(Options {
+        interval: seconds(t.interval, "--interval")?,
+        duration: seconds(t.duration, "--duration")?,
+        view,
+        save: t.save.clone(),
+        label: match t.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => t.command.join(" "),
+        },
+        verbose: t.verbose,
+        probe: ProbeConfig {
+            ring_bytes: t.ring_mb << 20,
+            max_inflight: 16384,
+            stacks: if t.no_stacks { 0 } else { t.stack_entries },
+        },
+    })
+}
+
+fn print(s: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+/// Shows a view of a saved snapshot.
+fn offline(file: &Path, t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
+    if t.wants_target() || t.save.is_some() {
+        bail!("give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both");
+    }
+    let snap = Snapshot::load(file)?;
+    print(&view::render(
+        &snap.heap(),
+        &view,
+        &SummaryExtras::default(),
+    )?);
+    Ok(0)
+}
+
+fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
+    let opts = options(t, view)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("eBPF probes need root: run it with sudo");
     }
     // Fork the command before any thread exists; the runtime comes after.
-    let mode = match (cli.pid, cli.command.is_empty()) {
+    let mode = match (t.pid, t.command.is_empty()) {
         (Some(pid), true) => Mode::Attach(pid),
-        (None, false) => trace::prepare_launch(&cli.command)?,
+        (None, false) => trace::prepare_launch(&t.command)?,
         _ => bail!("say what to trace: --pid PID, or -- CMD ARGS... (see --help)"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -114,6 +335,44 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     Ok(outcome
         .exit
         .map_or(0, |e| u8::try_from(e.shell_code() & 0xff).unwrap_or(255)))
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.cmd {
+        None => live(&cli.trace, view_options(&cli.view, View::Summary)?),
+        Some(Cmd::Objects { file, trace, view }) => {
+            let v = view_options(&view, View::Objects)?;
+            match file {
+                Some(f) => offline(&f, &trace, v),
+                None => live(&trace, v),
+            }
+        }
+        Some(Cmd::Tree {
+            file,
+            addr,
+            maxdepth,
+            trace,
+            view,
+        }) => {
+            let v = view_options(&view, View::Tree { addr, maxdepth })?;
+            match file {
+                Some(f) => offline(&f, &trace, v),
+                None => live(&trace, v),
+            }
+        }
+        Some(Cmd::Summary { file, view }) => {
+            let snap = Snapshot::load(&file)?;
+            let v = view_options(&view, View::Summary)?;
+            print(&view::render(&snap.heap(), &v, &SummaryExtras::default())?);
+            Ok(0)
+        }
+        Some(Cmd::Diff { a, b, view }) => {
+            let (a, b) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
+            let v = view_options(&view, View::Summary)?;
+            print(&view::render_diff(&a.heap(), &b.heap(), &v));
+            Ok(0)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -158,7 +417,49 @@ mod tests {
     fn pid_and_command_conflict() {
         assert!(Cli::try_parse_from(["muppy-trace", "--pid", "1", "--", "ls"]).is_err());
         let cli = Cli::try_parse_from(["muppy-trace", "--", "ls", "-l"]).unwrap();
-        assert_eq!(cli.command, vec!["ls", "-l"]);
+        assert_eq!(cli.trace.command, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn subcommands_take_their_own_target_and_view() {
+        let cli = Cli::try_parse_from([
+            "muppy-trace",
+            "tree",
+            "--site",
+            "leaf",
+            "--maxdepth",
+            "3",
+            "--",
+            "./prog",
+        ])
+        .unwrap();
+        let Some(Cmd::Tree {
+            file,
+            maxdepth,
+            trace,
+            view,
+            ..
+        }) = cli.cmd
+        else {
+            panic!("not a tree");
+        };
+        assert_eq!((file, maxdepth), (None, 3));
+        assert_eq!(trace.command, vec!["./prog"]);
+        assert_eq!(view.site.as_deref(), Some("leaf"));
+        // Target options belong after the subcommand.
+        assert!(Cli::try_parse_from(["muppy-trace", "--pid", "1", "objects"]).is_err());
+        assert!(Cli::try_parse_from(["muppy-trace", "diff", "a"]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_addresses_parse() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1").is_err());
+        assert_eq!(parse_addr("0x10"), Ok(16));
+        assert!(parse_addr("0xzz").is_err());
     }
 
     #[test]

@@ -1,0 +1,512 @@
+//! Snapshots: a heap saved to a file (`--save`) and read back for offline views
+//! (`muppy-trace summary FILE`, `muppy-trace diff A B`), as heaptrack separates recording from
+//! analysis.
+//!
+//! The file is self-contained (call paths are stored symbolized, so it reads anywhere without
+//! the target's binaries) and compact: LEB128 integers, strings stored once, blocks sorted by
+//! address with address deltas. Layout:
+//!
+//! ```text
+//! "MUPPYSNP" | version: u32 LE | payload length: u64 LE | payload | CRC-32 of payload: u32 LE
+//! payload: pid, now_ns, saved_unix_secs, the six counters, label,
+//!          strings (count, then length + UTF-8 each),
+//!          traces (count, then: state, function string, frame count, frame strings),
+//!          blocks (count, then: address delta, size, age_ns, tid, trace)
+//! ```
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    heap::{Blocks, Counters, Heap, Trace},
+    stacks::StackState,
+    table::Block,
+};
+
+const MAGIC: &[u8; 8] = b"MUPPYSNP";
+/// The snapshot format version this muppy writes and reads.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8;
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start like a snapshot.
+    #[error("{path}: not a muppy snapshot (save one with --save FILE)")]
+    NotSnapshot {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Written by another version of the format.
+    #[error("{path}: snapshot format version {found}; this muppy reads version {VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+    },
+    /// The file ends before its stated length.
+    #[error("{path}: truncated snapshot ({have} of {want} bytes)")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes present.
+        have: usize,
+        /// Bytes the header promises.
+        want: usize,
+    },
+    /// The contents do not check out.
+    #[error("{path}: corrupt snapshot ({why})")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        why: &'static str,
+    },
+}
+
+/// A heap read from a snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The traced process.
+    pub pid: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds when it was taken; ages are measured from here.
+    pub now_ns: u64,
+    /// Wall-clock seconds since the epoch when it was saved.
+    pub saved_unix_secs: u64,
+    /// Trust counters at that moment.
+    pub counters: Counters,
+    /// What was traced (the command, or `pid N`).
+    pub label: String,
+    /// Call paths.
+    pub traces: Vec<Trace>,
+    /// Live blocks, sorted by address.
+    pub blocks: Vec<(u64, Block)>,
+}
+
+impl Snapshot {
+    /// Copies `heap` (every block, unfiltered) into a snapshot.
+    pub fn of(heap: &Heap, label: &str) -> Self {
+        let mut blocks = Vec::new();
+        heap.blocks.for_each_block(&mut |a, b| blocks.push((a, *b)));
+        blocks.sort_unstable_by_key(|(a, _)| *a);
+        Snapshot {
+            pid: heap.pid,
+            now_ns: heap.now_ns,
+            saved_unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            counters: heap.counters,
+            label: label.to_string(),
+            traces: heap.traces.to_vec(),
+            blocks,
+        }
+    }
+
+    /// The snapshot as a heap for the views.
+    pub fn heap(&self) -> Heap<'_> {
+        Heap {
+            pid: self.pid,
+            blocks: self,
+            traces: &self.traces,
+            now_ns: self.now_ns,
+            counters: self.counters,
+        }
+    }
+
+    /// The file's bytes.
+    pub fn encode<'a>(&'a self) -> Vec<u8> {
+        let mut p = Vec::new();
+        let c = &self.counters;
+        for v in [
+            u64::from(self.pid),
+            self.now_ns,
+            self.saved_unix_secs,
+            c.lost_events,
+            c.unknown_frees,
+            c.libc_unknown_frees,
+            c.refrees,
+            c.lost_stacks,
+            c.events,
+        ] {
+            put(&mut p, v);
+        }
+        put_str(&mut p, &self.label);
+        let mut strings: Vec<&str> = Vec::new();
+        let mut index: HashMap<&str, u64> = HashMap::new();
+        let mut intern = |s: &'a str| -> u64 {
+            *index.entry(s).or_insert_with(|| {
+                strings.push(s);
+                strings.len() as u64 - 1
+            })
+        };
+        let traces: Vec<(u64, u64, Vec<u64>)> = self
+            .traces
+            .iter()
+            .map(|t| {
+                let state = match t.state {
+                    StackState::Off => 0,
+                    StackState::Lost => 1,
+                    StackState::Walked => 2,
+                };
+                let frames = t.frames.iter().map(|f| intern(f)).collect();
+                (state, intern(&t.function), frames)
+            })
+            .collect();
+        put(&mut p, strings.len() as u64);
+        for s in &strings {
+            put_str(&mut p, s);
+        }
+        put(&mut p, traces.len() as u64);
+        for (state, function, frames) in &traces {
+            put(&mut p, *state);
+            put(&mut p, *function);
+            put(&mut p, frames.len() as u64);
+            frames.iter().for_each(|f| put(&mut p, *f));
+        }
+        put(&mut p, self.blocks.len() as u64);
+        let mut prev = 0;
+        for (addr, b) in &self.blocks {
+            put(&mut p, addr - prev);
+            prev = *addr;
+            put(&mut p, b.size);
+            put(&mut p, self.now_ns.saturating_sub(b.ts_ns));
+            put(&mut p, u64::from(b.tid));
+            put(&mut p, u64::from(b.trace));
+        }
+        let mut out = Vec::with_capacity(HEADER + p.len() + 4);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(&p);
+        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        out
+    }
+
+    /// Writes the snapshot to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), SnapshotError> {
+        std::fs::write(path, self.encode()).map_err(|source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads a snapshot from `path`.
+    pub fn load(path: &Path) -> Result<Self, SnapshotError> {
+        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::decode(&bytes, path)
+    }
+
+    /// Parses a snapshot's bytes; `path` is for messages.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, SnapshotError> {
+        let path = || path.to_path_buf();
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(SnapshotError::NotSnapshot { path: path() });
+        }
+        let truncated = |want: usize| SnapshotError::Truncated {
+            path: path(),
+            have: bytes.len(),
+            want,
+        };
+        let header = bytes.get(..HEADER).ok_or_else(|| truncated(HEADER))?;
+        let found = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if found != VERSION {
+            return Err(SnapshotError::Version {
+                path: path(),
+                found,
+            });
+        }
+        let len = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        let want = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(HEADER + 4))
+            .ok_or_else(|| truncated(usize::MAX))?;
+        if bytes.len() < want {
+            return Err(truncated(want));
+        }
+        let corrupt = |why| SnapshotError::Corrupt { path: path(), why };
+        if bytes.len() > want {
+            return Err(corrupt("bytes after the end"));
+        }
+        let payload = &bytes[HEADER..want - 4];
+        let crc = u32::from_le_bytes(bytes[want - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(payload) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        parse(payload).map_err(corrupt)
+    }
+}
+
+impl Blocks for Snapshot {
+    fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
+        for (a, b) in &self.blocks {
+            f(*a, b);
+        }
+    }
+
+    fn block(&self, addr: u64) -> Option<Block> {
+        let i = self.blocks.binary_search_by_key(&addr, |(a, _)| *a).ok()?;
+        Some(self.blocks[i].1)
+    }
+}
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads the payload; every count is checked against the bytes left, so a corrupt count
+/// cannot ask for a huge allocation.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self.rest.split_first().ok_or("ends inside a number")?;
+            self.rest = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("number too long")
+    }
+
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        u32::try_from(self.u64()?).map_err(|_| "number out of range")
+    }
+
+    /// A count of items that take at least `min_bytes` each.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, &'static str> {
+        let n = usize::try_from(self.u64()?).map_err(|_| "count out of range")?;
+        if n.saturating_mul(min_bytes) > self.rest.len() {
+            return Err("count larger than the file");
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, &'static str> {
+        let n = self.count(1)?;
+        let (s, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        std::str::from_utf8(s).map_err(|_| "string is not UTF-8")
+    }
+}
+
+fn parse(payload: &[u8]) -> Result<Snapshot, &'static str> {
+    let mut r = Reader { rest: payload };
+    let pid = r.u32()?;
+    let now_ns = r.u64()?;
+    let saved_unix_secs = r.u64()?;
+    let counters = Counters {
+        lost_events: r.u64()?,
+        unknown_frees: r.u64()?,
+        libc_unknown_frees: r.u64()?,
+        refrees: r.u64()?,
+        lost_stacks: r.u64()?,
+        events: r.u64()?,
+    };
+    let label = r.str()?.to_string();
+    let n = r.count(1)?;
+    let strings: Vec<&str> = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
+    let string = |i: u64| -> Result<String, &'static str> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| strings.get(i))
+            .map(|s| s.to_string())
+            .ok_or("string index out of range")
+    };
+    let n = r.count(4)?;
+    let mut traces = Vec::with_capacity(n);
+    for _ in 0..n {
+        let state = match r.u64()? {
+            0 => StackState::Off,
+            1 => StackState::Lost,
+            2 => StackState::Walked,
+            _ => return Err("unknown stack state"),
+        };
+        let function = string(r.u64()?)?;
+        let frames = r.count(1)?;
+        if frames == 0 {
+            return Err("call path without frames");
+        }
+        let frames = (0..frames)
+            .map(|_| string(r.u64()?))
+            .collect::<Result<_, _>>()?;
+        traces.push(Trace {
+            frames,
+            function,
+            state,
+        });
+    }
+    let n = r.count(5)?;
+    let mut blocks = Vec::with_capacity(n);
+    let mut addr = 0u64;
+    for i in 0..n {
+        let delta = r.u64()?;
+        if i > 0 && delta == 0 {
+            return Err("blocks out of order");
+        }
+        addr = addr.checked_add(delta).ok_or("address out of range")?;
+        let size = r.u64()?;
+        let age = r.u64()?;
+        let tid = r.u32()?;
+        let trace = r.u32()?;
+        if trace as usize >= traces.len() {
+            return Err("trace index out of range");
+        }
+        blocks.push((
+            addr,
+            Block {
+                size,
+                ts_ns: now_ns.saturating_sub(age),
+                trace,
+                tid,
+            },
+        ));
+    }
+    if !r.rest.is_empty() {
+        return Err("bytes after the blocks");
+    }
+    Ok(Snapshot {
+        pid,
+        now_ns,
+        saved_unix_secs,
+        counters,
+        label,
+        traces,
+        blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let t = |frames: &[&str], state| Trace {
+            frames: frames.iter().map(|s| s.to_string()).collect(),
+            function: "leaf".into(),
+            state,
+        };
+        Snapshot {
+            pid: 42,
+            now_ns: 10_000_000_000,
+            saved_unix_secs: 1_800_000_000,
+            counters: Counters {
+                lost_events: 1,
+                unknown_frees: 2,
+                libc_unknown_frees: 3,
+                refrees: 4,
+                lost_stacks: 5,
+                events: 6,
+            },
+            label: "./prog arg".into(),
+            traces: vec![
+                t(&["leaf (a.c:3)", "main (a.c:9)"], StackState::Walked),
+                t(&["leaf (a.c:4)"], StackState::Lost),
+            ],
+            blocks: vec![
+                (
+                    0x1000,
+                    Block {
+                        size: 24,
+                        ts_ns: 9_000_000_000,
+                        trace: 0,
+                        tid: 7,
+                    },
+                ),
+                (
+                    0x7fff_0000_0000,
+                    Block {
+                        size: 1 << 40,
+                        ts_ns: 1,
+                        trace: 1,
+                        tid: 8,
+                    },
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = sample();
+        let bytes = s.encode();
+        assert_eq!(Snapshot::decode(&bytes, Path::new("f")).unwrap(), s);
+        assert_eq!(s.block(0x1000).unwrap().size, 24);
+        assert!(s.block(0x1001).is_none());
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(
+                Snapshot::decode(&bytes[..n], Path::new("f")).is_err(),
+                "{n}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Snapshot::decode(&b, Path::new("f")).is_err(), "{i}");
+        }
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        let bytes = sample().encode();
+        let msg = |b: &[u8]| {
+            Snapshot::decode(b, Path::new("s.muppy"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            msg(b"hello world"),
+            "s.muppy: not a muppy snapshot (save one with --save FILE)"
+        );
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        assert_eq!(
+            msg(&v2),
+            "s.muppy: snapshot format version 2; this muppy reads version 1"
+        );
+        assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
+        let mut flipped = bytes.clone();
+        flipped[HEADER + 1] ^= 1;
+        assert_eq!(
+            msg(&flipped),
+            "s.muppy: corrupt snapshot (checksum mismatch)"
+        );
+    }
+}
