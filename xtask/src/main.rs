@@ -5,7 +5,8 @@
 //! - `build`: setup, then `target/release/muppy-trace`.
 //! - `test`: build, then every test (`MUPPY_REQUIRE_EBPF=1` makes eBPF tests fail, not skip,
 //!   without root).
-//! - `demo`: build, then trace the bundled leaking demo with periodic diffs.
+//! - `demo`: build, then trace the bundled leaking demo with periodic diffs, save its live set,
+//!   and draw who allocated the leak from the saved snapshot.
 //! - `bench`: build, then the malloc/free microbenchmark, plain and traced.
 
 use std::{
@@ -48,7 +49,8 @@ enum Task {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -205,6 +207,7 @@ fn memory(trace: &Path, live: u64) -> anyhow::Result<Memory> {
     let prog = compile_c("tests/workloads/hold.c", "bench/hold")?;
     let base = traced_summary(trace, &prog, &["1".into()])?;
     let full = traced_summary(trace, &prog, &[live.to_string()])?;
+    // (Both with stacks on: one site, one stack; the table is what grows.)
     let kb = |s: &serde_json::Value| s["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0);
     Ok(Memory {
         base_kb: kb(&base),
@@ -214,42 +217,77 @@ fn memory(trace: &Path, live: u64) -> anyhow::Result<Memory> {
     })
 }
 
+/// One traced run of the loop: its ns per call and the tracer's figures.
+struct Traced {
+    ns: f64,
+    events_per_second: f64,
+    lost: u64,
+    rss_kb: f64,
+}
+
+fn traced_loop(trace: &Path, prog: &Path, extra: &[&str], pairs: &str) -> anyhow::Result<Traced> {
+    let out = output(
+        Command::new(trace)
+            .args(extra)
+            .args(["--format", "json", "--"])
+            .arg(prog)
+            .args(["1", pairs]),
+    )?;
+    let mut lines = out.lines();
+    let first = lines.next().context("no bench output")?;
+    let summary: serde_json::Value = serde_json::from_str(lines.last().context("no summary")?)?;
+    let events = summary["events"].as_f64().unwrap_or(0.0);
+    Ok(Traced {
+        ns: field(first, "ns_per_call").context("bench_loop output")?,
+        events_per_second: events / field(first, "seconds").unwrap_or(1.0),
+        lost: summary["lost_events"].as_u64().unwrap_or(0),
+        rss_kb: summary["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0),
+    })
+}
+
 fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     let trace = build()?;
     let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
     let pairs = "1000000";
-    let (mut plain, mut traced, mut rss, mut lost, mut eps) =
-        (vec![], vec![], vec![], 0u64, vec![]);
-    // Interleave the configurations so drift hits both alike.
+    let configs: [(&str, &[&str]); 2] = [
+        ("muppy, stacks off", &["--no-stacks"]),
+        ("muppy, stacks on", &[]),
+    ];
+    let mut plain = vec![];
+    let mut traced: Vec<Vec<Traced>> = configs.iter().map(|_| vec![]).collect();
+    // Interleave the configurations so drift hits all alike.
     for _ in 0..runs.max(1) {
         let out = output(Command::new(&prog).args(["1", pairs]))?;
         plain.push(field(&out, "ns_per_call").context("bench_loop output")?);
-        let out = output(
-            Command::new(&trace)
-                .args(["--format", "json", "--"])
-                .arg(&prog)
-                .args(["1", pairs]),
-        )?;
-        let mut lines = out.lines();
-        let first = lines.next().context("no bench output")?;
-        let ns = field(first, "ns_per_call").context("bench_loop output")?;
-        traced.push(ns);
-        let summary: serde_json::Value = serde_json::from_str(lines.last().context("no summary")?)?;
-        lost += summary["lost_events"].as_u64().unwrap_or(0);
-        rss.push(summary["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0));
-        let events = summary["events"].as_f64().unwrap_or(0.0);
-        let seconds = field(first, "seconds").unwrap_or(1.0);
-        eps.push(events / seconds);
+        for ((_, extra), runs) in configs.iter().zip(&mut traced) {
+            runs.push(traced_loop(&trace, &prog, extra, pairs)?);
+        }
     }
-    let (p, t) = (median(plain), median(traced));
-    let (r, e) = (median(rss), median(eps));
+    let p = median(plain);
     println!("malloc/free loop, {pairs} pairs, 1 thread, median of {runs} runs");
-    println!("{:<22} {:>12} {:>8}", "config", "ns/call", "ratio");
-    println!("{:<22} {:>12.1} {:>8.2}", "plain", p, 1.0);
-    println!("{:<22} {:>12.1} {:>8.2}", "muppy (entry +0)", t, t / p);
     println!(
-        "events/s traced: {e:.0}; lost events (all runs): {lost}; tracer peak RSS: {r:.0} KiB"
+        "{:<20} {:>10} {:>12} {:>11} {:>12} {:>6}",
+        "config", "ns/call", "x plain", "events/s", "peak RSS KiB", "lost"
     );
+    println!("{:<20} {:>10.1} {:>12.2}", "plain", p, 1.0);
+    let mut figures = serde_json::json!({"plain_ns_per_call": p, "runs": runs});
+    for ((name, extra), runs) in configs.iter().zip(traced) {
+        let ns = median(runs.iter().map(|t| t.ns).collect());
+        let eps = median(runs.iter().map(|t| t.events_per_second).collect());
+        let rss = median(runs.iter().map(|t| t.rss_kb).collect());
+        let lost: u64 = runs.iter().map(|t| t.lost).sum();
+        println!(
+            "{name:<20} {ns:>10.1} {:>12.2} {eps:>11.0} {rss:>12.0} {lost:>6}",
+            ns / p
+        );
+        let key = if extra.is_empty() {
+            "stacks"
+        } else {
+            "no_stacks"
+        };
+        figures[key] = serde_json::json!({"ns_per_call": ns, "ratio_to_plain": ns / p,
+            "events_per_second": eps, "tracer_peak_rss_kb": rss, "lost_events": lost});
+    }
     let m = memory(&trace, live)?;
     println!(
         "tracer memory: base {:.0} KiB; {} live blocks held: peak {:.0} KiB, {:.1} B per live block; lost events: {}",
@@ -260,13 +298,10 @@ fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
         m.lost
     );
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"plain_ns_per_call": p, "muppy_ns_per_call": t, "ratio": t / p,
-                "events_per_second": e, "lost_events": lost, "tracer_peak_rss_kb": r, "runs": runs,
-                "base_rss_kb": m.base_kb, "live_blocks": m.held, "live_peak_rss_kb": m.peak_kb,
-                "bytes_per_live_block": m.per_block(), "live_lost_events": m.lost})
-        );
+        figures["memory"] = serde_json::json!({"base_rss_kb": m.base_kb, "live_blocks": m.held,
+            "live_peak_rss_kb": m.peak_kb, "bytes_per_live_block": m.per_block(),
+            "lost_events": m.lost});
+        println!("{figures}");
     }
     Ok(())
 }
@@ -285,8 +320,17 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             let bin = build()?;
             let demo = compile_c("demo/leaky.c", "demo/leaky")?;
-            println!("\n$ sudo muppy-trace --interval 1 -- {}\n", demo.display());
-            run(Command::new(bin).args(["--interval", "1", "--"]).arg(demo))
+            let snap = root().join("target/demo/leaky.muppy");
+            let snap_s = snap.display().to_string();
+            println!(
+                "\n$ sudo muppy-trace --interval 1 --save {snap_s} -- {}\n",
+                demo.display()
+            );
+            run(Command::new(&bin)
+                .args(["--interval", "1", "--save", &snap_s, "--"])
+                .arg(&demo))?;
+            println!("\n$ muppy-trace tree {snap_s} --site new_session\n");
+            run(Command::new(&bin).args(["tree", &snap_s, "--site", "new_session"]))
         }
         Task::Bench { json, runs, live } => bench(json, runs, live),
     }
