@@ -158,9 +158,10 @@ pub struct Event {
     pub size: u64,
     /// The return address into the code that called the allocator: the allocation *site*.
     pub caller: u64,
-    /// `bpf_ktime_get_ns()` when the call was entered.
+    /// realloc: `bpf_ktime_get_ns()` when the call was entered (to order it against other
+    /// threads' calls; see the table). 0 for other events, which do not need it.
     pub entry_ns: u64,
-    /// `bpf_ktime_get_ns()` when the call returned (for free: when it was entered).
+    /// Allocations: `bpf_ktime_get_ns()` when the call returned. 0 for frees.
     pub ts_ns: u64,
     /// Allocations: the id of the user stack in the stack map, or [`NO_STACK`].
     pub stack: u32,
@@ -193,11 +194,15 @@ pub enum Drop {
 /// Number of [`Drop`] counters.
 pub const DROP_KINDS: u32 = 5;
 
+/// [`InFlight::func`] of a thread that is in no allocator call: the record stays in the map
+/// (rewriting it in place is cheaper than deleting and inserting it on every call).
+pub const INFLIGHT_IDLE: u32 = u32::MAX;
+
 /// State kept between an allocator's entry and its return, per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InFlight {
-    /// The [`AllocFn`] entered.
+    /// The [`AllocFn`] entered, or [`INFLIGHT_IDLE`].
     pub func: u32,
     /// Probed allocator calls currently nested inside this one (their returns are ignored).
     pub nested: u32,

@@ -11,6 +11,7 @@
 
 pub mod heap;
 pub mod output;
+pub mod placement;
 pub mod probe;
 pub mod ring;
 pub mod snapshot;

@@ -9,6 +9,7 @@ use std::{
     num::NonZeroU32,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use aya::{
@@ -157,8 +158,14 @@ pub fn libc_of_program(program: &Path) -> Result<PathBuf, ProbeError> {
 pub struct ProbePoint {
     /// Functions at this address (more than one where symbols alias).
     pub funcs: Vec<AllocFn>,
-    /// File offset of the probed instruction.
+    /// File offset of the functions' entry.
+    pub entry: u64,
+    /// File offset of the probed instruction (see [`crate::placement`]).
     pub offset: u64,
+    /// How far above the stack pointer the return address sits there.
+    pub ret_addr_sp_offset: u8,
+    /// Why the probe sits there.
+    pub reason: String,
 }
 
 impl ProbePoint {
@@ -196,22 +203,41 @@ pub fn plan(lib: &Path) -> Result<ProbePlan, ProbeError> {
     })?;
     let mut points: Vec<ProbePoint> = Vec::new();
     let mut missing = Vec::new();
+    let code: Vec<(u64, &[u8])> = file
+        .sections()
+        .filter(|s| s.kind() == object::SectionKind::Text)
+        .filter_map(|s| Some((s.address(), s.data().ok()?)))
+        .collect();
+    let read = |addr: u64| -> Option<&[u8]> {
+        code.iter().find_map(|(start, data)| {
+            let off = usize::try_from(addr.checked_sub(*start)?).ok()?;
+            data.get(off..).filter(|d| !d.is_empty())
+        })
+    };
     for func in AllocFn::ALL {
         let sym = file.dynamic_symbols().find(|s| {
             s.is_definition()
                 && s.kind() == object::SymbolKind::Text
                 && s.name() == Ok(func.symbol())
         });
-        let Some(offset) = sym.and_then(|s| file_offset(&file, s.address())) else {
+        let Some((addr, entry)) =
+            sym.and_then(|s| Some((s.address(), file_offset(&file, s.address())?)))
+        else {
             missing.push(func);
             continue;
         };
-        match points.iter_mut().find(|p| p.offset == offset) {
+        match points.iter_mut().find(|p| p.entry == entry) {
             Some(p) => p.funcs.push(func),
-            None => points.push(ProbePoint {
-                funcs: vec![func],
-                offset,
-            }),
+            None => {
+                let at = crate::placement::place(&read, addr);
+                points.push(ProbePoint {
+                    funcs: vec![func],
+                    entry,
+                    offset: entry + at.skip,
+                    ret_addr_sp_offset: at.ret_addr_sp_offset,
+                    reason: at.reason,
+                });
+            }
         }
     }
     if missing.contains(&AllocFn::Malloc) {
@@ -235,6 +261,8 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
 pub struct Probes {
     ebpf: Ebpf,
     drops: PerCpuArray<MapData, u64>,
+    /// Attach the empty programs instead (the benchmark's floor).
+    empty: bool,
 }
 
 /// Sizes for the probes' maps.
@@ -246,6 +274,9 @@ pub struct ProbeConfig {
     pub max_inflight: u32,
     /// Distinct user stacks the stack map can hold; 0 turns stack collection off.
     pub stacks: u32,
+    /// Attach empty programs at the same points, recording nothing: the cost of the traps
+    /// alone, for the benchmark.
+    pub empty: bool,
 }
 
 impl Probes {
@@ -264,7 +295,13 @@ impl Probes {
             .override_global("WANT_STACKS", &want_stacks, true)
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        for name in ["alloc_enter", "alloc_exit", "free_enter"] {
+        for name in [
+            "alloc_enter",
+            "alloc_exit",
+            "free_enter",
+            "noop_enter",
+            "noop_exit",
+        ] {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::Missing("a probe program"))?
@@ -277,7 +314,11 @@ impl Probes {
             .take_map(DROPS_MAP)
             .ok_or(ProbeError::Missing(DROPS_MAP))?;
         let drops = PerCpuArray::try_from(drops).map_err(|e| map_err(DROPS_MAP, e))?;
-        Ok(Self { ebpf, drops })
+        Ok(Self {
+            ebpf,
+            drops,
+            empty: cfg.empty,
+        })
     }
 
     /// Attaches every point of `plan`, firing only in process `pid`. Return probes go first, so
@@ -290,26 +331,19 @@ impl Probes {
         for point in &plan.points {
             let func = point.funcs[0];
             let name = point.name();
-            if func == AllocFn::Free {
-                self.attach_one(
-                    "free_enter",
-                    &name,
-                    plan,
-                    point.offset,
-                    cookie(func, 0),
-                    scope,
-                )?;
+            let cookie = cookie(func, point.ret_addr_sp_offset);
+            let (enter, exit) = if self.empty {
+                ("noop_enter", "noop_exit")
+            } else if func == AllocFn::Free {
+                ("free_enter", "")
             } else {
-                self.attach_one("alloc_exit", &name, plan, point.offset, 0, scope)?;
-                self.attach_one(
-                    "alloc_enter",
-                    &name,
-                    plan,
-                    point.offset,
-                    cookie(func, 0),
-                    scope,
-                )?;
+                ("alloc_enter", "alloc_exit")
+            };
+            // free has no return probe; the floor measurement mirrors that.
+            if func != AllocFn::Free {
+                self.attach_one(exit, &name, plan, point.offset, 0, scope)?;
             }
+            self.attach_one(enter, &name, plan, point.offset, cookie, scope)?;
         }
         Ok(())
     }
@@ -370,6 +404,19 @@ impl Probes {
             .filter(|&i| i != Drop::StackLost as u32)
             .map(|i| self.drops(i))
             .sum()
+    }
+
+    /// Per program: (name, runs, total run time), as the kernel counts while
+    /// [`aya::sys::enable_stats`] is on.
+    pub fn program_stats(&self) -> Vec<(&str, u64, Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name, info.run_count(), info.run_time()))
+            })
+            .filter(|(_, runs, _)| *runs > 0)
+            .collect()
     }
 
     /// Allocations recorded without their stack because the stack map had no room.

@@ -129,15 +129,18 @@ fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
     if verbose {
         for p in &plan.points {
             note(format_args!(
-                "probe {} at {lib}+{:#x} (entry +0)",
+                "probe {} at {lib}+{:#x}, entry {:#x} {}",
                 p.name(),
-                p.offset
+                p.offset,
+                p.entry,
+                p.reason
             ));
         }
     }
     serde_json::json!({
         "library": lib.to_string(),
         "functions": plan.points.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "offsets": plan.points.iter().map(|p| serde_json::json!({"function": p.name(), "skip": p.offset - p.entry})).collect::<Vec<_>>(),
         "missing": plan.missing.iter().map(|f| f.symbol()).collect::<Vec<_>>(),
     })
 }
@@ -286,6 +289,11 @@ fn print_out(s: &str) {
 /// Runs a session to its end and prints its diffs and final summary.
 pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let mut probes = Probes::load(opts.probe)?;
+    // With --verbose, the kernel times each program run (it costs a little per run).
+    let _stats = opts
+        .verbose
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
+        .flatten();
     let (pid, plan, mut exit_watch, modules) = match mode {
         Mode::Attach(pid) => {
             target::check_pid(pid)?;
@@ -440,6 +448,14 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         }
     }
     s.drain(ring.get_mut());
+    if opts.verbose {
+        for (name, runs, time) in s.probes.program_stats() {
+            note(format_args!(
+                "{name}: {runs} runs, {:.0} ns each",
+                time.as_nanos() as f64 / runs as f64
+            ));
+        }
+    }
     let heap = s.heap();
     let c = heap.counters;
     if c.lost_events > 0 {

@@ -119,6 +119,10 @@ struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = 16384)]
     stack_entries: u32,
 
+    /// Benchmark only: attach empty programs at the same points and record nothing.
+    #[arg(long, hide = true)]
+    empty_probes: bool,
+
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 4)]
     ring_mb: u32,
@@ -290,6 +294,7 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             ring_bytes: t.ring_mb << 20,
             max_inflight: 16384,
             stacks: if t.no_stacks { 0 } else { t.stack_entries },
+            empty: t.empty_probes,
         },
     })
 }
