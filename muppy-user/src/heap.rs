@@ -46,10 +46,9 @@ pub struct Counters {
     pub lost_events: u64,
     /// The program's frees of blocks the table did not hold.
     pub unknown_frees: u64,
-    /// libc's own frees of chunks the table did not hold.
+    /// libc's own frees of chunks the table did not hold (glibc's per-thread cache hands back
+    /// chunks it split off or kept, when a thread exits).
     pub libc_unknown_frees: u64,
-    /// Frees of chunks already freed.
-    pub refrees: u64,
     /// Allocations recorded without their stack.
     pub lost_stacks: u64,
     /// Events applied.
@@ -67,12 +66,12 @@ pub trait Blocks {
 impl Blocks for crate::table::LiveTable {
     fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
         for (a, b) in self.blocks() {
-            f(a, b);
+            f(a, &b);
         }
     }
 
     fn block(&self, addr: u64) -> Option<Block> {
-        self.get(addr).copied()
+        self.get(addr)
     }
 }
 

@@ -183,7 +183,6 @@ fn counters_json(c: &Counters, v: &mut serde_json::Value) {
     v["lost_events"] = c.lost_events.into();
     v["unknown_frees"] = c.unknown_frees.into();
     v["libc_unknown_frees"] = c.libc_unknown_frees.into();
-    v["refrees"] = c.refrees.into();
     v["lost_stacks"] = c.lost_stacks.into();
     v["events"] = c.events.into();
 }

@@ -287,6 +287,8 @@ impl Probes {
         let wakeup = u64::from(cfg.ring_bytes / 8);
         let want_stacks = u32::from(cfg.stacks > 0);
         let mut ebpf = EbpfLoader::new()
+            // The probes need no CO-RE relocation; drop the kernel's BTF (megabytes) at once.
+            .btf(None)
             .map_max_entries(RING_MAP, cfg.ring_bytes)
             .map_max_entries(INFLIGHT_MAP, cfg.max_inflight)
             .map_max_entries(STACKS_MAP, cfg.stacks.max(1))

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! "MUPPYSNP" | version: u32 LE | payload length: u64 LE | payload | CRC-32 of payload: u32 LE
-//! payload: pid, now_ns, saved_unix_secs, the six counters, label,
+//! payload: pid, now_ns, saved_unix_secs, the five counters, label,
 //!          strings (count, then length + UTF-8 each),
 //!          traces (count, then: state, function string, frame count, frame strings),
 //!          blocks (count, then: address delta, size, age_ns, tid, trace)
@@ -136,7 +136,6 @@ impl Snapshot {
             c.lost_events,
             c.unknown_frees,
             c.libc_unknown_frees,
-            c.refrees,
             c.lost_stacks,
             c.events,
         ] {
@@ -331,7 +330,6 @@ fn parse(payload: &[u8]) -> Result<Snapshot, &'static str> {
         lost_events: r.u64()?,
         unknown_frees: r.u64()?,
         libc_unknown_frees: r.u64()?,
-        refrees: r.u64()?,
         lost_stacks: r.u64()?,
         events: r.u64()?,
     };
@@ -426,7 +424,6 @@ mod tests {
                 lost_events: 1,
                 unknown_frees: 2,
                 libc_unknown_frees: 3,
-                refrees: 4,
                 lost_stacks: 5,
                 events: 6,
             },

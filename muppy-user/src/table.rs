@@ -9,7 +9,10 @@
 //! recorded) first. [`LiveTable`] resolves that race with the timestamps the events carry; see
 //! [`LiveTable::apply`].
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+};
 
 use muppy_common::{Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
 
@@ -59,7 +62,7 @@ impl StackRef {
     }
 }
 
-/// One live block. Kept small: a table holds millions of these.
+/// One live block, as the views see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
     /// Bytes requested.
@@ -78,40 +81,147 @@ pub struct TableStats {
     /// Frees (including the old block of a realloc) of addresses the table did not hold: blocks
     /// allocated before tracing began, or whose allocation event was lost.
     pub unknown_frees: u64,
-    /// Frees of addresses the table saw freed and not allocated again: libc handing its own
-    /// cached chunks back (glibc's tcache does this for every exiting thread). No block changes.
-    pub refrees: u64,
     /// Events applied.
     pub events: u64,
 }
 
-/// How many recently freed addresses are remembered to recognise re-frees. glibc's per-thread
-/// cache holds at most a few hundred chunks per thread.
-const RECENTLY_FREED: usize = 1 << 16;
+/// What the table keeps per live block beside its address: 16 bytes, so that a table of ten
+/// million blocks stays near 40 bytes a block. The allocating trace and thread share one
+/// interned *origin*; sizes of 4 GiB and more live in a side map.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    ts_ns: u64,
+    size: u32,
+    origin: u32,
+}
+
+/// [`Slot::size`] of a block whose size is in [`LiveTable::big_sizes`].
+const BIG: u32 = u32::MAX;
+
+/// A trace and a thread: what allocated a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    key: TraceKey,
+    tid: u32,
+}
+
+/// Hashes the table's keys (addresses, origins): a multiply and a fold per word, where SipHash
+/// would cost more than the rest of an event's work. The keys come from the probes, not from
+/// anyone choosing collisions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        // Blocks are 16-byte aligned: the low bits carry nothing.
+        let h = (self.0.rotate_left(5) ^ (v >> 4)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type FastHash = BuildHasherDefault<AddrHasher>;
+type AddrMap<V> = HashMap<u64, V, FastHash>;
+
+/// The live set is split into this many maps by address, so that growing one map (which
+/// briefly holds the old and the new storage, and stops the reader while it rehashes) costs a
+/// sliver of the table, not all of it again.
+const SHARDS: usize = 64;
+
+/// Which shard each value of a hash's top [`SHARD_BITS`] bits goes to. Shard `i` gets a share
+/// proportional to 2^(i/SHARDS): equal shares would make every map double at the same moment
+/// (one long stall, and the memory of all maps at their emptiest); shares spread over one
+/// doubling make the maps grow one at a time and keep their average fill the same at any
+/// table size.
+const SHARD_BITS: u32 = 12;
+
+fn shard_table() -> Vec<u8> {
+    let weights: Vec<f64> = (0..SHARDS)
+        .map(|i| (i as f64 / SHARDS as f64).exp2())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let slots = 1usize << SHARD_BITS;
+    let mut table: Vec<u8> = Vec::with_capacity(slots);
+    let mut acc = 0.0;
+    for (shard, w) in (0u8..).zip(&weights) {
+        acc += w / total;
+        // The cumulative share of the 4096 slots, rounded: always within 0..=4096.
+        #[expect(clippy::cast_possible_truncation, reason = "0.0..=4096.0")]
+        let end = (acc * slots as f64).round() as usize;
+        table.resize(end.clamp(table.len(), slots), shard);
+    }
+    table.resize(slots, u8::try_from(SHARDS - 1).unwrap_or(u8::MAX));
+    table
+}
+
+fn addr_hash(addr: u64) -> u64 {
+    let mut h = AddrHasher::default();
+    h.write_u64(addr);
+    h.finish()
+}
 
 /// The live blocks of one process and the call paths that allocated them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LiveTable {
-    blocks: HashMap<u64, Block>,
+    shards: Vec<AddrMap<Slot>>,
+    shard_of: Vec<u8>,
+    live: usize,
+    big_sizes: AddrMap<u64>,
     /// Blocks that a newer allocation at the same address pushed out before the event that
-    /// released them arrived (a moving realloc recorded late). Not live; kept only so that the
-    /// late realloc finds its old block. Pruned by [`LiveTable::prune_displaced`].
-    displaced: HashMap<u64, Block>,
-    trace_index: HashMap<TraceKey, TraceId>,
+    /// released them arrived (a moving realloc recorded late). Not live; kept only so that
+    /// the late realloc finds its old block. Pruned by [`LiveTable::prune_displaced`].
+    displaced: AddrMap<Block>,
+    origin_index: HashMap<Origin, u32, FastHash>,
+    origins: Vec<(TraceId, u32)>,
+    trace_index: HashMap<TraceKey, TraceId, FastHash>,
     traces: Vec<TraceKey>,
-    /// Addresses freed lately and not allocated since, with the sequence number of that free;
-    /// `freed_order` lists (address, sequence) oldest first, and may hold outdated pairs.
-    freed: HashMap<u64, u64>,
-    freed_order: VecDeque<(u64, u64)>,
     /// Unknown frees per caller return address, so they can be told apart by who freed.
     unknown_free_callers: HashMap<u64, u64>,
     stats: TableStats,
+}
+
+impl Default for LiveTable {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| AddrMap::default()).collect(),
+            shard_of: shard_table(),
+            live: 0,
+            big_sizes: AddrMap::default(),
+            displaced: AddrMap::default(),
+            origin_index: HashMap::default(),
+            origins: Vec::new(),
+            trace_index: HashMap::default(),
+            traces: Vec::new(),
+            unknown_free_callers: HashMap::new(),
+            stats: TableStats::default(),
+        }
+    }
 }
 
 impl LiveTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn shard(&self, addr: u64) -> usize {
+        // The top bits pick the shard; the maps index by the low ones.
+        usize::from(self.shard_of[(addr_hash(addr) >> (64 - SHARD_BITS)) as usize])
     }
 
     /// Applies one event from the probes.
@@ -127,19 +237,13 @@ impl LiveTable {
         match EventKind::from_u32(ev.kind) {
             Some(EventKind::Alloc) => self.insert(ev),
             Some(EventKind::Free) => {
-                if self.blocks.remove(&ev.addr).is_some() {
-                    self.remember_freed(ev.addr);
-                } else if self.freed.contains_key(&ev.addr) {
-                    self.stats.refrees += 1;
-                } else {
+                let known = self.remove(ev.addr).is_some();
+                if !known {
                     self.count_unknown_free(ev.caller);
                 }
             }
             Some(EventKind::Realloc) => {
                 self.release_realloc_source(ev.old_addr, ev.entry_ns, ev.caller);
-                if ev.old_addr != ev.addr {
-                    self.remember_freed(ev.old_addr);
-                }
                 self.insert(ev);
             }
             None => {}
@@ -157,10 +261,12 @@ impl LiveTable {
     }
 
     fn release_realloc_source(&mut self, old: u64, entry_ns: u64, caller: u64) {
-        match self.blocks.get(&old) {
+        match self.get(old) {
             Some(b) if b.ts_ns <= entry_ns => {
-                self.blocks.remove(&old);
+                self.remove(old);
             }
+            // Allocated after the realloc began: another thread got the address the realloc
+            // released. The realloc's block is the displaced one, if the table saw it at all.
             _ => {
                 if self.displaced.remove(&old).is_none() {
                     self.count_unknown_free(caller);
@@ -169,66 +275,113 @@ impl LiveTable {
         }
     }
 
-    fn remember_freed(&mut self, addr: u64) {
-        let seq = self.stats.events;
-        self.freed.insert(addr, seq);
-        self.freed_order.push_back((addr, seq));
-        if self.freed_order.len() > RECENTLY_FREED
-            && let Some((old, old_seq)) = self.freed_order.pop_front()
-            && self.freed.get(&old) == Some(&old_seq)
-        {
-            self.freed.remove(&old);
+    fn block_of(&self, addr: u64, slot: &Slot) -> Block {
+        let (trace, tid) = self.origins[slot.origin as usize];
+        let size = if slot.size == BIG {
+            self.big_sizes.get(&addr).copied().unwrap_or(u64::from(BIG))
+        } else {
+            u64::from(slot.size)
+        };
+        Block {
+            size,
+            ts_ns: slot.ts_ns,
+            trace,
+            tid,
         }
+    }
+
+    fn remove(&mut self, addr: u64) -> Option<Block> {
+        let shard = self.shard(addr);
+        let slot = self.shards[shard].remove(&addr)?;
+        self.live -= 1;
+        let block = self.block_of(addr, &slot);
+        if slot.size == BIG {
+            self.big_sizes.remove(&addr);
+        }
+        Some(block)
     }
 
     fn insert(&mut self, ev: &Event) {
-        self.freed.remove(&ev.addr);
-        let trace = self.intern_trace(TraceKey {
-            caller: ev.caller,
-            stack: StackRef::of(ev),
-        });
-        let block = Block {
-            size: ev.size,
-            ts_ns: ev.ts_ns,
-            trace,
+        let origin = self.intern_origin(Origin {
+            key: TraceKey {
+                caller: ev.caller,
+                stack: StackRef::of(ev),
+            },
             tid: ev.tid,
+        });
+        let small = u32::try_from(ev.size).ok().filter(|&s| s != BIG);
+        let big = small.is_none();
+        let slot = Slot {
+            ts_ns: ev.ts_ns,
+            size: small.unwrap_or(BIG),
+            origin,
         };
-        if let Some(older) = self.blocks.insert(ev.addr, block) {
-            self.displaced.insert(ev.addr, older);
+        let shard = self.shard(ev.addr);
+        let older = self.shards[shard].insert(ev.addr, slot);
+        // The older block's size may be in the side map under this address: read it first.
+        let older = older.map(|o| {
+            let b = self.block_of(ev.addr, &o);
+            if o.size == BIG {
+                self.big_sizes.remove(&ev.addr);
+            }
+            b
+        });
+        if big {
+            self.big_sizes.insert(ev.addr, ev.size);
+        }
+        match older {
+            Some(b) => {
+                self.displaced.insert(ev.addr, b);
+            }
+            None => self.live += 1,
         }
     }
 
-    fn intern_trace(&mut self, key: TraceKey) -> TraceId {
-        *self.trace_index.entry(key).or_insert_with(|| {
-            self.traces.push(key);
+    fn intern_origin(&mut self, o: Origin) -> u32 {
+        if let Some(&id) = self.origin_index.get(&o) {
+            return id;
+        }
+        let trace = *self.trace_index.entry(o.key).or_insert_with(|| {
+            self.traces.push(o.key);
             TraceId::try_from(self.traces.len() - 1).unwrap_or(TraceId::MAX)
-        })
+        });
+        self.origins.push((trace, o.tid));
+        let id = u32::try_from(self.origins.len() - 1).unwrap_or(u32::MAX);
+        self.origin_index.insert(o, id);
+        id
     }
 
     /// Forgets displaced blocks set aside before `before_ns`: a realloc still in flight after
     /// that long is not plausible, and they are not live either way.
     pub fn prune_displaced(&mut self, before_ns: u64) {
-        self.displaced.retain(|_, b| b.ts_ns >= before_ns);
+        if !self.displaced.is_empty() {
+            self.displaced.retain(|_, b| b.ts_ns >= before_ns);
+        }
     }
 
     /// The live blocks by address.
-    pub fn blocks(&self) -> impl Iterator<Item = (u64, &Block)> {
-        self.blocks.iter().map(|(a, b)| (*a, b))
+    pub fn blocks(&self) -> impl Iterator<Item = (u64, Block)> + '_ {
+        self.shards
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(a, s)| (*a, self.block_of(*a, s)))
     }
 
     /// The live block at `addr`.
-    pub fn get(&self, addr: u64) -> Option<&Block> {
-        self.blocks.get(&addr)
+    pub fn get(&self, addr: u64) -> Option<Block> {
+        self.shards[self.shard(addr)]
+            .get(&addr)
+            .map(|s| self.block_of(addr, s))
     }
 
     /// Number of live blocks.
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        self.live
     }
 
     /// Whether no block is live.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.live == 0
     }
 
     /// Every call path seen so far, indexed by [`TraceId`].
@@ -276,6 +429,7 @@ mod tests {
             .blocks()
             .map(|(a, b)| (a, b.size, t.traces()[b.trace as usize].caller))
             .collect();
+        assert_eq!(v.len(), t.len());
         v.sort();
         v
     }
@@ -298,17 +452,44 @@ mod tests {
     }
 
     #[test]
-    fn refree_of_a_freed_chunk_is_not_unknown() {
+    fn sizes_of_4_gib_and_more_are_kept_whole() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 1, 2));
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xc, 4, 4)); // libc's cache giving it back
-        assert_eq!(t.stats().refrees, 1);
-        assert_eq!(t.stats().unknown_frees, 0);
-        // Allocated again, freed again: still known.
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 5, 6));
-        assert_eq!(t.len(), 1);
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 7, 7));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 5 << 30, 0xa, 1, 2));
+        t.apply(&ev(
+            EventKind::Alloc,
+            0x20,
+            0,
+            u64::from(u32::MAX),
+            0xa,
+            1,
+            2,
+        ));
+        assert_eq!(t.get(0x10).unwrap().size, 5 << 30);
+        assert_eq!(t.get(0x20).unwrap().size, u64::from(u32::MAX));
+        t.apply(&ev(EventKind::Realloc, 0x30, 0x10, 7, 0xc, 5, 6));
+        assert_eq!(t.get(0x30).unwrap().size, 7);
+        t.apply(&ev(EventKind::Free, 0x20, 0, 0, 0xb, 3, 3));
+        assert_eq!(live(&t), vec![(0x30, 7, 0xc)]);
+        assert!(t.big_sizes.is_empty());
+    }
+
+    #[test]
+    fn thousands_of_blocks_spread_over_shards_and_leave_cleanly() {
+        let mut t = LiveTable::new();
+        for i in 0..10_000u64 {
+            t.apply(&ev(EventKind::Alloc, 0x1000 + i * 16, 0, i, 0xa, 1, 2));
+        }
+        assert_eq!(t.len(), 10_000);
+        assert!(
+            t.shards.iter().all(|m| m.len() > 50),
+            "addresses must spread"
+        );
+        // Shares grow from the first shard to the last, over about a factor of two.
+        let (first, last) = (t.shards[0].len(), t.shards[SHARDS - 1].len());
+        assert!(last > first * 3 / 2, "{first} {last}");
+        for i in 0..10_000u64 {
+            t.apply(&ev(EventKind::Free, 0x1000 + i * 16, 0, 0, 0xb, 3, 3));
+        }
         assert!(t.is_empty());
         assert_eq!(t.stats().unknown_frees, 0);
     }

@@ -248,7 +248,6 @@ impl Session {
             lost_events: self.probes.lost_events(),
             unknown_frees: program,
             libc_unknown_frees: libc,
-            refrees: stats.refrees,
             lost_stacks: self.probes.lost_stacks(),
             events: stats.events,
         }
@@ -289,6 +288,14 @@ fn print_out(s: &str) {
 /// Runs a session to its end and prints its diffs and final summary.
 pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let mut probes = Probes::load(opts.probe)?;
+    // The reader must keep up with every thread of the target at once; when the machine is
+    // busy, let it run first rather than lose events. (Root may raise its priority.)
+    // SAFETY: setpriority on this process only.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    // Loading parsed the kernel's BTF (aya does it eagerly): megabytes of small allocations,
+    // all freed now. Hand those pages back, so the tracer's resident size is what it keeps.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     // With --verbose, the kernel times each program run (it costs a little per run).
     let _stats = opts
         .verbose

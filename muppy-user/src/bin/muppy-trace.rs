@@ -124,7 +124,7 @@ struct TraceArgs {
     empty_probes: bool,
 
     /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 4)]
+    #[arg(long, value_name = "MIB", default_value_t = 2)]
     ring_mb: u32,
 
     /// Say where each probe went.
