@@ -14,6 +14,15 @@ pub const DROPS_MAP: &str = "DROPS";
 pub const INFLIGHT_MAP: &str = "INFLIGHT";
 /// Name of the kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that [`Event::stack`] indexes.
 pub const STACKS_MAP: &str = "STACKS";
+/// Name of the hash set of sampled live blocks (with `--sample-bytes`).
+pub const SAMPLED_MAP: &str = "SAMPLED";
+/// Name of the per-CPU countdown of bytes to the next sample.
+pub const COUNTDOWN_MAP: &str = "COUNTDOWN";
+/// Name of the array of sampling intervals (bytes), drawn at random by the probes.
+pub const INTERVALS_MAP: &str = "INTERVALS";
+/// Entries in [`INTERVALS_MAP`]: quantiles of the exponential distribution, so that a random
+/// index gives an exponentially distributed gap between samples.
+pub const INTERVALS: u32 = 4096;
 
 /// [`Event::stack`] when the event has no stack: stacks are off, or the stack was lost
 /// ([`STACK_LOST`] says which).
@@ -189,10 +198,13 @@ pub enum Drop {
     /// An allocation was recorded without its stack: the stack map had no room for it. The
     /// allocation itself and its site are exact; only its call path is missing.
     StackLost = 4,
+    /// Sampling: a sampled block could not be remembered (the sampled set was full), so it was
+    /// not recorded either: an allocation missed.
+    SampledFull = 5,
 }
 
 /// Number of [`Drop`] counters.
-pub const DROP_KINDS: u32 = 5;
+pub const DROP_KINDS: u32 = 6;
 
 /// [`InFlight::func`] of a thread that is in no allocator call: the record stays in the map
 /// (rewriting it in place is cheaper than deleting and inserting it on every call).
@@ -206,6 +218,10 @@ pub struct InFlight {
     pub func: u32,
     /// Probed allocator calls currently nested inside this one (their returns are ignored).
     pub nested: u32,
+    /// Sampling: non-zero if this call's new block is sampled.
+    pub sampled: u32,
+    /// Zero; keeps the layout free of implicit padding.
+    pub reserved: u32,
     /// Requested size.
     pub size: u64,
     /// realloc/reallocarray: the old block; posix_memalign: where the block will be stored.
@@ -227,4 +243,4 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 2 * 4 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 5 * 8);

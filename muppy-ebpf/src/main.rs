@@ -15,14 +15,15 @@ use aya_ebpf::{
         BPF_ANY, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
     },
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_user,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use muppy_common::{
-    AllocFn, DROP_KINDS, Drop, Event, EventKind, INFLIGHT_IDLE, InFlight, NO_STACK,
+    AllocFn, DROP_KINDS, Drop, Event, EventKind, INFLIGHT_IDLE, INTERVALS, InFlight, NO_STACK,
     STACK_HAS_CALLER, STACK_LOST, decode_cookie,
 };
 
@@ -49,6 +50,25 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 /// Waking on every event costs ≈1.5 µs per call.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(512 << 10);
+
+/// Sampling (`--sample-bytes`): the live blocks that were sampled, so that only their frees
+/// reach the ring. Sized by user space.
+#[map(name = "SAMPLED")]
+static SAMPLED: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
+
+/// Sampling: gaps between samples in bytes, quantiles of an exponential distribution with mean
+/// `--sample-bytes`, written by user space. A random entry is the next gap.
+#[map(name = "INTERVALS")]
+static INTERVALS_BYTES: Array<u64> = Array::with_max_entries(INTERVALS, 0);
+
+/// Sampling: per CPU, bytes left until the next sample. Gaps drawn independently per CPU still
+/// sample every byte at the same rate, and a per-CPU slot needs no lock.
+#[map(name = "COUNTDOWN")]
+static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-zero: sample allocations byte-weighted instead of recording all.
+#[unsafe(no_mangle)]
+static SAMPLING: Global<u32> = Global::new(0);
 
 /// Non-zero: record a user stack with every allocation.
 #[unsafe(no_mangle)]
@@ -164,6 +184,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         }
         AllocFn::Free => return,
     };
+    let sampled = u32::from(SAMPLING.load() == 0 || take_sample(size));
     let entry_ns = match func {
         // SAFETY: plain helper call.
         AllocFn::Realloc | AllocFn::Reallocarray => unsafe { bpf_ktime_get_ns() },
@@ -172,6 +193,8 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     let rec = InFlight {
         func: func as u32,
         nested: 0,
+        sampled,
+        reserved: 0,
         size,
         ptr_arg,
         caller: ret,
@@ -186,6 +209,44 @@ fn on_alloc_enter(ctx: &ProbeContext) {
                 count_drop(Drop::InflightFull);
             }
         }
+    }
+}
+
+/// Byte-weighted sampling, as tcmalloc and jemalloc profile heaps: a countdown of bytes, and
+/// the allocation that crosses zero is sampled, so a block of `s` bytes is sampled with
+/// probability 1 - exp(-s / mean gap).
+#[inline(always)]
+fn take_sample(size: u64) -> bool {
+    let Some(left) = COUNTDOWN.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot; programs do not preempt each other on one CPU.
+    let left = unsafe { &mut *left };
+    *left -= i64::try_from(size).unwrap_or(i64::MAX);
+    if *left > 0 {
+        return false;
+    }
+    // SAFETY: plain helper call.
+    let pick = unsafe { bpf_get_prandom_u32() } % INTERVALS;
+    let gap = INTERVALS_BYTES.get(pick).copied().unwrap_or(1);
+    *left = i64::try_from(gap).unwrap_or(i64::MAX);
+    true
+}
+
+/// Sampling: whether `addr` is a sampled block, forgetting it (it is being freed).
+#[inline(always)]
+fn forget_sampled(addr: u64) -> bool {
+    SAMPLED.remove(addr).is_ok()
+}
+
+/// Sampling: remembers a sampled block; false if the set is full (the drop is counted).
+#[inline(always)]
+fn remember_sampled(addr: u64) -> bool {
+    if SAMPLED.insert(addr, 1, BPF_ANY.into()).is_ok() {
+        true
+    } else {
+        count_drop(Drop::SampledFull);
+        false
     }
 }
 
@@ -267,10 +328,42 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     if ev.addr == 0 {
         return;
     }
+    if SAMPLING.load() != 0 && !sample_event(&mut ev, rec.sampled != 0) {
+        return;
+    }
     if ev.kind != EventKind::Free as u32 && WANT_STACKS.load() != 0 {
         (ev.stack, ev.flags) = user_stack(ctx);
     }
     emit(&ev);
+}
+
+/// Sampling: reduces an allocator's event to what concerns sampled blocks. Returns false if
+/// nothing is left to send. The old block of a realloc (or of realloc(p, 0)) counts only if
+/// it was sampled; the new block only if this call was.
+#[inline(always)]
+fn sample_event(ev: &mut Event, new_sampled: bool) -> bool {
+    let kind = ev.kind;
+    if kind == EventKind::Free as u32 {
+        return forget_sampled(ev.addr);
+    }
+    let old_sampled = kind == EventKind::Realloc as u32 && forget_sampled(ev.old_addr);
+    let new_kept = new_sampled && remember_sampled(ev.addr);
+    match (old_sampled, new_kept) {
+        (true, true) => true,
+        (true, false) => {
+            ev.kind = EventKind::Free as u32;
+            ev.addr = ev.old_addr;
+            ev.old_addr = 0;
+            ev.size = 0;
+            true
+        }
+        (false, true) => {
+            ev.kind = EventKind::Alloc as u32;
+            ev.old_addr = 0;
+            true
+        }
+        (false, false) => false,
+    }
 }
 
 /// The allocation's user stack, taken at the allocator's return: the probe sees the caller's
@@ -319,6 +412,9 @@ fn on_free_enter(ctx: &ProbeContext) {
         if outer.func != INFLIGHT_IDLE && nested_in(outer, sp, ret) {
             return; // e.g. realloc(p, 0) freeing p: accounted at realloc's return
         }
+    }
+    if SAMPLING.load() != 0 && !forget_sampled(ptr) {
+        return; // an unsampled block: its allocation was never sent either
     }
     emit(&Event {
         kind: EventKind::Free as u32,

@@ -87,6 +87,9 @@ pub struct Heap<'a> {
     pub now_ns: u64,
     /// Trust counters.
     pub counters: Counters,
+    /// With `--sample-bytes`: the mean gap between samples. The blocks are a sample, and every
+    /// figure made from them is an estimate (see [`Heap::weight`]). 0: every block.
+    pub sample_bytes: u64,
 }
 
 /// One live block, for `objects` (Pympler's `muppy.get_objects`).
@@ -105,6 +108,18 @@ pub struct Object {
 }
 
 impl Heap<'_> {
+    /// How many blocks of `size` bytes one recorded block stands for: 1 without sampling;
+    /// with it, 1 / P(sampled) = 1 / (1 - exp(-size / sample_bytes)), which makes sums of
+    /// weights unbiased estimates of objects and bytes.
+    pub fn weight(&self, size: u64) -> f64 {
+        if self.sample_bytes == 0 {
+            return 1.0;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "an estimate")]
+        let p = -(-(size.max(1) as f64) / self.sample_bytes as f64).exp_m1();
+        1.0 / p
+    }
+
     /// Calls `f` with every block `filter` selects, and its trace.
     pub fn select(&self, filter: &Filter, f: &mut dyn FnMut(u64, &Block, &Trace)) {
         let by_trace = filter.traces(self.traces);
@@ -227,6 +242,7 @@ mod tests {
             traces: &traces,
             now_ns: 5_000_000_000,
             counters: Counters::default(),
+            sample_bytes: 0,
         };
         let addrs = |f: Filter| heap.objects(&f).iter().map(|o| o.addr).collect::<Vec<_>>();
         assert_eq!(addrs(Filter::default()), vec![0x30, 0x20, 0x10]);

@@ -98,6 +98,15 @@ fn trust(c: &Counters) -> String {
     s
 }
 
+/// Says that figures are estimates, when they are.
+fn estimate_note(sample_bytes: u64) -> String {
+    if sample_bytes == 0 {
+        String::new()
+    } else {
+        format!("; estimated from samples every ~{sample_bytes} bytes allocated")
+    }
+}
+
 /// The summary as Pympler prints one: `sites | # objects | total size` (or functions, stacks,
 /// sizes), the `top` largest rows, then a line with the totals and how far the figures can be
 /// trusted.
@@ -113,11 +122,12 @@ pub fn summary_table(s: &Summary, top: usize) -> String {
     }
     let (objects, bytes) = s.total();
     format!(
-        "{t}total: {objects} objects, {} live in {} {noun}{}; {}\n",
+        "{t}total: {objects} objects, {} live in {} {noun}{}; {}{}\n",
         format_size_compact(bytes),
         s.rows.len(),
         cut_note(s.rows.len().min(top), s.rows.len(), noun),
         trust(&s.counters),
+        estimate_note(s.sample_bytes),
     )
 }
 
@@ -137,10 +147,11 @@ pub fn diff_table(d: &Diff, top: usize) -> String {
             Cell::new(&format_size_change(r.bytes)).style_spec("r"),
         ]));
     }
-    let note = cut_note(d.rows.len().min(top), d.rows.len(), noun);
+    let note = cut_note(d.rows.len().min(top), d.rows.len(), noun) + &estimate_note(d.sample_bytes);
     let mut out = t.to_string();
+    let note = note.trim_start().trim_start_matches("; ");
     if !note.is_empty() {
-        out.push_str(note.trim_start());
+        out.push_str(note);
         out.push('\n');
     }
     out
@@ -179,6 +190,13 @@ fn group_name(by: GroupBy) -> &'static str {
     }
 }
 
+fn sampling_json(sample_bytes: u64, v: &mut serde_json::Value) {
+    v["estimated"] = (sample_bytes > 0).into();
+    if sample_bytes > 0 {
+        v["sample_bytes"] = sample_bytes.into();
+    }
+}
+
 fn counters_json(c: &Counters, v: &mut serde_json::Value) {
     v["lost_events"] = c.lost_events.into();
     v["unknown_frees"] = c.unknown_frees.into();
@@ -207,6 +225,7 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
         "total": {"objects": objects, "bytes": bytes},
     });
     counters_json(&s.counters, &mut v);
+    sampling_json(s.sample_bytes, &mut v);
     if let Some(exit) = &extras.exit {
         v["exit"] = exit.clone();
     }
@@ -233,6 +252,7 @@ pub fn diff_json(d: &Diff) -> String {
     let mut v =
         json!({"type": "diff", "pid": d.pid, "group_by": group_name(d.group_by), "rows": rows});
     counters_json(&d.counters, &mut v);
+    sampling_json(d.sample_bytes, &mut v);
     v.to_string()
 }
 
@@ -457,6 +477,7 @@ mod tests {
                 bytes: -10,
             }],
             counters: Counters::default(),
+            sample_bytes: 0,
         };
         let v: serde_json::Value = serde_json::from_str(&diff_json(&d)).unwrap();
         assert_eq!(v["rows"][0]["objects"], -1);

@@ -14,11 +14,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, RING_MAP, STACKS_MAP, cookie,
+    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP,
+    RING_MAP, SAMPLED_MAP, STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -277,6 +278,30 @@ pub struct ProbeConfig {
     /// Attach empty programs at the same points, recording nothing: the cost of the traps
     /// alone, for the benchmark.
     pub empty: bool,
+    /// Sample allocations byte-weighted with this mean gap in bytes; 0 records every one.
+    pub sample_bytes: u64,
+    /// Sampled blocks that can be live at once (the kernel's set of them).
+    pub max_sampled: u32,
+}
+
+/// The sampling gaps: [`INTERVALS`] quantiles of the exponential distribution with mean
+/// `mean` bytes (at the midpoints of equal-probability slices), scaled so that their mean is
+/// exactly `mean`. A uniformly random entry is then an exponential gap, which makes the
+/// samples a Poisson process over the bytes allocated.
+pub fn sampling_gaps(mean: u64) -> Vec<u64> {
+    let n = f64::from(INTERVALS);
+    let raw: Vec<f64> = (0..INTERVALS)
+        .map(|i| -(1.0 - (f64::from(i) + 0.5) / n).ln())
+        .collect();
+    let scale = mean as f64 * n / raw.iter().sum::<f64>();
+    raw.iter()
+        .map(|q| {
+            // At most ln(2n) ≈ 9 times the mean: far inside u64.
+            #[expect(clippy::cast_possible_truncation, reason = "bounded above")]
+            let gap = (q * scale).round() as u64;
+            gap.max(1)
+        })
+        .collect()
 }
 
 impl Probes {
@@ -286,6 +311,7 @@ impl Probes {
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let wakeup = u64::from(cfg.ring_bytes / 8);
         let want_stacks = u32::from(cfg.stacks > 0);
+        let sampling = u32::from(cfg.sample_bytes > 0);
         let mut ebpf = EbpfLoader::new()
             // The probes need no CO-RE relocation; drop the kernel's BTF (megabytes) at once.
             .btf(None)
@@ -295,6 +321,8 @@ impl Probes {
             .override_global("PAGE_SIZE", &page, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .override_global("WANT_STACKS", &want_stacks, true)
+            .override_global("SAMPLING", &sampling, true)
+            .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         for name in [
@@ -311,6 +339,50 @@ impl Probes {
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
             prog.load()
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
+        }
+        if cfg.sample_bytes > 0 {
+            let mut gaps: Array<_, u64> = ebpf
+                .map_mut(INTERVALS_MAP)
+                .ok_or(ProbeError::Missing(INTERVALS_MAP))?
+                .try_into()
+                .map_err(|e| map_err(INTERVALS_MAP, e))?;
+            let all = sampling_gaps(cfg.sample_bytes);
+            for (i, gap) in (0u32..).zip(&all) {
+                gaps.set(i, *gap, 0)
+                    .map_err(|e| map_err(INTERVALS_MAP, e))?;
+            }
+            // Each CPU starts a random gap away from its first sample, not at zero (which
+            // would sample every CPU's first allocation whatever its size).
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Read {
+                path: "/sys/devices/system/cpu/possible".into(),
+                source: e,
+            })?;
+            let mut seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos().into())
+                | 1;
+            let starts: Vec<i64> = (0..cpus)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let gap = all[usize::try_from(seed % u64::from(INTERVALS)).unwrap_or(0)];
+                    i64::try_from(gap).unwrap_or(i64::MAX)
+                })
+                .collect();
+            let mut countdown: PerCpuArray<_, i64> = ebpf
+                .map_mut(COUNTDOWN_MAP)
+                .ok_or(ProbeError::Missing(COUNTDOWN_MAP))?
+                .try_into()
+                .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
+            let values =
+                aya::maps::PerCpuValues::try_from(starts).map_err(|e| ProbeError::Read {
+                    path: "per-CPU values".into(),
+                    source: e,
+                })?;
+            countdown
+                .set(0, values, 0)
+                .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
         }
         let drops = ebpf
             .take_map(DROPS_MAP)
@@ -445,6 +517,18 @@ fn map_err(name: &'static str, e: aya::maps::MapError) -> ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_gaps_average_the_mean_and_look_exponential() {
+        let gaps = sampling_gaps(1024);
+        assert_eq!(gaps.len(), INTERVALS as usize);
+        let mean = gaps.iter().sum::<u64>() as f64 / gaps.len() as f64;
+        assert!((mean - 1024.0).abs() < 1.0, "{mean}");
+        // Exponential: about 63% of gaps are below the mean, the median is ln 2 of it.
+        let below = gaps.iter().filter(|&&g| g < 1024).count() as f64 / gaps.len() as f64;
+        assert!((below - 0.632).abs() < 0.01, "{below}");
+        assert!((gaps[gaps.len() / 2] as f64 / 1024.0 - 0.693).abs() < 0.01);
+    }
 
     #[test]
     fn recognises_libc_paths() {

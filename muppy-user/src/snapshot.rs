@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! "MUPPYSNP" | version: u32 LE | payload length: u64 LE | payload | CRC-32 of payload: u32 LE
-//! payload: pid, now_ns, saved_unix_secs, the five counters, label,
+//! payload: pid, now_ns, saved_unix_secs, the five counters, sample_bytes, label,
 //!          strings (count, then length + UTF-8 each),
 //!          traces (count, then: state, function string, frame count, frame strings),
 //!          blocks (count, then: address delta, size, age_ns, tid, trace)
@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub saved_unix_secs: u64,
     /// Trust counters at that moment.
     pub counters: Counters,
+    /// Non-zero: the blocks are a sample (see [`Heap::sample_bytes`]).
+    pub sample_bytes: u64,
     /// What was traced (the command, or `pid N`).
     pub label: String,
     /// Call paths.
@@ -108,6 +110,7 @@ impl Snapshot {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             counters: heap.counters,
+            sample_bytes: heap.sample_bytes,
             label: label.to_string(),
             traces: heap.traces.to_vec(),
             blocks,
@@ -122,6 +125,7 @@ impl Snapshot {
             traces: &self.traces,
             now_ns: self.now_ns,
             counters: self.counters,
+            sample_bytes: self.sample_bytes,
         }
     }
 
@@ -138,6 +142,7 @@ impl Snapshot {
             c.libc_unknown_frees,
             c.lost_stacks,
             c.events,
+            self.sample_bytes,
         ] {
             put(&mut p, v);
         }
@@ -333,6 +338,7 @@ fn parse(payload: &[u8]) -> Result<Snapshot, &'static str> {
         lost_stacks: r.u64()?,
         events: r.u64()?,
     };
+    let sample_bytes = r.u64()?;
     let label = r.str()?.to_string();
     let n = r.count(1)?;
     let strings: Vec<&str> = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
@@ -400,6 +406,7 @@ fn parse(payload: &[u8]) -> Result<Snapshot, &'static str> {
         now_ns,
         saved_unix_secs,
         counters,
+        sample_bytes,
         label,
         traces,
         blocks,
@@ -427,6 +434,7 @@ mod tests {
                 lost_stacks: 5,
                 events: 6,
             },
+            sample_bytes: 512,
             label: "./prog arg".into(),
             traces: vec![
                 t(&["leaf (a.c:3)", "main (a.c:9)"], StackState::Walked),

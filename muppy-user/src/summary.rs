@@ -78,6 +78,8 @@ pub struct Summary {
     pub rows: Vec<Row>,
     /// How far the figures can be trusted.
     pub counters: Counters,
+    /// Non-zero: the figures are estimates from samples this many bytes apart on average.
+    pub sample_bytes: u64,
 }
 
 fn sort_rows<T>(rows: &mut [T], fig: impl Fn(&T) -> (i128, i128, &Key)) {
@@ -120,6 +122,7 @@ impl Summary {
             group_by,
             rows,
             counters,
+            sample_bytes: 0,
         }
     }
 
@@ -133,28 +136,37 @@ impl Summary {
 
 /// Summarizes the blocks of `heap` that `filter` selects, grouped `by`.
 pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
-    // Add up per trace (or per size) first: millions of blocks, few traces.
-    let mut per_trace = vec![(0u64, 0u64); heap.traces.len()];
-    let mut per_size: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Add up per trace (or per size) first: millions of blocks, few traces. Without sampling
+    // every weight is 1 and the sums are exact (f64 holds integers to 2^53).
+    let mut per_trace = vec![(0f64, 0f64); heap.traces.len()];
+    let mut per_size: HashMap<u64, (f64, f64)> = HashMap::new();
     heap.select(filter, &mut |_, b, _| {
         let slot = if by == GroupBy::Size {
             per_size.entry(b.size).or_default()
         } else {
             &mut per_trace[b.trace as usize]
         };
-        slot.0 += 1;
-        slot.1 += b.size;
+        let w = heap.weight(b.size);
+        slot.0 += w;
+        #[expect(clippy::cast_precision_loss, reason = "exact below 2^53 bytes")]
+        let size = b.size as f64;
+        slot.1 += w * size;
     });
+    let round = |v: f64| {
+        #[expect(clippy::cast_possible_truncation, reason = "non-negative sums")]
+        let r = v.round() as u64;
+        r
+    };
     let figures: Vec<(Key, u64, u64)> = if by == GroupBy::Size {
         per_size
             .into_iter()
-            .map(|(size, (o, b))| (Key::Size(size), o, b))
+            .map(|(size, (o, b))| (Key::Size(size), round(o), round(b)))
             .collect()
     } else {
         per_trace
             .into_iter()
             .zip(heap.traces)
-            .filter(|((o, _), _)| *o > 0)
+            .filter(|((o, _), _)| *o > 0.0)
             .map(|((o, b), t)| {
                 let key = match by {
                     GroupBy::Site => Key::Site(t.site().to_string()),
@@ -162,11 +174,14 @@ pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
                     GroupBy::Stack => Key::Stack(t.stack()),
                     GroupBy::Size => unreachable!("sizes are added up per block"),
                 };
-                (key, o, b)
+                (key, round(o), round(b))
             })
             .collect()
     };
-    Summary::from_figures(heap.pid, by, figures, heap.counters)
+    Summary {
+        sample_bytes: heap.sample_bytes,
+        ..Summary::from_figures(heap.pid, by, figures, heap.counters)
+    }
 }
 
 /// One row of a diff: how a group's live figures changed.
@@ -191,6 +206,8 @@ pub struct Diff {
     pub rows: Vec<DiffRow>,
     /// The newer summary's counters (cumulative since tracing began).
     pub counters: Counters,
+    /// Non-zero: estimates from samples (see [`Summary::sample_bytes`]).
+    pub sample_bytes: u64,
 }
 
 fn signed(v: u64) -> i64 {
@@ -225,6 +242,7 @@ pub fn diff(old: &Summary, new: &Summary) -> Diff {
         group_by: new.group_by,
         rows,
         counters: new.counters,
+        sample_bytes: new.sample_bytes,
     }
 }
 
@@ -330,6 +348,7 @@ mod tests {
             traces: &traces,
             now_ns: 0,
             counters: Counters::default(),
+            sample_bytes: 0,
         };
         let rows = |by| {
             summarize(&heap, &Filter::default(), by)

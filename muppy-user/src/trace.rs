@@ -177,6 +177,8 @@ struct Session {
     traces: Vec<Trace>,
     /// File name of the probed libc, to tell its own frees from the program's.
     libc_name: String,
+    /// `--sample-bytes`, or 0.
+    sample_bytes: u64,
     latest_ns: u64,
     foreign_events: u64,
 }
@@ -260,6 +262,7 @@ impl Session {
             traces: &self.traces,
             now_ns: monotonic_ns(),
             counters: self.counters(),
+            sample_bytes: self.sample_bytes,
         }
     }
 
@@ -383,6 +386,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        sample_bytes: opts.probe.sample_bytes,
         latest_ns: 0,
         foreign_events: 0,
     };

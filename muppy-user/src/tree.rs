@@ -60,16 +60,21 @@ impl Node {
 
 /// The trees of the blocks `filter` selects, one per allocation site, largest first.
 pub fn build(heap: &Heap, filter: &Filter) -> Vec<Node> {
-    let mut per_trace: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut per_trace: HashMap<u32, (f64, f64)> = HashMap::new();
     heap.select(filter, &mut |_, b, _| {
         let slot = per_trace.entry(b.trace).or_default();
-        slot.0 += 1;
-        slot.1 += b.size;
+        let w = heap.weight(b.size);
+        slot.0 += w;
+        #[expect(clippy::cast_precision_loss, reason = "exact below 2^53 bytes")]
+        let size = b.size as f64;
+        slot.1 += w * size;
     });
     let mut top = Node::leaf(String::new());
     let mut traces: Vec<_> = per_trace.into_iter().collect();
     traces.sort_unstable_by_key(|(t, _)| *t);
     for (t, (objects, bytes)) in traces {
+        #[expect(clippy::cast_possible_truncation, reason = "non-negative sums")]
+        let (objects, bytes) = (objects.round() as u64, bytes.round() as u64);
         top.add(&heap.traces[t as usize].stack(), objects, bytes);
     }
     top.sort();
@@ -131,6 +136,7 @@ mod tests {
             traces: &traces,
             now_ns: 0,
             counters: Counters::default(),
+            sample_bytes: 0,
         };
         let roots = build(&heap, &Filter::default());
         assert_eq!(roots.len(), 1);

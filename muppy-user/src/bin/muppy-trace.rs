@@ -119,6 +119,12 @@ struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = 16384)]
     stack_entries: u32,
 
+    /// Sample allocations instead of recording all: on average one sample every BYTES bytes
+    /// allocated, byte-weighted (Poisson), as tcmalloc's and jemalloc's heap profilers do.
+    /// Figures become estimates; unsampled blocks and their frees cost no event.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    sample_bytes: Option<u64>,
+
     /// Benchmark only: attach empty programs at the same points and record nothing.
     #[arg(long, hide = true)]
     empty_probes: bool,
@@ -295,6 +301,8 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             max_inflight: 16384,
             stacks: if t.no_stacks { 0 } else { t.stack_entries },
             empty: t.empty_probes,
+            sample_bytes: t.sample_bytes.unwrap_or(0),
+            max_sampled: 1 << 20,
         },
     })
 }
