@@ -164,6 +164,10 @@ pub struct SummaryExtras {
     pub exit: Option<serde_json::Value>,
     /// The tracer's peak resident memory, in KiB.
     pub tracer_peak_rss_kb: Option<u64>,
+    /// The tracer's resident memory at the end, in KiB.
+    pub tracer_rss_kb: Option<u64>,
+    /// CPU time the tracer used (user and system), in milliseconds.
+    pub tracer_cpu_ms: Option<u64>,
     /// What was probed, for the reader: library path and functions.
     pub probed: Option<serde_json::Value>,
 }
@@ -231,6 +235,12 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
     }
     if let Some(rss) = extras.tracer_peak_rss_kb {
         v["tracer_peak_rss_kb"] = rss.into();
+    }
+    if let Some(rss) = extras.tracer_rss_kb {
+        v["tracer_rss_kb"] = rss.into();
+    }
+    if let Some(ms) = extras.tracer_cpu_ms {
+        v["tracer_cpu_ms"] = ms.into();
     }
     if let Some(p) = &extras.probed {
         v["probed"] = p.clone();

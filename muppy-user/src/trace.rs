@@ -491,7 +491,9 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     }
     let extras = SummaryExtras {
         exit: exit.map(Exit::to_json),
-        tracer_peak_rss_kb: peak_rss_kb(),
+        tracer_peak_rss_kb: status_kb("VmHWM:"),
+        tracer_rss_kb: status_kb("VmRSS:"),
+        tracer_cpu_ms: cpu_ms(),
         probed: Some(probed),
     };
     print_out(&view::render(&heap, &opts.view, &extras)?);
@@ -502,11 +504,26 @@ fn heap_len(s: &Session) -> usize {
     s.table.len()
 }
 
-/// This process's peak resident set (VmHWM), in KiB.
-pub fn peak_rss_kb() -> Option<u64> {
+/// A figure in KiB from this process's `/proc/self/status` (`VmHWM:` peak resident set,
+/// `VmRSS:` resident set now).
+pub fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time this process has used, user and system, in milliseconds.
+pub fn cpu_ms() -> Option<u64> {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut ru) } != 0 {
+        return None;
+    }
+    let ms = |t: libc::timeval| -> Option<u64> {
+        Some(u64::try_from(t.tv_sec).ok()? * 1000 + u64::try_from(t.tv_usec).ok()? / 1000)
+    };
+    Some(ms(ru.ru_utime)? + ms(ru.ru_stime)?)
 }

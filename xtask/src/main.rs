@@ -7,7 +7,8 @@
 //!   without root).
 //! - `demo`: build, then trace the bundled leaking demo with periodic diffs, save its live set,
 //!   and draw who allocated the leak from the saved snapshot.
-//! - `bench`: build, then the malloc/free microbenchmark, plain and traced.
+//! - `bench`: build, then the benchmarks of `bench.rs` (overhead against the floor and other
+//!   tools, throughput, memory, idle CPU, analysis).
 
 use std::{
     path::{Path, PathBuf},
@@ -16,6 +17,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -34,7 +37,7 @@ enum Task {
     Test,
     /// Build, then trace the bundled leaking demo.
     Demo,
-    /// Build, then benchmark malloc/free plain and traced.
+    /// Build, then benchmark overhead, throughput, memory, idle CPU and analysis.
     Bench {
         /// Print one final JSON line with every figure.
         #[arg(long)]
@@ -166,146 +169,6 @@ fn compile_c(src: &str, out: &str) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn field(text: &str, key: &str) -> Option<f64> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Tracer memory: peak RSS with one live block (the base) and with `live` live blocks.
-struct Memory {
-    base_kb: f64,
-    peak_kb: f64,
-    held: u64,
-    lost: u64,
-}
-
-impl Memory {
-    fn per_block(&self) -> f64 {
-        (self.peak_kb - self.base_kb) * 1024.0 / self.held.max(1) as f64
-    }
-}
-
-fn traced_summary(trace: &Path, prog: &Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
-    let out = output(
-        Command::new(trace)
-            .args(["--format", "json", "--"])
-            .arg(prog)
-            .args(args),
-    )?;
-    Ok(serde_json::from_str(
-        out.lines().last().context("no summary")?,
-    )?)
-}
-
-fn memory(trace: &Path, live: u64) -> anyhow::Result<Memory> {
-    let prog = compile_c("tests/workloads/hold.c", "bench/hold")?;
-    let base = traced_summary(trace, &prog, &["1".into()])?;
-    let full = traced_summary(trace, &prog, &[live.to_string()])?;
-    // (Both with stacks on: one site, one stack; the table is what grows.)
-    let kb = |s: &serde_json::Value| s["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0);
-    Ok(Memory {
-        base_kb: kb(&base),
-        peak_kb: kb(&full),
-        held: full["total"]["objects"].as_u64().unwrap_or(0),
-        lost: full["lost_events"].as_u64().unwrap_or(0),
-    })
-}
-
-/// One traced run of the loop: its ns per call and the tracer's figures.
-struct Traced {
-    ns: f64,
-    events_per_second: f64,
-    lost: u64,
-    rss_kb: f64,
-}
-
-fn traced_loop(trace: &Path, prog: &Path, extra: &[&str], pairs: &str) -> anyhow::Result<Traced> {
-    let out = output(
-        Command::new(trace)
-            .args(extra)
-            .args(["--format", "json", "--"])
-            .arg(prog)
-            .args(["1", pairs]),
-    )?;
-    let mut lines = out.lines();
-    let first = lines.next().context("no bench output")?;
-    let summary: serde_json::Value = serde_json::from_str(lines.last().context("no summary")?)?;
-    let events = summary["events"].as_f64().unwrap_or(0.0);
-    Ok(Traced {
-        ns: field(first, "ns_per_call").context("bench_loop output")?,
-        events_per_second: events / field(first, "seconds").unwrap_or(1.0),
-        lost: summary["lost_events"].as_u64().unwrap_or(0),
-        rss_kb: summary["tracer_peak_rss_kb"].as_f64().unwrap_or(0.0),
-    })
-}
-
-fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
-    let trace = build()?;
-    let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
-    let pairs = "1000000";
-    let configs: [(&str, &[&str]); 2] = [
-        ("muppy, stacks off", &["--no-stacks"]),
-        ("muppy, stacks on", &[]),
-    ];
-    let mut plain = vec![];
-    let mut traced: Vec<Vec<Traced>> = configs.iter().map(|_| vec![]).collect();
-    // Interleave the configurations so drift hits all alike.
-    for _ in 0..runs.max(1) {
-        let out = output(Command::new(&prog).args(["1", pairs]))?;
-        plain.push(field(&out, "ns_per_call").context("bench_loop output")?);
-        for ((_, extra), runs) in configs.iter().zip(&mut traced) {
-            runs.push(traced_loop(&trace, &prog, extra, pairs)?);
-        }
-    }
-    let p = median(plain);
-    println!("malloc/free loop, {pairs} pairs, 1 thread, median of {runs} runs");
-    println!(
-        "{:<20} {:>10} {:>12} {:>11} {:>12} {:>6}",
-        "config", "ns/call", "x plain", "events/s", "peak RSS KiB", "lost"
-    );
-    println!("{:<20} {:>10.1} {:>12.2}", "plain", p, 1.0);
-    let mut figures = serde_json::json!({"plain_ns_per_call": p, "runs": runs});
-    for ((name, extra), runs) in configs.iter().zip(traced) {
-        let ns = median(runs.iter().map(|t| t.ns).collect());
-        let eps = median(runs.iter().map(|t| t.events_per_second).collect());
-        let rss = median(runs.iter().map(|t| t.rss_kb).collect());
-        let lost: u64 = runs.iter().map(|t| t.lost).sum();
-        println!(
-            "{name:<20} {ns:>10.1} {:>12.2} {eps:>11.0} {rss:>12.0} {lost:>6}",
-            ns / p
-        );
-        let key = if extra.is_empty() {
-            "stacks"
-        } else {
-            "no_stacks"
-        };
-        figures[key] = serde_json::json!({"ns_per_call": ns, "ratio_to_plain": ns / p,
-            "events_per_second": eps, "tracer_peak_rss_kb": rss, "lost_events": lost});
-    }
-    let m = memory(&trace, live)?;
-    println!(
-        "tracer memory: base {:.0} KiB; {} live blocks held: peak {:.0} KiB, {:.1} B per live block; lost events: {}",
-        m.base_kb,
-        m.held,
-        m.peak_kb,
-        m.per_block(),
-        m.lost
-    );
-    if json {
-        figures["memory"] = serde_json::json!({"base_rss_kb": m.base_kb, "live_blocks": m.held,
-            "live_peak_rss_kb": m.peak_kb, "bytes_per_live_block": m.per_block(),
-            "lost_events": m.lost});
-        println!("{figures}");
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
@@ -332,6 +195,6 @@ fn main() -> anyhow::Result<()> {
             println!("\n$ muppy-trace tree {snap_s} --site new_session\n");
             run(Command::new(&bin).args(["tree", &snap_s, "--site", "new_session"]))
         }
-        Task::Bench { json, runs, live } => bench(json, runs, live),
+        Task::Bench { json, runs, live } => bench::bench(json, runs, live),
     }
 }
