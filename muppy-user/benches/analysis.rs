@@ -28,7 +28,7 @@ fn event(kind: EventKind, addr: u64, size: u64, caller: u64) -> Event {
         kind: kind as u32,
         func: 0,
         pid: 1,
-        tid: 1 + u32::from((addr >> 4) % 8 == 0),
+        tid: 1 + u32::from((addr >> 4).is_multiple_of(8)),
         addr,
         old_addr: 0,
         size,
