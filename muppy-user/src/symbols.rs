@@ -7,6 +7,12 @@
 //! Addresses are resolved through [`Modules`], a record of the target's executable file
 //! mappings that keeps each mapped file open. Symbolization reads the files through those open
 //! descriptors, so sites still resolve after the target has exited and its `/proc` entry is gone.
+//!
+//! Where names come from, per file: DWARF inside the file itself gives names and lines. A file
+//! without it (a distribution's libc) is named from its separate debug file (found by build
+//! id) through that file's symbol table only: its DWARF would cost the tracer more memory than
+//! everything else it holds, for line numbers inside system libraries. Otherwise the file's own
+//! symbol tables.
 
 use std::{
     collections::HashMap,
@@ -17,6 +23,7 @@ use std::{
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 /// One executable file mapping of the target.
 #[derive(Debug)]
@@ -31,6 +38,59 @@ pub struct Module {
     pub path: String,
     /// The file, kept open; `None` if it could not be opened.
     file: Option<File>,
+    /// Where its names come from.
+    names: Names,
+}
+
+/// Where a module's names come from (see the module docs).
+#[derive(Debug)]
+enum Names {
+    /// DWARF in the file itself: names and lines.
+    Embedded,
+    /// The symbol table of a separate debug file, kept open, addressed by virtual address:
+    /// the module's loadable segments as (file offset, virtual address, size).
+    DebugFile(File, Vec<(u64, u64, u64)>),
+    /// The file's own symbol tables.
+    Symbols,
+}
+
+impl Names {
+    /// Looks at the mapped file: embedded DWARF, else a debug file under the target's root.
+    fn of(file: &File, root: &Path) -> Names {
+        let cache = object::ReadCache::new(file);
+        let Ok(elf) = object::File::parse(&cache) else {
+            return Names::Symbols;
+        };
+        let has_dwarf = elf
+            .section_by_name(".debug_info")
+            .is_some_and(|s| s.size() > 0);
+        if has_dwarf {
+            return Names::Embedded;
+        }
+        let Ok(Some(id)) = elf.build_id() else {
+            return Names::Symbols;
+        };
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        if hex.len() < 3 {
+            return Names::Symbols;
+        }
+        let path = root.join(format!(
+            "usr/lib/debug/.build-id/{}/{}.debug",
+            &hex[..2],
+            &hex[2..]
+        ));
+        let loads = elf
+            .segments()
+            .map(|seg| {
+                let (off, size) = seg.file_range();
+                (off, seg.address(), size)
+            })
+            .collect();
+        match File::open(path) {
+            Ok(debug) => Names::DebugFile(debug, loads),
+            Err(_) => Names::Symbols,
+        }
+    }
 }
 
 impl Module {
@@ -121,12 +181,17 @@ impl Modules {
             self.modules
                 .retain(|m| m.end <= e.start || m.start >= e.end);
             let file = self.open(&e);
+            let root = PathBuf::from(format!("/proc/{}/root", self.pid));
+            let names = file
+                .as_ref()
+                .map_or(Names::Symbols, |f| Names::of(f, &root));
             self.modules.push(Module {
                 start: e.start,
                 end: e.end,
                 offset: e.offset,
                 path: e.path,
                 file,
+                names,
             });
         }
         Ok(())
@@ -223,10 +288,31 @@ impl SiteNamer {
         };
         // The return address follows the call; one byte back lies inside the call instruction,
         // which is the line that made the allocation.
-        let src = Source::Elf(Elf::new(path));
-        let Ok(Symbolized::Sym(sym)) = self
-            .symbolizer
-            .symbolize_single(&src, Input::FileOffset(off.saturating_sub(1)))
+        let at = off.saturating_sub(1);
+        let (elf, input) = match &module.names {
+            Names::Embedded => (Elf::new(path), Input::FileOffset(at)),
+            Names::DebugFile(debug, loads) => {
+                let Some(vaddr) = loads
+                    .iter()
+                    .find(|(o, _, size)| *o <= at && at < o + size)
+                    .map(|(o, v, _)| at - o + v)
+                else {
+                    return unknown();
+                };
+                let mut elf = Elf::new(PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    debug.as_raw_fd()
+                )));
+                elf.debug_syms = false;
+                (elf, Input::VirtOffset(vaddr))
+            }
+            Names::Symbols => {
+                let mut elf = Elf::new(path);
+                elf.debug_syms = false;
+                (elf, Input::FileOffset(at))
+            }
+        };
+        let Ok(Symbolized::Sym(sym)) = self.symbolizer.symbolize_single(&Source::Elf(elf), input)
         else {
             return unknown();
         };
