@@ -10,8 +10,11 @@
 pub const RING_MAP: &str = "EVENTS";
 /// Name of the per-CPU array of [`Drop`] counters.
 pub const DROPS_MAP: &str = "DROPS";
-/// Name of the hash map of allocator calls in flight, keyed by `pid_tgid`.
+/// Name of the hash map of allocator calls in flight whose thread's slot was taken, keyed by
+/// `pid_tgid`.
 pub const INFLIGHT_MAP: &str = "INFLIGHT";
+/// Name of the array of per-thread in-flight slots, indexed by thread id modulo its size.
+pub const SLOTS_MAP: &str = "SLOTS";
 /// Name of the kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that [`Event::stack`] indexes.
 pub const STACKS_MAP: &str = "STACKS";
 /// Name of the hash set of sampled live blocks (with `--sample-bytes`).
@@ -222,6 +225,9 @@ pub struct InFlight {
     pub sampled: u32,
     /// Zero; keeps the layout free of implicit padding.
     pub reserved: u32,
+    /// In a per-thread slot: the thread id of the slot's last user, with the top bit set while
+    /// that thread is inside a call (the slot is claimed). 0 in the fallback map.
+    pub owner: u64,
     /// Requested size.
     pub size: u64,
     /// realloc/reallocarray: the old block; posix_memalign: where the block will be stored.
@@ -243,4 +249,4 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 6 * 8);

@@ -8,6 +8,9 @@
 //! allocation counts exactly once.
 #![no_std]
 #![no_main]
+// The target has atomic loads and stores but no compare-and-swap in Rust's eyes; the kernel's
+// BPF has it (BPF_ATOMIC | BPF_CMPXCHG, 5.12+), reached through inline assembly.
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     EbpfContext, Global,
@@ -31,12 +34,30 @@ use muppy_common::{
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Allocator calls between entry and return, keyed by pid_tgid: one record per thread, marked
-/// idle between calls and rewritten in place (two lookups per call instead of a lookup, an
-/// insert and a delete). Least-recently-used records, those of threads long gone, make room
-/// for new threads. Sized by user space.
+/// Allocator calls between entry and return, one slot per thread id modulo the slot count
+/// (a power of two set by user space): an array lookup is an indexed load, a hash lookup
+/// costs more than the rest of a probe's work. A thread claims its slot for the length of a
+/// call with a compare-and-swap on [`InFlight::owner`]; a thread that finds its slot taken
+/// by another thread's call keeps its record in [`INFLIGHT`] instead.
+#[map(name = "SLOTS")]
+static SLOTS: Array<InFlight> = Array::with_max_entries(1, 0);
+
+/// `SLOTS` entries - 1.
+#[unsafe(no_mangle)]
+static SLOT_MASK: Global<u32> = Global::new(0);
+
+/// The fallback for calls whose slot was taken, keyed by pid_tgid, marked idle between calls
+/// and rewritten in place. Least-recently-used records (threads long gone) make room for new
+/// threads. Sized by user space.
 #[map(name = "INFLIGHT")]
 static INFLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Calls in flight in `INFLIGHT`: while 0, no thread needs to look there.
+#[map(name = "FALLBACKS")]
+static FALLBACKS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// [`InFlight::owner`] bit: the owning thread is inside a call.
+const BUSY: u64 = 1 << 63;
 
 /// User stacks of allocations. Sized by user space.
 #[map(name = "STACKS")]
@@ -139,6 +160,141 @@ fn nested_in(outer: &InFlight, sp: u64, ret: u64) -> bool {
     sp < outer.sp || (sp == outer.sp && ret != outer.caller)
 }
 
+/// Atomically: if `*word == expected`, `*word = new`. Returns the value seen.
+///
+/// # Safety
+/// `word` points into a map value.
+#[inline(always)]
+unsafe fn compare_and_swap(word: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut seen = expected;
+    // SAFETY: the caller's pointer; cmpxchg_64 compares r0 with *word and stores `new` when
+    // they match, returning the old value in r0.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({word} + 0, r0, {new})",
+            word = in(reg) word,
+            new = in(reg) new,
+            inout("r0") seen,
+        );
+    }
+    seen
+}
+
+/// Atomically adds `delta` (two's complement for a subtraction) to the counter.
+#[inline(always)]
+fn fallbacks_add(delta: u64) {
+    if let Some(p) = FALLBACKS.get_ptr_mut(0) {
+        // SAFETY: a map value; the locked add is atomic.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) p, d = in(reg) delta);
+        }
+    }
+}
+
+fn fallbacks_in_flight() -> bool {
+    // SAFETY: an aligned read of a map value (a torn read is impossible for 8 aligned bytes).
+    FALLBACKS
+        .get_ptr(0)
+        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } > 0)
+}
+
+/// The owner word of a slot.
+fn owner(rec: *mut InFlight) -> *mut u64 {
+    // SAFETY: a field of a map value.
+    unsafe { &raw mut (*rec).owner }
+}
+
+fn load_owner(rec: *mut InFlight) -> u64 {
+    // SAFETY: an aligned 8-byte read of a map value.
+    unsafe { core::ptr::read_volatile(owner(rec)) }
+}
+
+/// Where a thread's in-flight record is.
+#[derive(Clone, Copy)]
+enum Record {
+    /// Its slot, claimed (owner = tid | BUSY).
+    Slot(*mut InFlight),
+    /// The fallback map.
+    Fallback(*mut InFlight),
+}
+
+impl Record {
+    fn ptr(self) -> *mut InFlight {
+        match self {
+            Record::Slot(p) | Record::Fallback(p) => p,
+        }
+    }
+}
+
+fn slot_of(tid: u32) -> Option<*mut InFlight> {
+    SLOTS.get_ptr_mut(tid & SLOT_MASK.load())
+}
+
+/// The record of the call this thread is inside, if any.
+#[inline(always)]
+fn in_flight(id: u64) -> Option<Record> {
+    let tid = id as u32;
+    if let Some(slot) = slot_of(tid)
+        && load_owner(slot) == u64::from(tid) | BUSY
+    {
+        return Some(Record::Slot(slot));
+    }
+    if fallbacks_in_flight()
+        && let Some(rec) = INFLIGHT.get_ptr_mut(id)
+        // SAFETY: this thread's own record.
+        && unsafe { (*rec).func } != INFLIGHT_IDLE
+    {
+        return Some(Record::Fallback(rec));
+    }
+    None
+}
+
+/// Ends the call recorded at `rec`: frees its slot, or marks its fallback record idle.
+#[inline(always)]
+fn end_call(rec: Record, tid: u32) {
+    match rec {
+        // SAFETY: this thread's claimed slot; an aligned 8-byte store is atomic.
+        Record::Slot(p) => unsafe { core::ptr::write_volatile(owner(p), u64::from(tid)) },
+        Record::Fallback(p) => {
+            // SAFETY: this thread's own record.
+            unsafe { (*p).func = INFLIGHT_IDLE };
+            fallbacks_add(u64::MAX);
+        }
+    }
+}
+
+/// Stores the record of a new outermost call: in this thread's slot if no other thread's call
+/// holds it, else in the fallback map.
+#[inline(always)]
+fn begin_call(id: u64, mut rec: InFlight) {
+    let tid = id as u32;
+    let mine = u64::from(tid) | BUSY;
+    rec.owner = mine;
+    if let Some(slot) = slot_of(tid) {
+        let seen = load_owner(slot);
+        // SAFETY: the owner word of a map value.
+        if seen & BUSY == 0 && unsafe { compare_and_swap(owner(slot), seen, mine) } == seen {
+            // SAFETY: claimed: no other thread writes this slot until it is released.
+            unsafe { *slot = rec };
+            return;
+        }
+    }
+    rec.owner = 0;
+    let stored = match INFLIGHT.get_ptr_mut(id) {
+        // SAFETY: this thread's own (idle) record.
+        Some(p) => {
+            unsafe { *p = rec };
+            true
+        }
+        None => INFLIGHT.insert(id, rec, BPF_ANY.into()).is_ok(),
+    };
+    if stored {
+        fallbacks_add(1);
+    } else {
+        count_drop(Drop::InflightFull);
+    }
+}
+
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     on_alloc_enter(&ctx);
@@ -152,17 +308,15 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     // SAFETY: the context pointer is the probe's own.
     let (func, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
     let ret = caller(sp, sp_offset);
-    let slot = INFLIGHT.get_ptr_mut(id);
-    if let Some(outer) = slot {
-        // SAFETY: the entry belongs to this thread; only this thread's probes touch it.
-        let outer = unsafe { &mut *outer };
-        if outer.func != INFLIGHT_IDLE {
-            if nested_in(outer, sp, ret) {
-                outer.nested += 1;
-                return;
-            }
-            count_drop(Drop::EntryWithoutReturn);
+    let current = in_flight(id);
+    if let Some(outer) = current {
+        // SAFETY: the record belongs to this thread; only this thread's probes write it.
+        let outer = unsafe { &mut *outer.ptr() };
+        if nested_in(outer, sp, ret) {
+            outer.nested += 1;
+            return;
         }
+        count_drop(Drop::EntryWithoutReturn);
     }
     let Some(func) = AllocFn::from_u32(func) else {
         return;
@@ -195,20 +349,27 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         nested: 0,
         sampled,
         reserved: 0,
+        owner: 0,
         size,
         ptr_arg,
         caller: ret,
         sp,
         entry_ns,
     };
-    match slot {
-        // SAFETY: this thread's own record.
-        Some(p) => unsafe { *p = rec },
-        None => {
-            if INFLIGHT.insert(id, rec, BPF_ANY.into()).is_err() {
-                count_drop(Drop::InflightFull);
-            }
+    match current {
+        // A stale record (its call never returned): reuse its place, still claimed.
+        Some(stale) => {
+            // SAFETY: this thread's own record; the owner word keeps its value.
+            let p = stale.ptr();
+            let owner_word = load_owner(p);
+            unsafe {
+                *p = InFlight {
+                    owner: owner_word,
+                    ..rec
+                }
+            };
         }
+        None => begin_call(id, rec),
     }
 }
 
@@ -259,23 +420,18 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 #[inline(always)]
 fn on_alloc_exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
-    let slot = INFLIGHT.get_ptr_mut(id);
-    // SAFETY: this thread's own record.
-    let Some(rec) = slot.map(|p| unsafe { &mut *p }) else {
+    let Some(record) = in_flight(id) else {
         count_drop(Drop::ReturnWithoutEntry);
         return;
     };
-    if rec.func == INFLIGHT_IDLE {
-        count_drop(Drop::ReturnWithoutEntry);
-        return;
-    }
+    // SAFETY: this thread's own record.
+    let rec = unsafe { &mut *record.ptr() };
     if rec.nested > 0 {
         rec.nested -= 1;
         return;
     }
-    let copy = *rec;
-    rec.func = INFLIGHT_IDLE;
-    let rec = copy;
+    let rec = *rec;
+    end_call(record, id as u32);
     let ret: u64 = ctx.ret();
     let Some(func) = AllocFn::from_u32(rec.func) else {
         return;
@@ -406,10 +562,9 @@ fn on_free_enter(ctx: &ProbeContext) {
     // SAFETY: the context pointer is the probe's own.
     let (_, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
     let ret = caller(sp, sp_offset);
-    if let Some(outer) = INFLIGHT.get_ptr_mut(id) {
-        // SAFETY: this thread's own entry.
-        let outer = unsafe { &*outer };
-        if outer.func != INFLIGHT_IDLE && nested_in(outer, sp, ret) {
+    if let Some(outer) = in_flight(id) {
+        // SAFETY: this thread's own record.
+        if nested_in(unsafe { &*outer.ptr() }, sp, ret) {
             return; // e.g. realloc(p, 0) freeing p: accounted at realloc's return
         }
     }

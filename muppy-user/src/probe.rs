@@ -19,7 +19,7 @@ use aya::{
 };
 use muppy_common::{
     AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP,
-    RING_MAP, SAMPLED_MAP, STACKS_MAP, cookie,
+    RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -271,8 +271,12 @@ pub struct Probes {
 pub struct ProbeConfig {
     /// Ring buffer bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// Threads that can be inside an allocator call at once.
+    /// Threads that can be inside an allocator call at once in the fallback map.
     pub max_inflight: u32,
+    /// Per-thread in-flight slots, a power of two (thread ids modulo this; 64 bytes each in the
+    /// kernel). Threads whose ids collide while both are inside an allocator use the fallback
+    /// map.
+    pub slots: u32,
     /// Distinct user stacks the stack map can hold; 0 turns stack collection off.
     pub stacks: u32,
     /// Attach empty programs at the same points, recording nothing: the cost of the traps
@@ -317,6 +321,8 @@ impl Probes {
             .btf(None)
             .map_max_entries(RING_MAP, cfg.ring_bytes)
             .map_max_entries(INFLIGHT_MAP, cfg.max_inflight)
+            .map_max_entries(SLOTS_MAP, cfg.slots.max(1))
+            .override_global("SLOT_MASK", &(cfg.slots.max(1) - 1), true)
             .map_max_entries(STACKS_MAP, cfg.stacks.max(1))
             .override_global("PAGE_SIZE", &page, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)

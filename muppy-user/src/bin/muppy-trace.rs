@@ -125,6 +125,11 @@ struct TraceArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     sample_bytes: Option<u64>,
 
+    /// Testing only: per-thread in-flight slots (a power of two); 1 sends every thread but one
+    /// to the fallback map.
+    #[arg(long, hide = true, default_value_t = 1 << 16)]
+    inflight_slots: u32,
+
     /// Benchmark only: attach empty programs at the same points and record nothing.
     #[arg(long, hide = true)]
     empty_probes: bool,
@@ -283,6 +288,9 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             t.ring_mb
         );
     }
+    if !t.inflight_slots.is_power_of_two() {
+        bail!("--inflight-slots takes a power of two");
+    }
     if t.stack_entries == 0 && !t.no_stacks {
         bail!("--stack-entries must be at least 1 (or use --no-stacks)");
     }
@@ -299,6 +307,7 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
         probe: ProbeConfig {
             ring_bytes: t.ring_mb << 20,
             max_inflight: 16384,
+            slots: t.inflight_slots,
             stacks: if t.no_stacks { 0 } else { t.stack_entries },
             empty: t.empty_probes,
             sample_bytes: t.sample_bytes.unwrap_or(0),
