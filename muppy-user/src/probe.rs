@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, MapData, PerCpuArray, StackTraceMap},
     programs::{UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
@@ -264,6 +264,7 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     /// Attach the empty programs instead (the benchmark's floor).
     empty: bool,
+    ring_bytes: u32,
 }
 
 /// Sizes for the probes' maps.
@@ -398,6 +399,7 @@ impl Probes {
             ebpf,
             drops,
             empty: cfg.empty,
+            ring_bytes: cfg.ring_bytes,
         })
     }
 
@@ -453,13 +455,19 @@ impl Probes {
         Ok(())
     }
 
-    /// Takes the ring buffer the probes write events into.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+    /// Takes the ring buffer the probes write events into, mapped for reading.
+    pub fn take_ring(&mut self) -> Result<crate::ring::Ring, ProbeError> {
         let map = self
             .ebpf
             .take_map(RING_MAP)
             .ok_or(ProbeError::Missing(RING_MAP))?;
-        RingBuf::try_from(map).map_err(|e| map_err(RING_MAP, e))
+        let aya::maps::Map::RingBuf(data) = map else {
+            return Err(ProbeError::Missing(RING_MAP));
+        };
+        crate::ring::Ring::new(data, self.ring_bytes).map_err(|source| ProbeError::Read {
+            path: "the ring buffer's memory".into(),
+            source,
+        })
     }
 
     /// Takes the stack map that events' stack ids index.

@@ -1,7 +1,30 @@
 //! Reading events from the probes' ring buffer.
+//!
+//! The ring is read through its own memory mapping, as the kernel lays it out for
+//! `BPF_MAP_TYPE_RINGBUF`: a writable page holding the consumer position, then a read-only
+//! page holding the producer position, then the data pages mapped twice in a row (so a record
+//! that wraps is contiguous). Each record starts with an 8-byte header: its length, with a
+//! busy bit while the producer is still writing it and a discard bit for a record given up.
+//!
+//! The consumer position is published every [`PUBLISH_EVERY`] records, not after each one:
+//! the probes read it on every reserve, and a cache line written by the reader at every
+//! record would bounce between the reader's CPU and each traced thread's.
 
-use aya::maps::{MapData, RingBuf};
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd, RawFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+};
+
+use aya::maps::MapData;
 use muppy_common::{EVENT_SIZE, Event};
+
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const HEADER: u64 = 8;
+/// Records consumed between two publications of the consumer position.
+const PUBLISH_EVERY: usize = 512;
 
 /// Decodes one ring record; `None` if it is too short to be an [`Event`].
 pub fn decode(bytes: &[u8]) -> Option<Event> {
@@ -13,16 +36,130 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-/// Hands every event waiting in `ring` to `sink`, in ring order; returns how many.
-pub fn drain(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(&Event)) -> usize {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
-        if let Some(ev) = decode(&item) {
-            sink(&ev);
-            n += 1;
+/// One memory mapping, unmapped on drop.
+struct Mapping {
+    addr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: RawFd, len: usize, offset: usize, prot: libc::c_int) -> io::Result<Self> {
+        let off = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh shared mapping of the ring's fd; the kernel checks sizes and rights.
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, off) };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
         }
+        Ok(Self {
+            addr: NonNull::new(addr).ok_or(io::ErrorKind::InvalidData)?,
+            len,
+        })
     }
-    n
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.addr.as_ptr(), self.len) };
+    }
+}
+
+/// The probes' ring buffer, mapped for reading.
+pub struct Ring {
+    consumer: Mapping,
+    producer: Mapping,
+    mask: u64,
+    page: usize,
+    // Last: the maps are unmapped before the fd closes.
+    map: MapData,
+}
+
+// SAFETY: the mappings belong to this value alone; the positions are accessed atomically.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Maps the ring buffer `map`, whose data area is `size` bytes (a power of two).
+    pub fn new(map: MapData, size: u32) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::ErrorKind::InvalidData)?;
+        let size = size as usize;
+        let fd = map.fd().as_fd().as_raw_fd();
+        let consumer = Mapping::new(fd, page, 0, libc::PROT_READ | libc::PROT_WRITE)?;
+        let producer = Mapping::new(fd, page + 2 * size, page, libc::PROT_READ)?;
+        Ok(Self {
+            consumer,
+            producer,
+            mask: size as u64 - 1,
+            page,
+            map,
+        })
+    }
+
+    fn consumer_pos(&self) -> &AtomicU64 {
+        // SAFETY: the first word of the consumer page, 8-byte aligned, shared with the kernel.
+        unsafe { AtomicU64::from_ptr(self.consumer.addr.as_ptr().cast()) }
+    }
+
+    fn producer_pos(&self) -> &AtomicU64 {
+        // SAFETY: the first word of the producer page.
+        unsafe { AtomicU64::from_ptr(self.producer.addr.as_ptr().cast()) }
+    }
+
+    /// Hands every committed event to `sink`, in ring order; returns how many.
+    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+        let data = self
+            .producer
+            .addr
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(self.page);
+        let mut cons = self.consumer_pos().load(Ordering::Relaxed);
+        let mut prod = self.producer_pos().load(Ordering::Acquire);
+        let mut n = 0;
+        let mut unpublished = 0;
+        loop {
+            if cons >= prod {
+                prod = self.producer_pos().load(Ordering::Acquire);
+                if cons >= prod {
+                    break;
+                }
+            }
+            // Below `mask`, so it fits.
+            #[expect(clippy::cast_possible_truncation, reason = "masked to the ring size")]
+            let off = (cons & self.mask) as usize;
+            // SAFETY: `off` lies in the first copy of the data area; the header is 8-aligned.
+            let header = unsafe { AtomicU32::from_ptr(data.add(off).cast()) };
+            let len_flags = header.load(Ordering::Acquire);
+            if len_flags & BUSY != 0 {
+                break; // still being written; the next drain gets it
+            }
+            let len = len_flags & !(BUSY | DISCARD);
+            if len_flags & DISCARD == 0 {
+                // SAFETY: the record lies within the double mapping (off < size, len < size).
+                let bytes = unsafe { std::slice::from_raw_parts(data.add(off + 8), len as usize) };
+                if let Some(ev) = decode(bytes) {
+                    sink(&ev);
+                    n += 1;
+                }
+            }
+            cons += (u64::from(len) + HEADER + 7) & !7;
+            unpublished += 1;
+            if unpublished == PUBLISH_EVERY {
+                self.consumer_pos().store(cons, Ordering::Release);
+                unpublished = 0;
+            }
+        }
+        self.consumer_pos().store(cons, Ordering::Release);
+        n
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.map.fd().as_fd().as_raw_fd()
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -184,14 +183,14 @@ struct Session {
 }
 
 impl Session {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    fn drain(&mut self, ring: &mut ring::Ring) {
         let (pid, table, latest, foreign) = (
             self.pid,
             &mut self.table,
             &mut self.latest_ns,
             &mut self.foreign_events,
         );
-        ring::drain(ring, |ev| {
+        ring.drain(|ev| {
             if ev.pid == pid {
                 table.apply(ev);
                 *latest = (*latest).max(ev.ts_ns);
