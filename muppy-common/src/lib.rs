@@ -184,6 +184,25 @@ pub struct Event {
 /// Size of [`Event`] in bytes, for decoding.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
+/// A free as the `free` probe sends it: a third of an [`Event`]'s size, since half of all
+/// events are frees and the ring's bandwidth is what the probes pay for. Decodes to an
+/// [`Event`] of kind [`EventKind::Free`] with the other fields 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeEvent {
+    /// [`EventKind::Free`].
+    pub kind: u32,
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// The freed block.
+    pub addr: u64,
+    /// The return address into the code that called `free`.
+    pub caller: u64,
+}
+
+/// Size of [`FreeEvent`] in bytes, for decoding.
+pub const FREE_EVENT_SIZE: usize = core::mem::size_of::<FreeEvent>();
+
 /// Indices into the per-CPU drop counters: each is an event that could not be delivered.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,7 +265,9 @@ mod pod {
     // (checked by the size assertions below).
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::InFlight {}
+    unsafe impl aya::Pod for super::FreeEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<FreeEvent>() == 2 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 6 * 8);

@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use muppy_common::{
-    AllocFn, DROP_KINDS, Drop, Event, EventKind, INFLIGHT_IDLE, INTERVALS, InFlight, NO_STACK,
-    STACK_HAS_CALLER, STACK_LOST, decode_cookie,
+    AllocFn, DROP_KINDS, Drop, Event, EventKind, FreeEvent, INFLIGHT_IDLE, INTERVALS, InFlight,
+    NO_STACK, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
 };
 
 /// Sized by user space (`--ring-mb`) before load.
@@ -108,12 +108,13 @@ fn count_drop(reason: Drop) {
 }
 
 #[inline(always)]
-fn emit(ev: &Event) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+fn emit<T: 'static>(ev: &T) {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count_drop(Drop::RingFull);
         return;
     };
-    entry.write(*ev);
+    // SAFETY: T is one of the plain event structs.
+    entry.write(unsafe { core::ptr::read(ev) });
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -571,19 +572,11 @@ fn on_free_enter(ctx: &ProbeContext) {
     if SAMPLING.load() != 0 && !forget_sampled(ptr) {
         return; // an unsampled block: its allocation was never sent either
     }
-    emit(&Event {
+    emit(&FreeEvent {
         kind: EventKind::Free as u32,
-        func: AllocFn::Free as u32,
         pid: (id >> 32) as u32,
-        tid: id as u32,
         addr: ptr,
-        old_addr: 0,
-        size: 0,
         caller: ret,
-        entry_ns: 0,
-        ts_ns: 0,
-        stack: NO_STACK,
-        flags: 0,
     });
 }
 

@@ -18,7 +18,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use muppy_common::{EVENT_SIZE, Event};
+use muppy_common::{EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent};
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -26,14 +26,28 @@ const HEADER: u64 = 8;
 /// Records consumed between two publications of the consumer position.
 const PUBLISH_EVERY: usize = 512;
 
-/// Decodes one ring record; `None` if it is too short to be an [`Event`].
+/// Decodes one ring record, an [`Event`] or a [`FreeEvent`] (told apart by length); `None`
+/// if it is neither.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < EVENT_SIZE {
+    if bytes.len() >= EVENT_SIZE {
+        // SAFETY: the length is checked, Event is plain integers, and the read tolerates any
+        // alignment.
+        return Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) });
+    }
+    if bytes.len() < FREE_EVENT_SIZE {
         return None;
     }
-    // SAFETY: the length is checked, Event is plain integers, and the read tolerates any
-    // alignment.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    // SAFETY: as above, for the shorter struct.
+    let f = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FreeEvent>()) };
+    (f.kind == EventKind::Free as u32).then_some(Event {
+        kind: f.kind,
+        func: muppy_common::AllocFn::Free as u32,
+        pid: f.pid,
+        addr: f.addr,
+        caller: f.caller,
+        stack: muppy_common::NO_STACK,
+        ..Event::default()
+    })
 }
 
 /// One memory mapping, unmapped on drop.
@@ -187,6 +201,17 @@ mod tests {
         let mut buf = vec![0u8; 1];
         buf.extend_from_slice(raw);
         assert_eq!(decode(&buf[1..]), Some(ev));
-        assert_eq!(decode(&buf[1..EVENT_SIZE]), None);
+        assert_eq!(decode(&buf[1..FREE_EVENT_SIZE]), None);
+        let free = FreeEvent {
+            kind: EventKind::Free as u32,
+            pid: 3,
+            addr: 0x10,
+            caller: 0x20,
+        };
+        // SAFETY: as above.
+        let raw =
+            unsafe { std::slice::from_raw_parts((&raw const free).cast::<u8>(), FREE_EVENT_SIZE) };
+        let ev = decode(raw).unwrap();
+        assert_eq!((ev.kind, ev.pid, ev.addr, ev.caller), (2, 3, 0x10, 0x20));
     }
 }
