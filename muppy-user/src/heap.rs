@@ -75,6 +75,19 @@ impl Blocks for crate::table::LiveTable {
     }
 }
 
+/// Blocks as a list of (address, block), as tests and small tools make them.
+impl Blocks for Vec<(u64, Block)> {
+    fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
+        for (a, b) in self {
+            f(*a, b);
+        }
+    }
+
+    fn block(&self, addr: u64) -> Option<Block> {
+        self.iter().find(|(a, _)| *a == addr).map(|(_, b)| *b)
+    }
+}
+
 /// One process's heap at one moment.
 pub struct Heap<'a> {
     /// The process.
@@ -195,19 +208,6 @@ impl Filter {
 mod tests {
     use super::*;
 
-    struct Vecs(Vec<(u64, Block)>);
-
-    impl Blocks for Vecs {
-        fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
-            for (a, b) in &self.0 {
-                f(*a, b);
-            }
-        }
-        fn block(&self, addr: u64) -> Option<Block> {
-            self.0.iter().find(|(a, _)| *a == addr).map(|(_, b)| *b)
-        }
-    }
-
     fn trace(frames: &[&str]) -> Trace {
         Trace {
             frames: frames.iter().map(|s| s.to_string()).collect(),
@@ -231,11 +231,11 @@ mod tests {
             trace(&["leaf (a.c:1)", "path_a (a.c:9)"]),
             trace(&["leaf (a.c:1)", "path_b (a.c:19)"]),
         ];
-        let blocks = Vecs(vec![
+        let blocks = vec![
             (0x10, block(8, 1_000_000_000, 0)),
             (0x20, block(64, 1_000_000_000, 1)),
             (0x30, block(128, 4_000_000_000, 1)),
-        ]);
+        ];
         let heap = Heap {
             pid: 1,
             blocks: &blocks,

@@ -52,7 +52,8 @@ pub fn format_size_change(delta: i64) -> String {
     format!("{sign}{}", format_size(delta.unsigned_abs()).trim_start())
 }
 
-fn table(first_column: &str) -> Table {
+/// A table in Pympler's form (`a | b | c`, titles underlined with `=`), right-aligned.
+fn table_with(titles: &[&str]) -> Table {
     let mut t = Table::new();
     t.set_format(
         FormatBuilder::new()
@@ -61,12 +62,18 @@ fn table(first_column: &str) -> Table {
             .separator(LinePosition::Title, LineSeparator::new('=', '|', ' ', ' '))
             .build(),
     );
-    t.set_titles(TRow::new(vec![
-        Cell::new(first_column).style_spec("r"),
-        Cell::new("# objects").style_spec("r"),
-        Cell::new("total size").style_spec("r"),
-    ]));
+    t.set_titles(TRow::new(
+        titles
+            .iter()
+            .map(|h| Cell::new(h).style_spec("r"))
+            .collect(),
+    ));
     t
+}
+
+/// The summary table: `first_column | # objects | total size`.
+fn table(first_column: &str) -> Table {
+    table_with(&[first_column, "# objects", "total size"])
 }
 
 fn cut_note(shown: usize, all: usize, noun: &str) -> String {
@@ -209,18 +216,22 @@ fn counters_json(c: &Counters, v: &mut serde_json::Value) {
     v["events"] = c.events.into();
 }
 
+/// Rows as JSON objects: the key's fields, `objects` and `bytes` (signed in a diff).
+fn rows_json<'a, N: Into<serde_json::Value> + Copy + 'a>(
+    rows: impl Iterator<Item = (&'a Key, N, N)>,
+) -> Vec<serde_json::Value> {
+    rows.map(|(key, objects, bytes)| {
+        let mut v = json!({"objects": objects.into(), "bytes": bytes.into()});
+        key_json(key, &mut v);
+        v
+    })
+    .collect()
+}
+
 /// The final summary as one JSON line, with every row.
 pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
     let (objects, bytes) = s.total();
-    let rows: Vec<serde_json::Value> = s
-        .rows
-        .iter()
-        .map(|r| {
-            let mut v = json!({"objects": r.objects, "bytes": r.bytes});
-            key_json(&r.key, &mut v);
-            v
-        })
-        .collect();
+    let rows = rows_json(s.rows.iter().map(|r| (&r.key, r.objects, r.bytes)));
     let mut v = json!({
         "type": "summary",
         "pid": s.pid,
@@ -250,15 +261,7 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
 
 /// A diff as one JSON line, with every changed row.
 pub fn diff_json(d: &Diff) -> String {
-    let rows: Vec<serde_json::Value> = d
-        .rows
-        .iter()
-        .map(|r| {
-            let mut v = json!({"objects": r.objects, "bytes": r.bytes});
-            key_json(&r.key, &mut v);
-            v
-        })
-        .collect();
+    let rows = rows_json(d.rows.iter().map(|r| (&r.key, r.objects, r.bytes)));
     let mut v =
         json!({"type": "diff", "pid": d.pid, "group_by": group_name(d.group_by), "rows": rows});
     counters_json(&d.counters, &mut v);
@@ -283,20 +286,7 @@ pub fn format_age(age: Duration) -> String {
 /// Live blocks as a table (`address | size | age | thread | site`), the first `top`, then a
 /// line saying how many there are.
 pub fn objects_table(objects: &[Object], traces: &[Trace], top: usize) -> String {
-    let mut t = Table::new();
-    t.set_format(
-        FormatBuilder::new()
-            .column_separator('|')
-            .padding(1, 1)
-            .separator(LinePosition::Title, LineSeparator::new('=', '|', ' ', ' '))
-            .build(),
-    );
-    t.set_titles(TRow::new(
-        ["address", "size", "age", "thread", "site"]
-            .iter()
-            .map(|h| Cell::new(h).style_spec("r"))
-            .collect(),
-    ));
+    let mut t = table_with(&["address", "size", "age", "thread", "site"]);
     for o in objects.iter().take(top) {
         t.add_row(TRow::new(vec![
             Cell::new(&format!("{:#x}", o.addr)).style_spec("r"),

@@ -249,11 +249,7 @@ pub fn diff(old: &Summary, new: &Summary) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        heap::{Blocks, Trace},
-        stacks::StackState,
-        table::Block,
-    };
+    use crate::{heap::Trace, stacks::StackState, table::Block};
 
     fn s(rows: &[(&str, u64, u64)]) -> Summary {
         Summary::from_figures(
@@ -305,19 +301,6 @@ mod tests {
         assert!(diff(&a, &a.clone()).rows.is_empty());
     }
 
-    struct Vecs(Vec<(u64, Block)>);
-
-    impl Blocks for Vecs {
-        fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
-            for (a, b) in &self.0 {
-                f(*a, b);
-            }
-        }
-        fn block(&self, _: u64) -> Option<Block> {
-            None
-        }
-    }
-
     #[test]
     fn groups_by_site_function_stack_and_size() {
         let t = |frames: &[&str], function: &str, state| Trace {
@@ -336,12 +319,7 @@ mod tests {
             trace,
             tid: 1,
         };
-        let blocks = Vecs(vec![
-            (1, b(10, 0)),
-            (2, b(10, 0)),
-            (3, b(30, 1)),
-            (4, b(100, 2)),
-        ]);
+        let blocks = vec![(1, b(10, 0)), (2, b(10, 0)), (3, b(30, 1)), (4, b(100, 2))];
         let heap = Heap {
             pid: 3,
             blocks: &blocks,

@@ -94,23 +94,10 @@ pub fn build_for_block(heap: &Heap, addr: u64) -> Option<Node> {
 mod tests {
     use super::*;
     use crate::{
-        heap::{Blocks, Counters, Trace},
+        heap::{Counters, Trace},
         stacks::StackState,
         table::Block,
     };
-
-    struct Vecs(Vec<(u64, Block)>);
-
-    impl Blocks for Vecs {
-        fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
-            for (a, b) in &self.0 {
-                f(*a, b);
-            }
-        }
-        fn block(&self, addr: u64) -> Option<Block> {
-            self.0.iter().find(|(a, _)| *a == addr).map(|(_, b)| *b)
-        }
-    }
 
     #[test]
     fn two_paths_to_one_site_branch_with_exact_counts() {
@@ -129,7 +116,7 @@ mod tests {
             trace,
             tid: 1,
         };
-        let blocks = Vecs(vec![(1, b(8, 0)), (2, b(8, 0)), (3, b(100, 1))]);
+        let blocks = vec![(1, b(8, 0)), (2, b(8, 0)), (3, b(100, 1))];
         let heap = Heap {
             pid: 1,
             blocks: &blocks,

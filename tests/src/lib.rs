@@ -63,15 +63,19 @@ pub struct Expected {
     pub bytes: u64,
 }
 
+/// A workload's C source: its file name and text.
+fn source(name: &str) -> (String, String) {
+    let file = format!("{name}.c");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workloads")
+        .join(&file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (file, text)
+}
+
 /// Reads the `ledger: site=F objects=N bytes=B` comments of a workload's source.
 pub fn ledger(name: &str) -> Vec<Expected> {
-    let file = format!("{name}.c");
-    let src = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("workloads")
-            .join(&file),
-    )
-    .expect("workload source");
+    let (file, src) = source(name);
     src.lines()
         .enumerate()
         .filter_map(|(i, line)| {
@@ -95,13 +99,7 @@ pub fn ledger(name: &str) -> Vec<Expected> {
 /// The frame name muppy must print for the line of workload `name` marked
 /// `/* frame: MARKER */`: `function (file.c:line)`.
 pub fn marked_frame(name: &str, function: &str, marker: &str) -> String {
-    let file = format!("{name}.c");
-    let src = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("workloads")
-            .join(&file),
-    )
-    .expect("workload source");
+    let (file, src) = source(name);
     let tag = format!("/* frame: {marker} */");
     let line = src
         .lines()
@@ -206,6 +204,15 @@ pub fn rows(summary: &Value) -> BTreeMap<String, (u64, u64)> {
                 ),
             )
         })
+        .collect()
+}
+
+/// The rows of `summary` whose site is in one of `functions`, owned, to compare with
+/// [`expected_rows`].
+pub fn rows_in(summary: &Value, functions: &[&str]) -> BTreeMap<String, (u64, u64)> {
+    rows_of(&rows(summary), functions)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect()
 }
 

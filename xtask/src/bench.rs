@@ -252,23 +252,30 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
         figures["muppy_x_bpftrace"] = (m / b).into();
     }
 
-    // Throughput: two threads flat out for about five seconds.
-    let burst = run_loop(
-        &trace,
-        &prog,
-        &Config {
-            name: "burst",
-            key: "burst",
-            runner: Runner::Muppy(&["--no-stacks"]),
-        },
-        &["2", "2500000"],
-    )?;
+    // Throughput: two threads flat out for about five seconds, several times; the highest rate
+    // of a run that lost nothing, and the median.
+    let burst_config = Config {
+        name: "burst",
+        key: "burst",
+        runner: Runner::Muppy(&["--no-stacks"]),
+    };
+    let bursts: Vec<Sample> = (0..runs.min(3))
+        .map(|_| run_loop(&trace, &prog, &burst_config, &["2", "2500000"]))
+        .collect::<anyhow::Result<_>>()?;
+    let best = bursts
+        .iter()
+        .filter(|b| b.lost == 0)
+        .map(|b| b.events_per_second)
+        .fold(0.0, f64::max);
+    let median_rate = median(bursts.iter().map(|b| b.events_per_second).collect());
+    let lost: u64 = bursts.iter().map(|b| b.lost).sum();
     println!(
-        "burst, 2 threads, default ring: {:.0} events/s, {} lost",
-        burst.events_per_second, burst.lost
+        "burst, 2 threads, default ring, {} runs: highest rate with 0 lost {best:.0} events/s; median {median_rate:.0}; lost in all runs {lost}",
+        bursts.len()
     );
-    figures["burst"] = json!({"threads": 2, "events_per_second": burst.events_per_second,
-        "lost_events": burst.lost, "ns_per_call": burst.ns});
+    figures["burst"] = json!({"threads": 2, "runs": bursts.len(),
+        "highest_events_per_second_with_0_lost": best, "median_events_per_second": median_rate,
+        "lost_events": lost});
 
     // Memory: tracer growth per live block, and its size with next to nothing live.
     let hold_s = hold.display().to_string();
