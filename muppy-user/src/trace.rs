@@ -484,7 +484,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         Snapshot::of(&heap, &opts.label).save(path)?;
         note(format_args!(
             "saved {} live blocks to {}",
-            heap_len(&s),
+            s.table.len(),
             path.display()
         ));
     }
@@ -497,10 +497,6 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     };
     print_out(&view::render(&heap, &opts.view, &extras)?);
     Ok(Outcome { pid, exit })
-}
-
-fn heap_len(s: &Session) -> usize {
-    s.table.len()
 }
 
 /// A figure in KiB from this process's `/proc/self/status` (`VmHWM:` peak resident set,

@@ -138,7 +138,7 @@ struct TraceArgs {
     #[arg(long, value_name = "MIB", default_value_t = 2)]
     ring_mb: u32,
 
-    /// Say where each probe went.
+    /// Say where each probe went and why, and at the end how long each probe program ran.
     #[arg(short, long)]
     verbose: bool,
 
