@@ -14,9 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{
-        BPF_ANY, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-    },
+    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_user,
@@ -67,10 +65,14 @@ static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map(name = "DROPS")]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 
-/// Once this many bytes wait in the ring, a submit wakes the reader; below it the reader polls.
-/// Waking on every event costs ≈1.5 µs per call.
+/// Every this many submits on one CPU, a submit wakes the reader; between them the reader
+/// polls. Waking on every event costs ≈1.5 µs per call. Set by user space.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: Global<u64> = Global::new(512 << 10);
+static WAKEUP_EVERY: Global<u64> = Global::new(1024);
+
+/// Submits per CPU since this CPU last woke the reader.
+#[map(name = "SUBMITS")]
+static SUBMITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sampling (`--sample-bytes`): the live blocks that were sampled, so that only their frees
 /// reach the ring. Sized by user space.
@@ -107,6 +109,25 @@ fn count_drop(reason: Drop) {
     }
 }
 
+/// Whether this submit wakes the reader: every `WAKEUP_EVERY`th event on this CPU does (a
+/// per-CPU count costs less than asking the ring how full it is, which reads a position the
+/// reader writes). Between wake-ups the reader polls.
+#[inline(always)]
+fn wakeup_flag() -> u32 {
+    let Some(n) = SUBMITS.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP;
+    };
+    // SAFETY: this CPU's slot; programs do not preempt each other on one CPU.
+    let n = unsafe { &mut *n };
+    *n += 1;
+    if *n >= WAKEUP_EVERY.load() {
+        *n = 0;
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 fn emit<T: 'static>(ev: &T) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
@@ -115,12 +136,7 @@ fn emit<T: 'static>(ev: &T) {
     };
     // SAFETY: T is one of the plain event structs.
     entry.write(unsafe { core::ptr::read(ev) });
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES.load() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags.into());
+    entry.submit(wakeup_flag().into());
 }
 
 #[inline(always)]

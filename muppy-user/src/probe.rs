@@ -314,7 +314,10 @@ impl Probes {
     pub fn load(cfg: ProbeConfig) -> Result<Self, ProbeError> {
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let wakeup = u64::from(cfg.ring_bytes / 8);
+        // Wake the reader when the CPUs together may have filled an eighth of the ring with the
+        // largest records (72 bytes and an 8-byte header).
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+        let wakeup = (u64::from(cfg.ring_bytes) / 8 / 80 / cpus).max(1);
         let want_stacks = u32::from(cfg.stacks > 0);
         let sampling = u32::from(cfg.sample_bytes > 0);
         let mut ebpf = EbpfLoader::new()
@@ -326,7 +329,7 @@ impl Probes {
             .override_global("SLOT_MASK", &(cfg.slots.max(1) - 1), true)
             .map_max_entries(STACKS_MAP, cfg.stacks.max(1))
             .override_global("PAGE_SIZE", &page, true)
-            .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("WAKEUP_EVERY", &wakeup, true)
             .override_global("WANT_STACKS", &want_stacks, true)
             .override_global("SAMPLING", &sampling, true)
             .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
