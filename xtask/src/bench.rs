@@ -128,6 +128,17 @@ fn kb(s: &Value, k: &str) -> f64 {
 /// Runs every benchmark and prints the table (and with `json`, one final JSON line).
 pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     let trace = build()?;
+    // The comparison tools, from the distribution, where it can install them; the rows of a
+    // tool that is still missing are left out.
+    if which("bpftrace").is_none() || which("heaptrack").is_none() {
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "bpftrace", "heaptrack"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("bench: could not install bpftrace and heaptrack; their rows are left out");
+        }
+    }
     let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
     let hold = compile_c("tests/workloads/hold.c", "bench/hold")?;
     let libc = libc_of(&prog)?;
