@@ -309,6 +309,47 @@ pub fn sampling_gaps(mean: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Writes the sampling gaps and each CPU's first countdown.
+fn fill_sampling_maps(ebpf: &mut Ebpf, sample_bytes: u64, cpus: usize) -> Result<(), ProbeError> {
+    let mut gaps: Array<_, u64> = ebpf
+        .map_mut(INTERVALS_MAP)
+        .ok_or(ProbeError::Missing(INTERVALS_MAP))?
+        .try_into()
+        .map_err(|e| map_err(INTERVALS_MAP, e))?;
+    let all = sampling_gaps(sample_bytes);
+    for (i, gap) in (0u32..).zip(&all) {
+        gaps.set(i, *gap, 0)
+            .map_err(|e| map_err(INTERVALS_MAP, e))?;
+    }
+    // Each CPU starts a random gap away from its first sample, not at zero (which would sample
+    // every CPU's first allocation whatever its size).
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos().into())
+        | 1;
+    let starts: Vec<i64> = (0..cpus)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let gap = all[usize::try_from(seed % u64::from(INTERVALS)).unwrap_or(0)];
+            i64::try_from(gap).unwrap_or(i64::MAX)
+        })
+        .collect();
+    let mut countdown: PerCpuArray<_, i64> = ebpf
+        .map_mut(COUNTDOWN_MAP)
+        .ok_or(ProbeError::Missing(COUNTDOWN_MAP))?
+        .try_into()
+        .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
+    let values = aya::maps::PerCpuValues::try_from(starts).map_err(|e| ProbeError::Read {
+        path: "per-CPU values".into(),
+        source: e,
+    })?;
+    countdown
+        .set(0, values, 0)
+        .map_err(|e| map_err(COUNTDOWN_MAP, e))
+}
+
 impl Probes {
     /// Loads the programs into the kernel (not attached yet).
     pub fn load(cfg: ProbeConfig) -> Result<Self, ProbeError> {
@@ -316,8 +357,11 @@ impl Probes {
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         // Wake the reader when the CPUs together may have filled an eighth of the ring with the
         // largest records (72 bytes and an 8-byte header).
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
-        let wakeup = (u64::from(cfg.ring_bytes) / 8 / 80 / cpus).max(1);
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Read {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        let wakeup = (u64::from(cfg.ring_bytes) / 8 / 80 / cpus.max(1) as u64).max(1);
         let want_stacks = u32::from(cfg.stacks > 0);
         let sampling = u32::from(cfg.sample_bytes > 0);
         let mut ebpf = EbpfLoader::new()
@@ -351,48 +395,7 @@ impl Probes {
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
         }
         if cfg.sample_bytes > 0 {
-            let mut gaps: Array<_, u64> = ebpf
-                .map_mut(INTERVALS_MAP)
-                .ok_or(ProbeError::Missing(INTERVALS_MAP))?
-                .try_into()
-                .map_err(|e| map_err(INTERVALS_MAP, e))?;
-            let all = sampling_gaps(cfg.sample_bytes);
-            for (i, gap) in (0u32..).zip(&all) {
-                gaps.set(i, *gap, 0)
-                    .map_err(|e| map_err(INTERVALS_MAP, e))?;
-            }
-            // Each CPU starts a random gap away from its first sample, not at zero (which
-            // would sample every CPU's first allocation whatever its size).
-            let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Read {
-                path: "/sys/devices/system/cpu/possible".into(),
-                source: e,
-            })?;
-            let mut seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.subsec_nanos().into())
-                | 1;
-            let starts: Vec<i64> = (0..cpus)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let gap = all[usize::try_from(seed % u64::from(INTERVALS)).unwrap_or(0)];
-                    i64::try_from(gap).unwrap_or(i64::MAX)
-                })
-                .collect();
-            let mut countdown: PerCpuArray<_, i64> = ebpf
-                .map_mut(COUNTDOWN_MAP)
-                .ok_or(ProbeError::Missing(COUNTDOWN_MAP))?
-                .try_into()
-                .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
-            let values =
-                aya::maps::PerCpuValues::try_from(starts).map_err(|e| ProbeError::Read {
-                    path: "per-CPU values".into(),
-                    source: e,
-                })?;
-            countdown
-                .set(0, values, 0)
-                .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
+            fill_sampling_maps(&mut ebpf, cfg.sample_bytes, cpus)?;
         }
         let drops = ebpf
             .take_map(DROPS_MAP)

@@ -63,6 +63,13 @@ pub struct Expected {
     pub bytes: u64,
 }
 
+/// A fresh scratch directory for one test, under the system's temporary directory.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("muppy-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
 /// A workload's C source: its file name and text.
 fn source(name: &str) -> (String, String) {
     let file = format!("{name}.c");
@@ -131,7 +138,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(o: Output) -> Self {
+    /// A finished process's exit code and output.
+    pub fn from_output(o: Output) -> Self {
         Run {
             code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -86,8 +86,7 @@ fn static_binary_has_no_libc() {
 fn without_root_says_to_use_sudo() {
     // As root, drop to nobody for this one run (setpriv, from util-linux); without root, the
     // plain run is already the case. The binary is copied where nobody may run it.
-    let dir = std::env::temp_dir().join(format!("muppy-noroot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = muppy_tests::scratch("noroot");
     let bin = dir.join("muppy-trace");
     std::fs::copy(muppy_tests::muppy_trace(), &bin).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
@@ -104,12 +103,7 @@ fn without_root_says_to_use_sudo() {
     } else {
         std::process::Command::new(&bin)
     };
-    let out = cmd.args(["--", "true"]).output().expect("run muppy-trace");
+    let run = Run::from_output(cmd.args(["--", "true"]).output().expect("run muppy-trace"));
     let _ = std::fs::remove_dir_all(&dir);
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
     assert_one_line_error(&run, "eBPF probes need root: run it with sudo");
 }

@@ -176,8 +176,7 @@ fn tree_of_one_block_by_address() {
     }
     // Addresses differ per run, so pick one from the objects of a run with --save, then
     // root the tree at it offline.
-    let dir = std::env::temp_dir().join(format!("muppy-tree-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = muppy_tests::scratch("tree");
     let snap = dir.join("paths.muppy");
     let bin = workload("paths");
     let r = trace(

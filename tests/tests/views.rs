@@ -3,14 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use muppy_tests::{ebpf_available, expected_rows, ledger, rows, trace, workload};
+use muppy_tests::{ebpf_available, expected_rows, ledger, rows, scratch, trace, workload};
 use serde_json::Value;
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("muppy-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn ages(args: &[&str], count: &str) -> Vec<Value> {
     let bin = workload("ages");
