@@ -66,11 +66,18 @@ pub enum AllocFn {
     Pvalloc = 8,
     /// `free(ptr)`
     Free = 9,
+    /// C++ `operator new` and `new[]`, plain, nothrow and aligned: the size is the first
+    /// argument in every form.
+    New = 10,
+    /// C++ `operator delete` and `delete[]`, plain, sized, nothrow and aligned: the block is
+    /// the first argument. Unlike `free`, it gets a return probe, so that the `free` it may
+    /// call inside is recognised as nested and the block is freed once.
+    Delete = 11,
 }
 
 impl AllocFn {
     /// Every entry point, in probe order.
-    pub const ALL: [AllocFn; 10] = [
+    pub const ALL: [AllocFn; 12] = [
         AllocFn::Malloc,
         AllocFn::Calloc,
         AllocFn::Realloc,
@@ -81,6 +88,8 @@ impl AllocFn {
         AllocFn::Valloc,
         AllocFn::Pvalloc,
         AllocFn::Free,
+        AllocFn::New,
+        AllocFn::Delete,
     ];
 
     /// Decodes [`Event::func`] or a cookie's low half.
@@ -92,7 +101,7 @@ impl AllocFn {
         }
     }
 
-    /// The C symbol name.
+    /// The C symbol name, or the C++ operator's name.
     pub const fn symbol(self) -> &'static str {
         match self {
             AllocFn::Malloc => "malloc",
@@ -105,6 +114,8 @@ impl AllocFn {
             AllocFn::Valloc => "valloc",
             AllocFn::Pvalloc => "pvalloc",
             AllocFn::Free => "free",
+            AllocFn::New => "operator new",
+            AllocFn::Delete => "operator delete",
         }
     }
 }

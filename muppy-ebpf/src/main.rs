@@ -1,6 +1,7 @@
 //! Uprobes on the target's allocator entry points.
 //!
-//! `alloc_enter`/`alloc_exit` bracket every allocating function and `free_enter` sees frees.
+//! `alloc_enter`/`alloc_exit` bracket every allocating function (and C++ operator delete, which
+//! may reach `free` inside) and `free_enter` sees frees.
 //! Each heap change becomes one [`Event`] in the `EVENTS` ring buffer. Calls that libc makes to
 //! probed functions from inside another probed call (realloc(NULL, n) reaching malloc,
 //! realloc(p, 0) reaching free, reallocarray reaching realloc) are recognised by their deeper
@@ -342,7 +343,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     let a1: u64 = ctx.arg(1).unwrap_or(0);
     let a2: u64 = ctx.arg(2).unwrap_or(0);
     let (size, ptr_arg) = match func {
-        AllocFn::Malloc | AllocFn::Valloc => (a0, 0),
+        AllocFn::Malloc | AllocFn::Valloc | AllocFn::New => (a0, 0),
         AllocFn::Calloc => (mul_or_max(a0, a1), 0),
         AllocFn::Realloc => (a1, a0),
         AllocFn::Reallocarray => (mul_or_max(a1, a2), a0),
@@ -353,9 +354,17 @@ fn on_alloc_enter(ctx: &ProbeContext) {
             let pages = a0.div_ceil(page.max(1));
             (mul_or_max(pages, page), 0)
         }
+        AllocFn::Delete => {
+            // The block is freed here, at the outermost call; the call stays recorded until
+            // it returns so that the free it reaches inside is seen as nested.
+            if a0 != 0 {
+                emit_free(id, a0, ret);
+            }
+            (0, 0)
+        }
         AllocFn::Free => return,
     };
-    let sampled = u32::from(SAMPLING.load() == 0 || take_sample(size));
+    let sampled = u32::from(func != AllocFn::Delete && (SAMPLING.load() == 0 || take_sample(size)));
     let entry_ns = match func {
         // SAFETY: plain helper call.
         AllocFn::Realloc | AllocFn::Reallocarray => unsafe { bpf_ktime_get_ns() },
@@ -453,6 +462,9 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     let Some(func) = AllocFn::from_u32(rec.func) else {
         return;
     };
+    if func == AllocFn::Delete {
+        return; // its free was sent at entry
+    }
     let mut ev = Event {
         kind: EventKind::Alloc as u32,
         func: rec.func,
@@ -585,6 +597,12 @@ fn on_free_enter(ctx: &ProbeContext) {
             return; // e.g. realloc(p, 0) freeing p: accounted at realloc's return
         }
     }
+    emit_free(id, ptr, ret);
+}
+
+/// Sends the free of `ptr` (not null), called from `ret`.
+#[inline(always)]
+fn emit_free(id: u64, ptr: u64, ret: u64) {
     if SAMPLING.load() != 0 && !forget_sampled(ptr) {
         return; // an unsampled block: its allocation was never sent either
     }

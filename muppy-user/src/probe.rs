@@ -1,7 +1,9 @@
 //! Finding the target's allocator, and loading and attaching muppy's eBPF probes to it.
 //!
-//! The probes go on the libc the target actually maps, resolved through `/proc/PID/root` so a
-//! target in another mount namespace resolves too. Uprobes fire by address: functions that share
+//! The probes go on the allocator the target actually uses (glibc, an allocator linked in or
+//! preloaded such as jemalloc, tcmalloc or mimalloc, or the executable itself when it is
+//! static) and on the C++ operators, resolved through `/proc/PID/root` so that a target in
+//! another mount namespace resolves too. Uprobes fire by address: functions that share
 //! an address (Debian's `aligned_alloc` and `memalign`) get one probe, named for all of them.
 
 use std::{
@@ -29,19 +31,21 @@ static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// What went wrong finding, loading or attaching probes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The target maps no libc.
-    #[error(
-        "process {pid} maps no libc (statically linked, or another allocator); nothing to probe"
-    )]
-    NoLibcInProcess {
-        /// The target.
-        pid: u32,
-    },
-    /// The program to launch links no libc.
-    #[error("{program} does not link libc dynamically (statically linked?); nothing to probe")]
-    NoLibcInProgram {
-        /// The program.
+    /// No file of the target defines malloc.
+    #[error("{program}{} defines no malloc: nothing to probe{}", if *static_ { " (statically linked)" } else { " and its libraries" }, if *static_ { "; is it stripped? muppy needs the symbol table of a static binary" } else { "" })]
+    NoAllocator {
+        /// The executable.
         program: String,
+        /// It has no libraries.
+        static_: bool,
+    },
+    /// `--allocator` named nothing the target maps.
+    #[error("--allocator {allocator}: no file of the target with that name defines malloc (it has: {files})")]
+    NoSuchAllocator {
+        /// As given.
+        allocator: String,
+        /// The target's files.
+        files: String,
     },
     /// Reading a file failed.
     #[error("cannot read {path}")]
@@ -94,31 +98,192 @@ pub enum ProbeError {
     },
 }
 
-/// The libc a process has mapped, as a path this process can open (through `/proc/PID/root`).
-pub fn libc_of_pid(pid: u32) -> Result<PathBuf, ProbeError> {
+/// The C++ operators muppy probes, by mangled name. Every `new` takes the size first and every
+/// `delete` the block first, so one [`AllocFn`] each covers all forms.
+const CXX_OPERATORS: [(&str, AllocFn); 20] = [
+    ("_Znwm", AllocFn::New),
+    ("_Znam", AllocFn::New),
+    ("_ZnwmRKSt9nothrow_t", AllocFn::New),
+    ("_ZnamRKSt9nothrow_t", AllocFn::New),
+    ("_ZnwmSt11align_val_t", AllocFn::New),
+    ("_ZnamSt11align_val_t", AllocFn::New),
+    ("_ZnwmSt11align_val_tRKSt9nothrow_t", AllocFn::New),
+    ("_ZnamSt11align_val_tRKSt9nothrow_t", AllocFn::New),
+    ("_ZdlPv", AllocFn::Delete),
+    ("_ZdaPv", AllocFn::Delete),
+    ("_ZdlPvm", AllocFn::Delete),
+    ("_ZdaPvm", AllocFn::Delete),
+    ("_ZdlPvRKSt9nothrow_t", AllocFn::Delete),
+    ("_ZdaPvRKSt9nothrow_t", AllocFn::Delete),
+    ("_ZdlPvSt11align_val_t", AllocFn::Delete),
+    ("_ZdaPvSt11align_val_t", AllocFn::Delete),
+    ("_ZdlPvmSt11align_val_t", AllocFn::Delete),
+    ("_ZdaPvmSt11align_val_t", AllocFn::Delete),
+    ("_ZdlPvSt11align_val_tRKSt9nothrow_t", AllocFn::Delete),
+    ("_ZdaPvSt11align_val_tRKSt9nothrow_t", AllocFn::Delete),
+];
+
+/// The C allocator functions, in [`AllocFn::ALL`] order.
+const C_FUNCTIONS: [AllocFn; 10] = [
+    AllocFn::Malloc,
+    AllocFn::Calloc,
+    AllocFn::Realloc,
+    AllocFn::Reallocarray,
+    AllocFn::PosixMemalign,
+    AllocFn::AlignedAlloc,
+    AllocFn::Memalign,
+    AllocFn::Valloc,
+    AllocFn::Pvalloc,
+    AllocFn::Free,
+];
+
+/// Symbol prefixes of allocators that live beside the C library's instead of replacing it
+/// (jemalloc built with `--with-jemalloc-prefix=je_`).
+const PREFIXES: [&str; 1] = ["je_"];
+
+/// A readable name for a probed symbol: C names as they are, C++ operators demangled
+/// (`operator new[](size_t, nothrow_t)`).
+pub fn pretty_symbol(symbol: &str) -> String {
+    let (op, rest) = match symbol.get(..4) {
+        Some("_Znw") => ("operator new", &symbol[4..]),
+        Some("_Zna") => ("operator new[]", &symbol[4..]),
+        Some("_Zdl") => ("operator delete", &symbol[4..]),
+        Some("_Zda") => ("operator delete[]", &symbol[4..]),
+        _ => return symbol.to_string(),
+    };
+    let mut args = Vec::new();
+    let mut r = rest;
+    while !r.is_empty() {
+        let (arg, len) = [
+            ("size_t", "m"),
+            ("void*", "Pv"),
+            ("align_val_t", "St11align_val_t"),
+            ("nothrow_t", "RKSt9nothrow_t"),
+        ]
+        .into_iter()
+        .find(|(_, code)| r.starts_with(code))
+        .map_or(("?", r.len()), |(a, code)| (a, code.len()));
+        args.push(arg);
+        r = &r[len..];
+    }
+    format!("{op}({})", args.join(", "))
+}
+
+/// The allocator a file is, from its name, for messages.
+fn allocator_name(path: &Path, executable: bool) -> String {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let kind = if executable {
+        "linked into the executable"
+    } else if is_libc(&name) {
+        "glibc"
+    } else if name.contains("jemalloc") {
+        "jemalloc"
+    } else if name.contains("tcmalloc") {
+        "tcmalloc"
+    } else if name.contains("mimalloc") {
+        "mimalloc"
+    } else if name.starts_with("libstdc++") {
+        "libstdc++"
+    } else {
+        return name;
+    };
+    format!("{name} ({kind})")
+}
+
+/// The files of a process (or of a program about to run) in which an allocator can live, in
+/// the dynamic linker's symbol search order: the executable, then preloaded libraries, then
+/// the rest. Paths are openable from here (through `/proc/PID/root` for a running process).
+#[derive(Clone, Debug, Default)]
+pub struct Candidates {
+    /// The executable.
+    pub exe: PathBuf,
+    /// Its libraries, in search order.
+    pub libs: Vec<PathBuf>,
+}
+
+fn is_libc(name: &str) -> bool {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so"))
+}
+
+fn is_loader(name: &str) -> bool {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    name.starts_with("ld-linux") || name.starts_with("ld.so") || name.starts_with("ld64.so")
+}
+
+/// The candidate files of a running process, from its mappings. The search order the loader
+/// used is not in `/proc`; what it gives is enough: `LD_PRELOAD`ed libraries first, libc last.
+pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
     let maps_path = format!("/proc/{pid}/maps");
     let text = fs::read_to_string(&maps_path).map_err(|source| ProbeError::Read {
         path: maps_path,
         source,
     })?;
-    let seen = crate::symbols::parse_maps(&text)
-        .into_iter()
-        .map(|e| e.path)
-        .find(|p| is_libc(p))
-        .ok_or(ProbeError::NoLibcInProcess { pid })?;
-    Ok(Path::new(&format!("/proc/{pid}/root")).join(seen.trim_start_matches('/')))
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let preload: Vec<String> = fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter_map(|v| v.strip_prefix(b"LD_PRELOAD="))
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split([' ', ':'])
+                .filter(|s| !s.is_empty())
+                .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let exe_seen = fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let mut seen: Vec<String> = Vec::new();
+    for e in crate::symbols::parse_maps(&text) {
+        if !seen.contains(&e.path) {
+            seen.push(e.path);
+        }
+    }
+    let rank = |p: &String| {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        if preload.iter().any(|n| n == name) {
+            0
+        } else if is_libc(p) {
+            2
+        } else {
+            1
+        }
+    };
+    let exe_path = exe_seen.map(|p| p.display().to_string());
+    let mut libs: Vec<&String> = seen
+        .iter()
+        .filter(|p| Some(*p) != exe_path.as_ref() && !is_loader(p))
+        .collect();
+    libs.sort_by_key(|p| rank(p));
+    let under_root = |p: &str| root.join(p.trim_start_matches('/'));
+    Ok(Candidates {
+        exe: exe_path.map_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")), |p| under_root(&p)),
+        libs: libs.into_iter().map(|p| under_root(p)).collect(),
+    })
 }
 
-fn is_libc(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so"))
+/// The candidate files of `program` as its own dynamic loader resolves them (`ld.so --list`,
+/// which maps the libraries without running the program), with this process's environment
+/// (`LD_PRELOAD` included, which the program will inherit). A static program has no loader
+/// and only itself.
+pub fn candidates_of_program(program: &Path) -> Result<Candidates, ProbeError> {
+    candidates_in_root(program, Path::new("/"), &[])
 }
 
-/// The libc `program` will load, as its own dynamic loader resolves it (`ld.so --list`, which
-/// maps the libraries without running the program).
-pub fn libc_of_program(program: &Path) -> Result<PathBuf, ProbeError> {
-    let shown = program.display().to_string();
-    let data = fs::read(program).map_err(|source| ProbeError::Read {
+/// As [`candidates_of_program`] for a program seen under another root (a process's
+/// `/proc/PID/root`), run there with `env` (`LD_PRELOAD`, `LD_LIBRARY_PATH`) set.
+pub fn candidates_in_root(
+    program: &Path,
+    root: &Path,
+    env: &[(String, String)],
+) -> Result<Candidates, ProbeError> {
+    let on_host = if root == Path::new("/") {
+        program.to_path_buf()
+    } else {
+        root.join(program.strip_prefix("/").unwrap_or(program))
+    };
+    let shown = on_host.display().to_string();
+    let data = fs::read(&on_host).map_err(|source| ProbeError::Read {
         path: shown.clone(),
         source,
     })?;
@@ -126,39 +291,60 @@ pub fn libc_of_program(program: &Path) -> Result<PathBuf, ProbeError> {
         path: shown.clone(),
         reason: e.to_string(),
     })?;
-    let interp = file
+    let Some(interp) = file
         .section_by_name(".interp")
         .and_then(|s| s.data().ok())
-        .map(|d| {
-            String::from_utf8_lossy(d)
-                .trim_end_matches('\0')
-                .to_string()
-        })
-        .ok_or_else(|| ProbeError::NoLibcInProgram {
-            program: shown.clone(),
+        .map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string())
+    else {
+        return Ok(Candidates {
+            exe: on_host,
+            libs: Vec::new(),
+        });
+    };
+    let mut cmd = Command::new(&interp);
+    cmd.arg("--list").arg(program);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if root != Path::new("/") {
+        let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| {
+            ProbeError::Elf {
+                path: shown.clone(),
+                reason: "NUL in path".into(),
+            }
         })?;
-    let out = Command::new(&interp)
-        .arg("--list")
-        .arg(program)
-        .output()
-        .map_err(|source| ProbeError::Read {
-            path: interp.clone(),
-            source,
-        })?;
-    String::from_utf8_lossy(&out.stdout)
+        // SAFETY: chroot and chdir are async-signal-safe; the CString outlives the child's exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().map_err(|source| ProbeError::Read {
+        path: interp.clone(),
+        source,
+    })?;
+    let libs = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_once("=>").map(|(_, r)| r.trim()))
-        .filter_map(|r| r.split_whitespace().next())
-        .find(|p| is_libc(p))
-        .map(PathBuf::from)
-        .ok_or(ProbeError::NoLibcInProgram { program: shown })
+        // `name => /path (0x...)`, or `/path (0x...)` for a library named by its path.
+        .filter_map(|l| l.split_once("=>").map_or(l, |(_, r)| r).split_whitespace().next())
+        .filter(|p| p.starts_with('/') && !is_loader(p))
+        .map(|p| root.join(p.trim_start_matches('/')))
+        .collect();
+    Ok(Candidates { exe: on_host, libs })
 }
 
 /// One probe location: a file offset and the functions that live there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbePoint {
-    /// Functions at this address (more than one where symbols alias).
+    /// Functions at this address (more than one where symbols alias); the first decides
+    /// how the probe reads its arguments.
     pub funcs: Vec<AllocFn>,
+    /// The symbols at this address.
+    pub symbols: Vec<String>,
     /// File offset of the functions' entry.
     pub entry: u64,
     /// File offset of the probed instruction (see [`crate::placement`]).
@@ -172,83 +358,264 @@ pub struct ProbePoint {
 impl ProbePoint {
     /// `aligned_alloc=memalign` style name.
     pub fn name(&self) -> String {
-        self.funcs
+        self.symbols
             .iter()
-            .map(|f| f.symbol())
+            .map(|s| pretty_symbol(s))
             .collect::<Vec<_>>()
             .join("=")
     }
 }
 
-/// Where to probe in one library, and what it lacks.
+/// Where to probe in one file.
 #[derive(Clone, Debug)]
-pub struct ProbePlan {
-    /// The library, as this process opens it.
+pub struct LibPlan {
+    /// The file, as this process opens it.
     pub path: PathBuf,
+    /// What it is, for messages: `libjemalloc.so.2 (jemalloc)`.
+    pub what: String,
     /// One entry per distinct address.
     pub points: Vec<ProbePoint>,
-    /// Optional functions the library does not export.
-    pub missing: Vec<AllocFn>,
+    /// Allocator functions it does not define.
+    pub missing: Vec<String>,
 }
 
-/// Resolves each allocator entry point in `lib` to a file offset.
-pub fn plan(lib: &Path) -> Result<ProbePlan, ProbeError> {
-    let shown = lib.display().to_string();
-    let data = fs::read(lib).map_err(|source| ProbeError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let file = object::File::parse(&*data).map_err(|e| ProbeError::Elf {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut points: Vec<ProbePoint> = Vec::new();
-    let mut missing = Vec::new();
-    let code: Vec<(u64, &[u8])> = file
-        .sections()
-        .filter(|s| s.kind() == object::SectionKind::Text)
-        .filter_map(|s| Some((s.address(), s.data().ok()?)))
-        .collect();
-    let read = |addr: u64| -> Option<&[u8]> {
-        code.iter().find_map(|(start, data)| {
-            let off = usize::try_from(addr.checked_sub(*start)?).ok()?;
-            data.get(off..).filter(|d| !d.is_empty())
+/// Where to probe for one process image: the allocator that serves `malloc`, any prefixed
+/// allocator beside it, and the C++ operators.
+#[derive(Clone, Debug)]
+pub struct ProbePlan {
+    /// One entry per file.
+    pub libs: Vec<LibPlan>,
+}
+
+impl ProbePlan {
+    /// The file that serves `malloc`.
+    pub fn heap_lib(&self) -> &Path {
+        &self.libs[0].path
+    }
+
+    /// One line: what serves each family.
+    pub fn describe(&self) -> String {
+        self.libs
+            .iter()
+            .map(|l| {
+                let fams: Vec<&str> = [
+                    (AllocFn::Malloc, "malloc"),
+                    (AllocFn::New, "operator new/delete"),
+                ]
+                .into_iter()
+                .filter(|(f, _)| l.points.iter().any(|p| p.funcs.contains(f)))
+                .map(|(_, n)| n)
+                .collect();
+                let prefixed = l
+                    .points
+                    .iter()
+                    .flat_map(|p| &p.symbols)
+                    .find_map(|s| PREFIXES.iter().find(|p| s.starts_with(*p)));
+                match prefixed {
+                    Some(p) => format!("{p}malloc from {}", l.what),
+                    None => format!("{} from {}", fams.join(", "), l.what),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The text symbols a file defines, by name (dynamic ones, and for an executable its own
+/// symbol table too: a static binary's malloc is only there).
+struct Defined {
+    path: PathBuf,
+    data: Vec<u8>,
+    symbols: std::collections::HashMap<String, u64>,
+}
+
+impl Defined {
+    fn read(path: &Path, executable: bool) -> Result<Self, ProbeError> {
+        let shown = path.display().to_string();
+        let data = fs::read(path).map_err(|source| ProbeError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut symbols = std::collections::HashMap::new();
+        {
+            let file = object::File::parse(&*data).map_err(|e| ProbeError::Elf {
+                path: shown,
+                reason: e.to_string(),
+            })?;
+            let wanted = |n: &str| {
+                C_FUNCTIONS.iter().any(|f| {
+                    n == f.symbol() || PREFIXES.iter().any(|p| n.strip_prefix(p) == Some(f.symbol()))
+                }) || CXX_OPERATORS.iter().any(|(m, _)| *m == n)
+            };
+            let mut add = |s: object::Symbol<'_, '_>| {
+                if s.is_definition()
+                    && !s.is_local()
+                    && s.kind() == object::SymbolKind::Text
+                    && let Ok(n) = s.name()
+                    && wanted(n)
+                {
+                    symbols.entry(n.to_string()).or_insert(s.address());
+                }
+            };
+            file.dynamic_symbols().for_each(&mut add);
+            if executable {
+                file.symbols().for_each(&mut add);
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            data,
+            symbols,
         })
-    };
-    for func in AllocFn::ALL {
-        let sym = file.dynamic_symbols().find(|s| {
-            s.is_definition()
-                && s.kind() == object::SymbolKind::Text
-                && s.name() == Ok(func.symbol())
-        });
-        let Some((addr, entry)) =
-            sym.and_then(|s| Some((s.address(), file_offset(&file, s.address())?)))
-        else {
-            missing.push(func);
-            continue;
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.symbols.contains_key(name)
+    }
+
+    /// Plans probes on `wanted` (symbol, function) pairs this file defines.
+    fn plan(&self, what: String, wanted: &[(String, AllocFn)]) -> Result<LibPlan, ProbeError> {
+        let file = object::File::parse(&*self.data).map_err(|e| ProbeError::Elf {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let code: Vec<(u64, &[u8])> = file
+            .sections()
+            .filter(|s| s.kind() == object::SectionKind::Text)
+            .filter_map(|s| Some((s.address(), s.data().ok()?)))
+            .collect();
+        let read = |addr: u64| -> Option<&[u8]> {
+            code.iter().find_map(|(start, data)| {
+                let off = usize::try_from(addr.checked_sub(*start)?).ok()?;
+                data.get(off..).filter(|d| !d.is_empty())
+            })
         };
-        match points.iter_mut().find(|p| p.entry == entry) {
-            Some(p) => p.funcs.push(func),
-            None => {
-                let at = crate::placement::place(&read, addr);
-                points.push(ProbePoint {
-                    funcs: vec![func],
-                    entry,
-                    offset: entry + at.skip,
-                    ret_addr_sp_offset: at.ret_addr_sp_offset,
-                    reason: at.reason,
-                });
+        let mut points: Vec<ProbePoint> = Vec::new();
+        let mut missing = Vec::new();
+        for (symbol, func) in wanted {
+            let Some((addr, entry)) = self
+                .symbols
+                .get(symbol)
+                .and_then(|&a| Some((a, file_offset(&file, a)?)))
+            else {
+                if C_FUNCTIONS.contains(func) {
+                    missing.push(symbol.clone());
+                }
+                continue;
+            };
+            match points.iter_mut().find(|p| p.entry == entry) {
+                Some(p) => {
+                    p.funcs.push(*func);
+                    p.symbols.push(symbol.clone());
+                }
+                None => {
+                    let at = crate::placement::place(&read, addr);
+                    points.push(ProbePoint {
+                        funcs: vec![*func],
+                        symbols: vec![symbol.clone()],
+                        entry,
+                        offset: entry + at.skip,
+                        ret_addr_sp_offset: at.ret_addr_sp_offset,
+                        reason: at.reason,
+                    });
+                }
+            }
+        }
+        // Where a free and an operator delete share an address (tcmalloc, mimalloc), free's
+        // semantics apply: the same block argument, and no call inside to tell apart.
+        for p in &mut points {
+            p.funcs.sort();
+        }
+        Ok(LibPlan {
+            path: self.path.clone(),
+            what,
+            points,
+            missing,
+        })
+    }
+}
+
+/// Decides what to probe among `c`'s files: the first file in search order that defines
+/// `malloc` serves the C functions (or the file `allocator` names: a path, or part of a file
+/// name such as `jemalloc` or `libc`); files defining `je_malloc` are probed beside it; the
+/// first file defining `operator new` serves the C++ operators.
+pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeError> {
+    let mut files = vec![Defined::read(&c.exe, true)?];
+    for lib in &c.libs {
+        // A library that cannot be read cannot be probed either; the others still can.
+        if let Ok(d) = Defined::read(lib, false) {
+            files.push(d);
+        }
+    }
+    let names = |d: &Defined| {
+        d.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let heap = match allocator {
+        Some(a) => files
+            .iter()
+            .position(|d| {
+                let n = names(d);
+                (d.path.ends_with(a) || n.contains(a) || (a == "glibc" && is_libc(&n)))
+                    && (d.has("malloc") || PREFIXES.iter().any(|p| d.has(&format!("{p}malloc"))))
+            })
+            .ok_or_else(|| ProbeError::NoSuchAllocator {
+                allocator: a.to_string(),
+                files: files.iter().map(names).collect::<Vec<_>>().join(", "),
+            })?,
+        None => files
+            .iter()
+            .position(|d| d.has("malloc"))
+            .ok_or_else(|| ProbeError::NoAllocator {
+                program: c.exe.display().to_string(),
+                static_: c.libs.is_empty(),
+            })?,
+    };
+    let c_family = |prefix: &str| -> Vec<(String, AllocFn)> {
+        C_FUNCTIONS
+            .iter()
+            .map(|f| (format!("{prefix}{}", f.symbol()), *f))
+            .collect()
+    };
+    let heap_prefix = if files[heap].has("malloc") {
+        ""
+    } else {
+        PREFIXES
+            .iter()
+            .find(|p| files[heap].has(&format!("{p}malloc")))
+            .copied()
+            .unwrap_or("")
+    };
+    let mut wanted: Vec<(usize, Vec<(String, AllocFn)>)> = vec![(heap, c_family(heap_prefix))];
+    for (i, d) in files.iter().enumerate() {
+        for p in PREFIXES {
+            if (i, heap_prefix) != (heap, p) && d.has(&format!("{p}malloc")) {
+                wanted.push((i, c_family(p)));
             }
         }
     }
-    if missing.contains(&AllocFn::Malloc) {
-        return Err(ProbeError::NoMalloc { path: shown });
+    if let Some(i) = files.iter().position(|d| d.has("_Znwm")) {
+        let ops: Vec<(String, AllocFn)> = CXX_OPERATORS
+            .iter()
+            .map(|(m, f)| ((*m).to_string(), *f))
+            .collect();
+        match wanted.iter_mut().find(|(j, w)| *j == i && w[0].0 == "malloc") {
+            Some((_, w)) => w.extend(ops),
+            None => wanted.push((i, ops)),
+        }
     }
-    Ok(ProbePlan {
-        path: lib.to_path_buf(),
-        points,
-        missing,
-    })
+    let mut libs = Vec::new();
+    for (i, w) in wanted {
+        let d = &files[i];
+        libs.push(d.plan(allocator_name(&d.path, i == 0), &w)?);
+    }
+    if libs[0].points.iter().all(|p| !p.funcs.contains(&AllocFn::Malloc)) {
+        return Err(ProbeError::NoMalloc {
+            path: libs[0].path.display().to_string(),
+        });
+    }
+    Ok(ProbePlan { libs })
 }
 
 fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
@@ -409,29 +776,31 @@ impl Probes {
         })
     }
 
-    /// Attaches every point of `plan`, firing only in process `pid`. Return probes go first, so
-    /// an entry that is seen always has its return seen too.
+    /// Attaches every point of `plan`, firing only in process `pid` (0: in every process).
+    /// Return probes go first, so an entry that is seen always has its return seen too.
     pub fn attach(&mut self, plan: &ProbePlan, pid: u32) -> Result<(), ProbeError> {
         let scope = match NonZeroU32::new(pid) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
         };
-        for point in &plan.points {
-            let func = point.funcs[0];
-            let name = point.name();
-            let cookie = cookie(func, point.ret_addr_sp_offset);
-            let (enter, exit) = if self.empty {
-                ("noop_enter", "noop_exit")
-            } else if func == AllocFn::Free {
-                ("free_enter", "")
-            } else {
-                ("alloc_enter", "alloc_exit")
-            };
-            // free has no return probe; the floor measurement mirrors that.
-            if func != AllocFn::Free {
-                self.attach_one(exit, &name, plan, point.offset, 0, scope)?;
+        for lib in &plan.libs {
+            for point in &lib.points {
+                let func = point.funcs[0];
+                let name = point.name();
+                let cookie = cookie(func, point.ret_addr_sp_offset);
+                let (enter, exit) = if self.empty {
+                    ("noop_enter", "noop_exit")
+                } else if func == AllocFn::Free {
+                    ("free_enter", "")
+                } else {
+                    ("alloc_enter", "alloc_exit")
+                };
+                // free has no return probe; the floor measurement mirrors that.
+                if func != AllocFn::Free {
+                    self.attach_one(exit, &name, &lib.path, point.offset, 0, scope)?;
+                }
+                self.attach_one(enter, &name, &lib.path, point.offset, cookie, scope)?;
             }
-            self.attach_one(enter, &name, plan, point.offset, cookie, scope)?;
         }
         Ok(())
     }
@@ -440,7 +809,7 @@ impl Probes {
         &mut self,
         prog: &'static str,
         name: &str,
-        plan: &ProbePlan,
+        path: &Path,
         offset: u64,
         cookie: u64,
         scope: UProbeScope,
@@ -451,13 +820,13 @@ impl Probes {
             .program_mut(prog)
             .ok_or(ProbeError::Missing("a probe program"))?
             .try_into()
-            .map_err(|e| attach_err(&what, &plan.path, e))?;
+            .map_err(|e| attach_err(&what, path, e))?;
         let point = UProbeAttachPoint {
             location: offset.into(),
             cookie: Some(cookie),
         };
-        p.attach(point, &plan.path, scope)
-            .map_err(|e| attach_err(&what, &plan.path, e))?;
+        p.attach(point, path, scope)
+            .map_err(|e| attach_err(&what, path, e))?;
         Ok(())
     }
 
@@ -559,15 +928,33 @@ mod tests {
     }
 
     #[test]
+    fn demangles_the_operators() {
+        assert_eq!(pretty_symbol("_Znwm"), "operator new(size_t)");
+        assert_eq!(
+            pretty_symbol("_ZnamSt11align_val_tRKSt9nothrow_t"),
+            "operator new[](size_t, align_val_t, nothrow_t)"
+        );
+        assert_eq!(pretty_symbol("_ZdlPvm"), "operator delete(void*, size_t)");
+        assert_eq!(pretty_symbol("malloc"), "malloc");
+    }
+
+    #[test]
     fn plans_this_machines_libc_with_aliases_merged() {
-        let lib = libc_of_pid(std::process::id()).expect("the test process maps libc");
-        let plan = plan(&lib).unwrap();
-        let all: Vec<AllocFn> = plan.points.iter().flat_map(|p| p.funcs.clone()).collect();
+        let c = candidates_of_pid(std::process::id()).expect("the test process maps libc");
+        let plan = plan(&c, None).unwrap();
+        let heap = &plan.libs[0];
+        assert!(is_libc(&heap.path.display().to_string()), "{}", plan.describe());
+        let all: Vec<AllocFn> = heap.points.iter().flat_map(|p| p.funcs.clone()).collect();
         assert!(all.contains(&AllocFn::Malloc) && all.contains(&AllocFn::Free));
-        // Every function is either probed once or reported missing.
-        assert_eq!(all.len() + plan.missing.len(), AllocFn::ALL.len());
-        let mut offsets: Vec<u64> = plan.points.iter().map(|p| p.offset).collect();
+        // Every C function is either probed once or reported missing.
+        let c_funcs = all.iter().filter(|f| C_FUNCTIONS.contains(f)).count();
+        assert_eq!(c_funcs + heap.missing.len(), C_FUNCTIONS.len());
+        let mut offsets: Vec<u64> = heap.points.iter().map(|p| p.offset).collect();
         offsets.dedup();
-        assert_eq!(offsets.len(), plan.points.len());
+        assert_eq!(offsets.len(), heap.points.len());
+        assert!(matches!(
+            super::plan(&c, Some("no-such-allocator")),
+            Err(ProbeError::NoSuchAllocator { .. })
+        ));
     }
 }

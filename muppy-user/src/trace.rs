@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     heap::{Counters, Heap, Trace},
     output::{self, SummaryExtras},
-    probe::{self, ProbeConfig, ProbeError, ProbePlan, Probes},
+    probe::{self, ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes},
     ring,
     snapshot::{Snapshot, SnapshotError},
     stacks::StackReader,
@@ -85,6 +85,8 @@ pub struct Options {
     pub verbose: bool,
     /// Map sizes, and whether to collect stacks.
     pub probe: ProbeConfig,
+    /// `--allocator`: which file serves malloc, instead of the one detected.
+    pub allocator: Option<String>,
 }
 
 /// Which process to trace.
@@ -107,11 +109,10 @@ pub struct Outcome {
 
 /// Prepares launch mode for `argv`: finds the program and its libc and forks it paused.
 /// Call before any thread is started (see [`target::spawn_paused`]).
-pub fn prepare_launch(argv: &[String]) -> Result<Mode, TraceError> {
+pub fn prepare_launch(argv: &[String], allocator: Option<&str>) -> Result<Mode, TraceError> {
     let program = argv.first().map(String::as_str).unwrap_or_default();
     let path = target::resolve_program(program)?;
-    let libc = probe::libc_of_program(&path)?;
-    let plan = probe::plan(&libc)?;
+    let plan = probe::plan(&probe::candidates_of_program(&path)?, allocator)?;
     let launched = target::spawn_paused(&path, argv)?;
     Ok(Mode::Launch(launched, plan))
 }
@@ -121,26 +122,35 @@ fn note(msg: impl std::fmt::Display) {
 }
 
 fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
-    let lib = plan.path.display();
-    for f in &plan.missing {
-        note(format_args!("{lib} has no {}; not probed", f.symbol()));
-    }
-    if verbose {
-        for p in &plan.points {
+    for lib in &plan.libs {
+        let path = lib.path.display();
+        if !lib.missing.is_empty() {
             note(format_args!(
-                "probe {} at {lib}+{:#x}, entry {:#x} {}",
-                p.name(),
-                p.offset,
-                p.entry,
-                p.reason
+                "{path} has no {}; not probed",
+                lib.missing.join(", ")
             ));
+        }
+        if verbose {
+            for p in &lib.points {
+                note(format_args!(
+                    "probe {} at {path}+{:#x}, entry {:#x} {}",
+                    p.name(),
+                    p.offset,
+                    p.entry,
+                    p.reason
+                ));
+            }
         }
     }
     serde_json::json!({
-        "library": lib.to_string(),
-        "functions": plan.points.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        "offsets": plan.points.iter().map(|p| serde_json::json!({"function": p.name(), "skip": p.offset - p.entry})).collect::<Vec<_>>(),
-        "missing": plan.missing.iter().map(|f| f.symbol()).collect::<Vec<_>>(),
+        "allocator": plan.describe(),
+        "libraries": plan.libs.iter().map(|l| serde_json::json!({
+            "library": l.path.display().to_string(),
+            "what": l.what,
+            "functions": l.points.iter().map(ProbePoint::name).collect::<Vec<_>>(),
+            "offsets": l.points.iter().map(|p| serde_json::json!({"function": p.name(), "skip": p.offset - p.entry})).collect::<Vec<_>>(),
+            "missing": l.missing,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -306,8 +316,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let (pid, plan, mut exit_watch, modules) = match mode {
         Mode::Attach(pid) => {
             target::check_pid(pid)?;
-            let libc = probe::libc_of_pid(pid)?;
-            let plan = probe::plan(&libc)?;
+            let plan = probe::plan(&probe::candidates_of_pid(pid)?, opts.allocator.as_deref())?;
             probes.attach(&plan, pid)?;
             // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
             let watch =
@@ -359,8 +368,8 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     };
     let probed = describe_plan(&plan, opts.verbose);
     note(format_args!(
-        "tracing pid {pid} ({}); Ctrl-C to stop",
-        plan.path.display()
+        "tracing pid {pid}: {}; Ctrl-C to stop",
+        plan.describe()
     ));
 
     // SAFETY: the AsyncFd owns the ring buffer map and its fd.
@@ -381,7 +390,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         stacks: StackReader::new(stacks),
         traces: Vec::new(),
         libc_name: plan
-            .path
+            .heap_lib()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),

@@ -70,12 +70,15 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-/// A workload's C source: its file name and text.
+/// A workload's C or C++ source: its file name and text.
 fn source(name: &str) -> (String, String) {
-    let file = format!("{name}.c");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("workloads")
-        .join(&file);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+    let file = ["c", "cc"]
+        .iter()
+        .map(|ext| format!("{name}.{ext}"))
+        .find(|f| dir.join(f).exists())
+        .unwrap_or_else(|| format!("{name}.c"));
+    let path = dir.join(&file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (file, text)
 }

@@ -131,10 +131,33 @@ fn setup() -> anyhow::Result<()> {
                 format!("-L native={lib} -l dylib={name} -C link-arg=-Wl,-rpath,{lib}"),
             ))?;
     }
-    // The tests build C workloads, one of them static (libc.a comes with libc6-dev).
-    if which("gcc").is_none() || !Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists() {
+    // The tests build C and C++ workloads, some static (libc.a comes with libc6-dev), some
+    // linked against other allocators, and run one in a namespace (unshare, util-linux).
+    let libs = "/usr/lib/x86_64-linux-gnu";
+    let missing = which("gcc").is_none()
+        || which("g++").is_none()
+        || which("unshare").is_none()
+        || [
+            "libc.a",
+            "libjemalloc.so.2",
+            "libtcmalloc_minimal.so.4",
+            "libmimalloc.so.2",
+        ]
+        .iter()
+        .any(|f| !Path::new(libs).join(f).exists());
+    if missing {
         run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get").args(["install", "-y", "gcc", "libc6-dev"]))?;
+        run(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "gcc",
+            "g++",
+            "libc6-dev",
+            "util-linux",
+            "libjemalloc2",
+            "libtcmalloc-minimal4",
+            "libmimalloc2.0",
+        ]))?;
     }
     Ok(())
 }

@@ -134,6 +134,11 @@ struct TraceArgs {
     #[arg(long, hide = true)]
     empty_probes: bool,
 
+    /// Probe this allocator instead of the one detected: a library path, or part of a file
+    /// name the target maps (glibc, jemalloc, tcmalloc, mimalloc...).
+    #[arg(long, value_name = "LIB")]
+    allocator: Option<String>,
+
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 2)]
     ring_mb: u32,
@@ -313,6 +318,7 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             sample_bytes: t.sample_bytes.unwrap_or(0),
             max_sampled: 1 << 20,
         },
+        allocator: t.allocator.clone(),
     })
 }
 
@@ -346,7 +352,7 @@ fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
     // Fork the command before any thread exists; the runtime comes after.
     let mode = match (t.pid, t.command.is_empty()) {
         (Some(pid), true) => Mode::Attach(pid),
-        (None, false) => trace::prepare_launch(&t.command)?,
+        (None, false) => trace::prepare_launch(&t.command, t.allocator.as_deref())?,
         _ => bail!("say what to trace: --pid PID, or -- CMD ARGS... (see --help)"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
