@@ -11,17 +11,39 @@ use std::{
 };
 
 /// (binary, source, extra arguments): `lib:NAME` links the shared library NAME, found where
-/// the compiler finds libraries; `local:NAME` links `libNAME.so` built from `workloads/lib`.
+/// the compiler finds libraries; `local:NAME` links `libNAME.so` built from `workloads/lib`;
+/// `dlopen:NAME` builds it too and passes its path as the macro `PLUGIN`.
 const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("static_hello", "static_hello.c", &["-static"]),
-    ("static_hello_stripped", "static_hello.c", &["-static", "-s"]),
+    (
+        "static_hello_stripped",
+        "static_hello.c",
+        &["-static", "-s"],
+    ),
     ("allocators_static", "allocators.c", &["-static"]),
-    ("allocators_jemalloc", "allocators.c", &["lib:libjemalloc.so.2"]),
-    ("allocators_tcmalloc", "allocators.c", &["lib:libtcmalloc_minimal.so.4"]),
-    ("allocators_mimalloc", "allocators.c", &["lib:libmimalloc.so.2"]),
+    (
+        "allocators_jemalloc",
+        "allocators.c",
+        &["lib:libjemalloc.so.2"],
+    ),
+    (
+        "allocators_tcmalloc",
+        "allocators.c",
+        &["lib:libtcmalloc_minimal.so.4"],
+    ),
+    (
+        "allocators_mimalloc",
+        "allocators.c",
+        &["lib:libmimalloc.so.2"],
+    ),
     ("cxx_ops_jemalloc", "cxx_ops.cc", &["lib:libjemalloc.so.2"]),
-    ("cxx_ops_tcmalloc", "cxx_ops.cc", &["lib:libtcmalloc_minimal.so.4"]),
+    (
+        "cxx_ops_tcmalloc",
+        "cxx_ops.cc",
+        &["lib:libtcmalloc_minimal.so.4"],
+    ),
     ("je_prefixed", "je_prefixed.c", &["local:je_alloc"]),
+    ("short", "short.c", &["dlopen:plugin"]),
 ];
 
 fn compile(src: &Path, out: &Path, cflags: &[String], extra: &[String]) {
@@ -66,7 +88,11 @@ fn main() {
         if src.extension().is_none_or(|e| e != "c" && e != "cc") {
             continue;
         }
-        let name = src.file_stem().expect("stem").to_string_lossy().into_owned();
+        let name = src
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
         if VARIANTS.iter().any(|(bin, _, _)| *bin == name) {
             continue; // built below, with its own arguments
         }
@@ -83,6 +109,11 @@ fn main() {
                     let lib_src = dir.join("lib").join(format!("{local}.c"));
                     compile(&lib_src, &so, &cflags, &["-shared".into(), "-fPIC".into()]);
                     format!("{} -Wl,-rpath,{}", so.display(), out.display())
+                } else if let Some(plugin) = a.strip_prefix("dlopen:") {
+                    let so = out.join(format!("lib{plugin}.so"));
+                    let lib_src = dir.join("lib").join(format!("{plugin}.c"));
+                    compile(&lib_src, &so, &cflags, &["-shared".into(), "-fPIC".into()]);
+                    format!("-DPLUGIN=\"{}\"", so.display())
                 } else {
                     (*a).to_string()
                 }

@@ -98,6 +98,16 @@ static SAMPLING: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static WANT_STACKS: Global<u32> = Global::new(1);
 
+/// muppy-trace's own process: probes placed on every process (`--all`) must not record the
+/// tracer's allocations, which reading events makes.
+#[unsafe(no_mangle)]
+static TRACER_TGID: Global<u32> = Global::new(0);
+
+#[inline(always)]
+fn is_tracer(id: u64) -> bool {
+    (id >> 32) as u32 == TRACER_TGID.load()
+}
+
 /// The target's page size, for pvalloc.
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<u64> = Global::new(4096);
@@ -322,6 +332,9 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn on_alloc_enter(ctx: &ProbeContext) {
     let id = bpf_get_current_pid_tgid();
+    if is_tracer(id) {
+        return;
+    }
     let sp = stack_pointer(ctx);
     // SAFETY: the context pointer is the probe's own.
     let (func, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
@@ -446,6 +459,9 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 #[inline(always)]
 fn on_alloc_exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
+    if is_tracer(id) {
+        return;
+    }
     let Some(record) = in_flight(id) else {
         count_drop(Drop::ReturnWithoutEntry);
         return;
@@ -587,6 +603,9 @@ fn on_free_enter(ctx: &ProbeContext) {
         return;
     }
     let id = bpf_get_current_pid_tgid();
+    if is_tracer(id) {
+        return;
+    }
     let sp = stack_pointer(ctx);
     // SAFETY: the context pointer is the probe's own.
     let (_, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });

@@ -13,6 +13,7 @@ pub mod heap;
 pub mod output;
 pub mod placement;
 pub mod probe;
+pub mod process;
 pub mod ring;
 pub mod snapshot;
 pub mod stacks;

@@ -177,6 +177,8 @@ pub struct SummaryExtras {
     pub tracer_cpu_ms: Option<u64>,
     /// What was probed, for the reader: library path and functions.
     pub probed: Option<serde_json::Value>,
+    /// The process's command name.
+    pub comm: Option<String>,
 }
 
 /// A row's key as JSON fields: `"site"`, `"function"`, `"size"`, or `"site"` and `"stack"`.
@@ -253,9 +255,83 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
     if let Some(ms) = extras.tracer_cpu_ms {
         v["tracer_cpu_ms"] = ms.into();
     }
+    extras_json(extras, &mut v);
+    v.to_string()
+}
+
+/// The session facts of [`SummaryExtras`] as fields of `v`.
+fn extras_json(extras: &SummaryExtras, v: &mut serde_json::Value) {
+    if let Some(exit) = &extras.exit {
+        v["exit"] = exit.clone();
+    }
+    if let Some(rss) = extras.tracer_peak_rss_kb {
+        v["tracer_peak_rss_kb"] = rss.into();
+    }
+    if let Some(rss) = extras.tracer_rss_kb {
+        v["tracer_rss_kb"] = rss.into();
+    }
+    if let Some(ms) = extras.tracer_cpu_ms {
+        v["tracer_cpu_ms"] = ms.into();
+    }
     if let Some(p) = &extras.probed {
         v["probed"] = p.clone();
     }
+    if let Some(c) = &extras.comm {
+        v["comm"] = c.as_str().into();
+    }
+}
+
+/// One row of the process table: who, how it stands, and what it holds live.
+#[derive(Clone, Debug)]
+pub struct ProcRow {
+    /// `1234` or `1234 (1 in its namespace)`.
+    pub pids: String,
+    /// Command name.
+    pub comm: String,
+    /// `running`, `exited with code 0`...
+    pub state: String,
+    /// Live blocks.
+    pub objects: u64,
+    /// Live bytes.
+    pub bytes: u64,
+}
+
+/// The process table that heads a report on several processes, largest first as given:
+/// `pid | comm | state | # objects | total size`, then the totals.
+pub fn processes_table(rows: &[ProcRow], top: usize, lost_events: u64) -> String {
+    let mut t = table_with(&["pid", "comm", "state", "# objects", "total size"]);
+    for r in rows.iter().take(top) {
+        t.add_row(TRow::new(vec![
+            Cell::new(&r.pids).style_spec("r"),
+            Cell::new(&r.comm).style_spec("r"),
+            Cell::new(&r.state).style_spec("r"),
+            Cell::new(&r.objects.to_string()).style_spec("r"),
+            Cell::new(&format_size(r.bytes)).style_spec("r"),
+        ]));
+    }
+    let (objects, bytes) = rows
+        .iter()
+        .fold((0, 0), |a, r| (a.0 + r.objects, a.1 + r.bytes));
+    format!(
+        "{t}total: {objects} objects, {} live in {} processes{}; lost_events: {lost_events} (all processes)\n",
+        format_size_compact(bytes),
+        rows.len(),
+        cut_note(rows.len().min(top), rows.len(), "processes"),
+    )
+}
+
+/// The closing JSON line of a report on several processes.
+pub fn processes_json(rows: &[ProcRow], lost_events: u64, extras: &SummaryExtras) -> String {
+    let (objects, bytes) = rows
+        .iter()
+        .fold((0, 0), |a, r| (a.0 + r.objects, a.1 + r.bytes));
+    let mut v = json!({
+        "type": "processes",
+        "count": rows.len(),
+        "total": {"objects": objects, "bytes": bytes},
+        "lost_events": lost_events,
+    });
+    extras_json(extras, &mut v);
     v.to_string()
 }
 

@@ -40,7 +40,9 @@ pub enum ProbeError {
         static_: bool,
     },
     /// `--allocator` named nothing the target maps.
-    #[error("--allocator {allocator}: no file of the target with that name defines malloc (it has: {files})")]
+    #[error(
+        "--allocator {allocator}: no file of the target with that name defines malloc (it has: {files})"
+    )]
     NoSuchAllocator {
         /// As given.
         allocator: String,
@@ -171,7 +173,9 @@ pub fn pretty_symbol(symbol: &str) -> String {
 
 /// The allocator a file is, from its name, for messages.
 fn allocator_name(path: &Path, executable: bool) -> String {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let kind = if executable {
         "linked into the executable"
     } else if is_libc(&name) {
@@ -257,7 +261,10 @@ pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
     libs.sort_by_key(|p| rank(p));
     let under_root = |p: &str| root.join(p.trim_start_matches('/'));
     Ok(Candidates {
-        exe: exe_path.map_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")), |p| under_root(&p)),
+        exe: exe_path.map_or_else(
+            || PathBuf::from(format!("/proc/{pid}/exe")),
+            |p| under_root(&p),
+        ),
         libs: libs.into_iter().map(|p| under_root(p)).collect(),
     })
 }
@@ -294,7 +301,11 @@ pub fn candidates_in_root(
     let Some(interp) = file
         .section_by_name(".interp")
         .and_then(|s| s.data().ok())
-        .map(|d| String::from_utf8_lossy(d).trim_end_matches('\0').to_string())
+        .map(|d| {
+            String::from_utf8_lossy(d)
+                .trim_end_matches('\0')
+                .to_string()
+        })
     else {
         return Ok(Candidates {
             exe: on_host,
@@ -330,7 +341,12 @@ pub fn candidates_in_root(
     let libs = String::from_utf8_lossy(&out.stdout)
         .lines()
         // `name => /path (0x...)`, or `/path (0x...)` for a library named by its path.
-        .filter_map(|l| l.split_once("=>").map_or(l, |(_, r)| r).split_whitespace().next())
+        .filter_map(|l| {
+            l.split_once("=>")
+                .map_or(l, |(_, r)| r)
+                .split_whitespace()
+                .next()
+        })
         .filter(|p| p.starts_with('/') && !is_loader(p))
         .map(|p| root.join(p.trim_start_matches('/')))
         .collect();
@@ -388,6 +404,30 @@ pub struct ProbePlan {
 }
 
 impl ProbePlan {
+    /// The plan without the points `keep` refuses (already probed), by (device, inode,
+    /// offset) of the probed instruction.
+    pub fn only(&self, mut keep: impl FnMut((u64, u64, u64)) -> bool) -> ProbePlan {
+        use std::os::unix::fs::MetadataExt as _;
+        let libs = self
+            .libs
+            .iter()
+            .map(|l| {
+                let file = fs::metadata(&l.path).map_or((0, 0), |m| (m.dev(), m.ino()));
+                LibPlan {
+                    points: l
+                        .points
+                        .iter()
+                        .filter(|p| keep((file.0, file.1, p.offset)))
+                        .cloned()
+                        .collect(),
+                    ..l.clone()
+                }
+            })
+            .filter(|l| !l.points.is_empty())
+            .collect();
+        ProbePlan { libs }
+    }
+
     /// The file that serves `malloc`.
     pub fn heap_lib(&self) -> &Path {
         &self.libs[0].path
@@ -444,7 +484,10 @@ impl Defined {
             })?;
             let wanted = |n: &str| {
                 C_FUNCTIONS.iter().any(|f| {
-                    n == f.symbol() || PREFIXES.iter().any(|p| n.strip_prefix(p) == Some(f.symbol()))
+                    n == f.symbol()
+                        || PREFIXES
+                            .iter()
+                            .any(|p| n.strip_prefix(p) == Some(f.symbol()))
                 }) || CXX_OPERATORS.iter().any(|(m, _)| *m == n)
             };
             let mut add = |s: object::Symbol<'_, '_>| {
@@ -552,26 +595,27 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     };
-    let heap = match allocator {
-        Some(a) => files
-            .iter()
-            .position(|d| {
-                let n = names(d);
-                (d.path.ends_with(a) || n.contains(a) || (a == "glibc" && is_libc(&n)))
-                    && (d.has("malloc") || PREFIXES.iter().any(|p| d.has(&format!("{p}malloc"))))
-            })
-            .ok_or_else(|| ProbeError::NoSuchAllocator {
-                allocator: a.to_string(),
-                files: files.iter().map(names).collect::<Vec<_>>().join(", "),
+    let heap =
+        match allocator {
+            Some(a) => files
+                .iter()
+                .position(|d| {
+                    let n = names(d);
+                    (d.path.ends_with(a) || n.contains(a) || (a == "glibc" && is_libc(&n)))
+                        && (d.has("malloc")
+                            || PREFIXES.iter().any(|p| d.has(&format!("{p}malloc"))))
+                })
+                .ok_or_else(|| ProbeError::NoSuchAllocator {
+                    allocator: a.to_string(),
+                    files: files.iter().map(names).collect::<Vec<_>>().join(", "),
+                })?,
+            None => files.iter().position(|d| d.has("malloc")).ok_or_else(|| {
+                ProbeError::NoAllocator {
+                    program: c.exe.display().to_string(),
+                    static_: c.libs.is_empty(),
+                }
             })?,
-        None => files
-            .iter()
-            .position(|d| d.has("malloc"))
-            .ok_or_else(|| ProbeError::NoAllocator {
-                program: c.exe.display().to_string(),
-                static_: c.libs.is_empty(),
-            })?,
-    };
+        };
     let c_family = |prefix: &str| -> Vec<(String, AllocFn)> {
         C_FUNCTIONS
             .iter()
@@ -600,7 +644,10 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
             .iter()
             .map(|(m, f)| ((*m).to_string(), *f))
             .collect();
-        match wanted.iter_mut().find(|(j, w)| *j == i && w[0].0 == "malloc") {
+        match wanted
+            .iter_mut()
+            .find(|(j, w)| *j == i && w[0].0 == "malloc")
+        {
             Some((_, w)) => w.extend(ops),
             None => wanted.push((i, ops)),
         }
@@ -610,7 +657,11 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
         let d = &files[i];
         libs.push(d.plan(allocator_name(&d.path, i == 0), &w)?);
     }
-    if libs[0].points.iter().all(|p| !p.funcs.contains(&AllocFn::Malloc)) {
+    if libs[0]
+        .points
+        .iter()
+        .all(|p| !p.funcs.contains(&AllocFn::Malloc))
+    {
         return Err(ProbeError::NoMalloc {
             path: libs[0].path.display().to_string(),
         });
@@ -623,6 +674,13 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
         let (off, _) = s.file_range()?;
         (s.address() <= addr && addr < s.address() + s.size()).then(|| addr - s.address() + off)
     })
+}
+
+/// One attached probe, to detach it later.
+#[derive(Debug)]
+pub struct Link {
+    prog: &'static str,
+    id: aya::programs::uprobe::UProbeLinkId,
 }
 
 /// Loaded probes: the programs, attached to one process, and the maps user space reads.
@@ -743,6 +801,7 @@ impl Probes {
             .override_global("WAKEUP_EVERY", &wakeup, true)
             .override_global("WANT_STACKS", &want_stacks, true)
             .override_global("SAMPLING", &sampling, true)
+            .override_global("TRACER_TGID", &std::process::id(), true)
             .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
@@ -778,7 +837,8 @@ impl Probes {
 
     /// Attaches every point of `plan`, firing only in process `pid` (0: in every process).
     /// Return probes go first, so an entry that is seen always has its return seen too.
-    pub fn attach(&mut self, plan: &ProbePlan, pid: u32) -> Result<(), ProbeError> {
+    pub fn attach(&mut self, plan: &ProbePlan, pid: u32) -> Result<Vec<Link>, ProbeError> {
+        let mut links = Vec::new();
         let scope = match NonZeroU32::new(pid) {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
@@ -797,12 +857,35 @@ impl Probes {
                 };
                 // free has no return probe; the floor measurement mirrors that.
                 if func != AllocFn::Free {
-                    self.attach_one(exit, &name, &lib.path, point.offset, 0, scope)?;
+                    links.push(self.attach_one(exit, &name, &lib.path, point.offset, 0, scope)?);
                 }
-                self.attach_one(enter, &name, &lib.path, point.offset, cookie, scope)?;
+                links.push(self.attach_one(
+                    enter,
+                    &name,
+                    &lib.path,
+                    point.offset,
+                    cookie,
+                    scope,
+                )?);
             }
         }
-        Ok(())
+        Ok(links)
+    }
+
+    /// Detaches probes [`Probes::attach`] placed (for a process that has ended), on a thread
+    /// of its own: the kernel takes ≈0.1 s to remove each uprobe, which must not hold up the
+    /// reading of events.
+    pub fn detach(&mut self, links: Vec<Link>) {
+        let owned: Vec<_> = links
+            .into_iter()
+            .filter_map(|Link { prog, id }| {
+                let p: &mut UProbe = self.ebpf.program_mut(prog)?.try_into().ok()?;
+                p.take_link(id).ok()
+            })
+            .collect();
+        let _ = std::thread::Builder::new()
+            .name("muppy-detach".into())
+            .spawn(move || drop(owned));
     }
 
     fn attach_one(
@@ -813,7 +896,7 @@ impl Probes {
         offset: u64,
         cookie: u64,
         scope: UProbeScope,
-    ) -> Result<(), ProbeError> {
+    ) -> Result<Link, ProbeError> {
         let what = format!("{prog} ({name})");
         let p: &mut UProbe = self
             .ebpf
@@ -825,9 +908,10 @@ impl Probes {
             location: offset.into(),
             cookie: Some(cookie),
         };
-        p.attach(point, path, scope)
+        let id = p
+            .attach(point, path, scope)
             .map_err(|e| attach_err(&what, path, e))?;
-        Ok(())
+        Ok(Link { prog, id })
     }
 
     /// Takes the ring buffer the probes write events into, mapped for reading.
@@ -943,7 +1027,11 @@ mod tests {
         let c = candidates_of_pid(std::process::id()).expect("the test process maps libc");
         let plan = plan(&c, None).unwrap();
         let heap = &plan.libs[0];
-        assert!(is_libc(&heap.path.display().to_string()), "{}", plan.describe());
+        assert!(
+            is_libc(&heap.path.display().to_string()),
+            "{}",
+            plan.describe()
+        );
         let all: Vec<AllocFn> = heap.points.iter().flat_map(|p| p.funcs.clone()).collect();
         assert!(all.contains(&AllocFn::Malloc) && all.contains(&AllocFn::Free));
         // Every C function is either probed once or reported missing.

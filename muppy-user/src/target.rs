@@ -265,59 +265,220 @@ impl Launched {
     }
 }
 
-/// Follows a launched child with ptrace until it ends, so that it can be inspected while it is
-/// stopped on its way out (its mappings still in place), and reports how it ended.
-///
-/// Runs on a thread of its own: ptrace requests must come from the thread that seized the child.
-/// `seized` is told once the child is seized; `at_exit` runs while the child is held at exit.
-pub fn follow_child(
-    pid: u32,
-    seized: impl FnOnce(Result<(), TargetError>),
-    mut at_exit: impl FnMut(),
-) -> Result<Exit, TargetError> {
-    let raw = i32::try_from(pid).map_err(|_| TargetError::NoSuchProcess { pid })?;
-    let child = Pid::from_raw(raw);
-    let res =
-        ptrace::seize(child, ptrace::Options::PTRACE_O_TRACEEXIT).map_err(sys("ptrace(SEIZE)"));
-    let ok = res.is_ok();
-    seized(res);
-    if !ok {
-        // Without ptrace the exit cannot be held, but it can still be waited for.
-        return wait_plain(child);
-    }
+/// What happens to the processes [`follow`] watches, told while the process concerned is
+/// held still: the handler runs before it goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeEvent {
+    /// `parent` forked `child`, which has not run yet.
+    Forked {
+        /// The process that forked.
+        parent: u32,
+        /// The new process.
+        child: u32,
+    },
+    /// The process has exec'd a new program, which has not run yet.
+    Exec {
+        /// The process.
+        pid: u32,
+    },
+    /// The process is exiting; its mappings are still in place.
+    Exiting {
+        /// The process.
+        pid: u32,
+    },
+    /// The process has ended.
+    Exited {
+        /// The process.
+        pid: u32,
+        /// How.
+        exit: Exit,
+    },
+}
+
+/// Which process [`follow`] starts with.
+#[derive(Clone, Copy, Debug)]
+pub enum Root {
+    /// Our child, forked by [`spawn_paused`], single-threaded and not yet exec'd.
+    Launched(u32),
+    /// A running process: every one of its threads is seized.
+    Running(u32),
+}
+
+fn tgid_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Seizes every thread of `pid`, again until no new thread appears.
+fn seize_all(pid: i32, options: ptrace::Options) -> Result<Vec<i32>, TargetError> {
+    let mut seized = Vec::new();
     loop {
-        let status = match waitpid(child, Some(WaitPidFlag::__WALL)) {
+        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|_| TargetError::NoSuchProcess { pid: pid as u32 })?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|t| !seized.contains(t))
+            .collect();
+        if tids.is_empty() {
+            return Ok(seized);
+        }
+        for t in tids {
+            match ptrace::seize(Pid::from_raw(t), options) {
+                Ok(()) => seized.push(t),
+                Err(Errno::ESRCH) => {} // the thread ended meanwhile
+                Err(e) => return Err(sys("ptrace(SEIZE)")(e)),
+            }
+        }
+    }
+}
+
+/// Follows a process with ptrace until it ends, so that it can be looked at while it is held
+/// on its way out (its mappings still in place), and reports how it ended. With `children`,
+/// its descendants are followed too: every fork, exec and exit is told to `on` while the
+/// process concerned waits, so that probes can be placed before a new program's first
+/// instruction.
+///
+/// Runs on a thread of its own: ptrace requests must come from the thread that seized the
+/// tracees. `seized` is told once the root is seized.
+pub fn follow(
+    root: Root,
+    children: bool,
+    seized: impl FnOnce(Result<(), TargetError>),
+    mut on: impl FnMut(TreeEvent),
+) -> Result<Exit, TargetError> {
+    let mut options = ptrace::Options::PTRACE_O_TRACEEXIT;
+    if children {
+        options |= ptrace::Options::PTRACE_O_TRACEFORK
+            | ptrace::Options::PTRACE_O_TRACEVFORK
+            | ptrace::Options::PTRACE_O_TRACECLONE
+            | ptrace::Options::PTRACE_O_TRACEEXEC;
+    }
+    let (pid, res) = match root {
+        Root::Launched(pid) => (
+            pid,
+            ptrace::seize(Pid::from_raw(pid as i32), options)
+                .map(|()| vec![pid as i32])
+                .map_err(sys("ptrace(SEIZE)")),
+        ),
+        Root::Running(pid) => (pid, seize_all(pid as i32, options)),
+    };
+    let root_pid = i32::try_from(pid).map_err(|_| TargetError::NoSuchProcess { pid })?;
+    let (ok, mut known): (bool, std::collections::HashSet<i32>) = match &res {
+        Ok(t) => (true, t.iter().copied().collect()),
+        Err(_) => (false, Default::default()),
+    };
+    seized(res.map(|_| ()));
+    if !ok {
+        // Without ptrace the exit cannot be held, but our child can still be waited for.
+        return wait_plain(Pid::from_raw(root_pid));
+    }
+    let mut leaders = std::collections::HashSet::from([root_pid]);
+    // New tasks announced by their parent's event, and tasks that stopped before that.
+    let mut announced = std::collections::HashSet::new();
+    let mut early = std::collections::HashSet::new();
+    loop {
+        let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
             Ok(s) => s,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(sys("waitpid")(e)),
         };
-        let resume = match status {
-            WaitStatus::Exited(_, code) => return Ok(Exit::Code(code)),
-            WaitStatus::Signaled(_, sig, _) => return Ok(Exit::Signal(sig as i32)),
-            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXIT) => {
-                at_exit();
-                ptrace::cont(child, None)
+        let (task, resume) = match status {
+            WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
+                let t = p.as_raw();
+                known.remove(&t);
+                if leaders.remove(&t) {
+                    let exit = match status {
+                        WaitStatus::Exited(_, code) => Exit::Code(code),
+                        WaitStatus::Signaled(_, sig, _) => Exit::Signal(sig as i32),
+                        _ => unreachable!("matched above"),
+                    };
+                    on(TreeEvent::Exited {
+                        pid: t as u32,
+                        exit,
+                    });
+                    if t == root_pid {
+                        return Ok(exit);
+                    }
+                }
+                continue;
             }
-            WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => {
-                if matches!(
+            WaitStatus::PtraceEvent(p, _, ev)
+                if ev == libc::PTRACE_EVENT_FORK
+                    || ev == libc::PTRACE_EVENT_VFORK
+                    || ev == libc::PTRACE_EVENT_CLONE =>
+            {
+                if let Some(new) = ptrace::getevent(p).ok().and_then(|n| i32::try_from(n).ok()) {
+                    known.insert(new);
+                    // A clone without CLONE_THREAD is a process too.
+                    if tgid_of(new) == Some(new) {
+                        leaders.insert(new);
+                        let parent = tgid_of(p.as_raw()).unwrap_or(p.as_raw());
+                        on(TreeEvent::Forked {
+                            parent: parent as u32,
+                            child: new as u32,
+                        });
+                    }
+                    if early.remove(&new) {
+                        let _ = ptrace::cont(Pid::from_raw(new), None);
+                    } else {
+                        announced.insert(new);
+                    }
+                }
+                (p, ptrace::cont(p, None))
+            }
+            WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXEC) => {
+                // The exec'ing thread now has the process's pid; other threads are gone.
+                on(TreeEvent::Exec {
+                    pid: p.as_raw() as u32,
+                });
+                (p, ptrace::cont(p, None))
+            }
+            WaitStatus::PtraceEvent(p, _, libc::PTRACE_EVENT_EXIT) => {
+                if leaders.contains(&p.as_raw()) {
+                    on(TreeEvent::Exiting {
+                        pid: p.as_raw() as u32,
+                    });
+                }
+                (p, ptrace::cont(p, None))
+            }
+            WaitStatus::PtraceEvent(p, sig, libc::PTRACE_EVENT_STOP) => {
+                let t = p.as_raw();
+                if announced.remove(&t) {
+                    // A new task's first stop: its probes are in place.
+                    (p, ptrace::cont(p, None))
+                } else if !known.contains(&t) {
+                    // A new task stopped before its parent's event: hold it until then.
+                    early.insert(t);
+                    continue;
+                } else if matches!(
                     sig,
                     Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
                 ) {
                     // Group-stop: stay stopped, as without a tracer, until SIGCONT.
                     // SAFETY: PTRACE_LISTEN on our seized, stopped tracee.
-                    let r = unsafe { libc::ptrace(libc::PTRACE_LISTEN, raw, 0, 0) };
-                    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+                    let r = unsafe { libc::ptrace(libc::PTRACE_LISTEN, t, 0, 0) };
+                    (p, if r < 0 { Err(Errno::last()) } else { Ok(()) })
                 } else {
-                    ptrace::cont(child, None)
+                    (p, ptrace::cont(p, None))
                 }
             }
-            // A signal on its way to the child: deliver it unchanged.
-            WaitStatus::Stopped(_, sig) => ptrace::cont(child, Some(sig)),
-            _ => ptrace::cont(child, None),
+            // A signal on its way to the task: deliver it unchanged.
+            WaitStatus::Stopped(p, sig) => (p, ptrace::cont(p, Some(sig))),
+            WaitStatus::PtraceEvent(p, _, _) | WaitStatus::PtraceSyscall(p) => {
+                (p, ptrace::cont(p, None))
+            }
+            WaitStatus::Continued(_) | WaitStatus::StillAlive => continue,
         };
         match resume {
             Ok(()) | Err(Errno::ESRCH) => {}
-            Err(e) => return Err(sys("ptrace(CONT)")(e)),
+            Err(e) => {
+                let _ = task;
+                return Err(sys("ptrace(CONT)")(e));
+            }
         }
     }
 }

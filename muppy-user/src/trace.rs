@@ -1,10 +1,12 @@
-//! A tracing session: probes → ring → table → summary/diff → output, for one process, from
-//! attach (or launch) until the process exits, the duration ends, or a signal arrives.
+//! A tracing session: probes → ring → tables → summary/diff → output, for one process (and its
+//! children, with `--follow-forks`) or for every process (`--all`), from attach or launch until
+//! the target exits, the duration ends, or a signal arrives.
 
 use std::{
+    collections::{BTreeMap, HashMap, HashSet},
     io::Write,
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::mpsc,
     time::Duration,
 };
 
@@ -15,16 +17,14 @@ use tokio::{
 };
 
 use crate::{
-    heap::{Counters, Heap, Trace},
     output::{self, SummaryExtras},
     probe::{self, ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes},
+    process::{End, Process},
     ring,
     snapshot::{Snapshot, SnapshotError},
     stacks::StackReader,
     summary::{self, Summary},
-    symbols::{Modules, SiteNamer},
-    table::LiveTable,
-    target::{self, Exit, Launched, TargetError},
+    target::{self, Exit, Launched, Root, TargetError, TreeEvent},
     view::{self, ViewError, ViewOptions},
 };
 
@@ -87,6 +87,11 @@ pub struct Options {
     pub probe: ProbeConfig,
     /// `--allocator`: which file serves malloc, instead of the one detected.
     pub allocator: Option<String>,
+    /// Trace the target's children too, each with its own table, re-resolving the allocator
+    /// of each program exec'd.
+    pub follow_forks: bool,
+    /// Processes to show in full when there are several.
+    pub top_procs: usize,
 }
 
 /// Which process to trace.
@@ -94,8 +99,10 @@ pub struct Options {
 pub enum Mode {
     /// A running process.
     Attach(u32),
-    /// A forked child, paused before exec, and the plan for the libc it will load.
+    /// A forked child, paused before exec, and the plan for the allocator it will load.
     Launch(Launched, ProbePlan),
+    /// Every process that uses a probed allocator, new ones included.
+    All,
 }
 
 /// How a session ended.
@@ -157,6 +164,8 @@ fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
 enum ExitWatch {
     Pidfd(AsyncFd<std::os::fd::OwnedFd>),
     Child(oneshot::Receiver<Result<Exit, TargetError>>),
+    /// `--all`: no one process ends the session.
+    Never,
 }
 
 impl ExitWatch {
@@ -170,113 +179,244 @@ impl ExitWatch {
                 Ok(r) => Ok(Some(r?)),
                 Err(_) => Ok(None),
             },
+            ExitWatch::Never => std::future::pending().await,
         }
     }
 }
 
+/// A request from the ptrace thread: an event about a followed process, handled while that
+/// process waits; `done` is told when it may go on.
+struct Request {
+    event: TreeEvent,
+    done: mpsc::SyncSender<()>,
+}
+
+/// Probe points attached for one pid, by (device, inode, offset), and their links.
+type Attached = (HashSet<(u64, u64, u64)>, Vec<probe::Link>);
+
+/// The ptrace thread's report of the root's end, and whether seizing it worked.
+type Follower = (
+    oneshot::Receiver<Result<Exit, TargetError>>,
+    Result<(), TargetError>,
+);
+
 /// The state a session accumulates.
 struct Session {
-    pid: u32,
     probes: Probes,
-    table: LiveTable,
-    modules: Arc<Mutex<Modules>>,
-    namer: SiteNamer,
     stacks: StackReader,
-    /// The table's traces, symbolized, in the same order.
-    traces: Vec<Trace>,
-    /// File name of the probed libc, to tell its own frees from the program's.
-    libc_name: String,
-    /// `--sample-bytes`, or 0.
+    /// The process traced first (the command, or `--pid`); 0 with `--all`.
+    root: u32,
+    /// Process images being traced, by pid.
+    live: BTreeMap<u32, Process>,
+    /// Images that ended, kept for the final report (not with `--all`, which reports each as
+    /// it ends and forgets it).
+    ended: Vec<Process>,
+    /// Per pid, the probe points attached for it (device, inode, offset) and their links;
+    /// pid 0 for probes on every process.
+    attached: HashMap<u32, Attached>,
+    /// `--all`: events of unknown pids start a new process.
+    all: bool,
+    /// The launched command's own exec is still to come (its plan is in place already).
+    root_exec_pending: bool,
+    allocator: Option<String>,
     sample_bytes: u64,
-    latest_ns: u64,
     foreign_events: u64,
+    view: ViewOptions,
 }
 
 impl Session {
     fn drain(&mut self, ring: &mut ring::Ring) {
-        let (pid, table, latest, foreign) = (
-            self.pid,
-            &mut self.table,
-            &mut self.latest_ns,
-            &mut self.foreign_events,
-        );
-        ring.drain(|ev| {
-            if ev.pid == pid {
-                table.apply(ev);
-                *latest = (*latest).max(ev.ts_ns);
-            } else {
-                *foreign += 1;
-            }
+        let (live, foreign, all) = (&mut self.live, &mut self.foreign_events, self.all);
+        ring.drain(|ev| match live.get_mut(&ev.pid) {
+            Some(p) => p.apply(ev),
+            None if all => live
+                .entry(ev.pid)
+                .or_insert_with(|| Process::new(ev.pid, None, None))
+                .apply(ev),
+            None => *foreign += 1,
         });
-        // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
-        table.prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
-        self.symbolize_new_traces();
+        for p in self.live.values_mut() {
+            p.settle(&mut self.stacks);
+        }
     }
 
-    /// Reads and names the call paths that appeared since the last call, while the target is
-    /// still there to ask about libraries it loaded since (mapped files stay open afterwards,
-    /// so names made later still resolve).
-    fn symbolize_new_traces(&mut self) {
-        let keys = &self.table.traces()[self.traces.len()..];
-        if keys.is_empty() {
+    /// Probes `plan` for `pid` (0: every process), skipping points already probed for it.
+    fn attach(&mut self, pid: u32, plan: &ProbePlan) -> Result<(), ProbeError> {
+        let (done, links) = self.attached.entry(pid).or_default();
+        let fresh = plan.only(|id| done.insert(id));
+        links.extend(self.probes.attach(&fresh, pid)?);
+        Ok(())
+    }
+
+    /// What a process that just exec'd will use, from its new executable, seen from inside
+    /// its root, with its own loader environment.
+    fn resolve(&self, pid: u32) -> Result<ProbePlan, ProbeError> {
+        let exe =
+            std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|source| ProbeError::Read {
+                path: format!("/proc/{pid}/exe"),
+                source,
+            })?;
+        let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                matches!(k, "LD_PRELOAD" | "LD_LIBRARY_PATH").then(|| (k.into(), v.into()))
+            })
+            .collect();
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        probe::plan(
+            &probe::candidates_in_root(&exe, &root, &env)?,
+            self.allocator.as_deref(),
+        )
+    }
+
+    /// Handles what the ptrace thread saw, while the process concerned waits.
+    fn handle(&mut self, event: TreeEvent, ring: &mut ring::Ring) {
+        self.drain(ring);
+        match event {
+            TreeEvent::Forked { parent, child } => {
+                let plan = self.live.get(&parent).and_then(|p| p.plan.clone());
+                if let Some(plan) = &plan
+                    && let Err(e) = self.attach(child, plan)
+                {
+                    note(format_args!("pid {child} is not traced: {e}"));
+                }
+                self.live
+                    .insert(child, Process::new(child, Some(parent), plan));
+            }
+            TreeEvent::Exec { pid } => {
+                if pid == self.root && self.root_exec_pending {
+                    self.root_exec_pending = false;
+                    return;
+                }
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let parent = self.live.get(&pid).and_then(|p| p.parent);
+                if let Some(mut old) = self.live.remove(&pid) {
+                    old.end = Some(End::Exec(exe.clone()));
+                    self.finish(old);
+                }
+                let plan = match self.resolve(pid) {
+                    Ok(plan) => match self.attach(pid, &plan) {
+                        Ok(()) => Some(plan),
+                        Err(e) => {
+                            note(format_args!("pid {pid} ({exe}) is not traced: {e}"));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        note(format_args!("pid {pid} ({exe}) is not traced: {e}"));
+                        None
+                    }
+                };
+                self.live.insert(pid, Process::new(pid, parent, plan));
+            }
+            TreeEvent::Exiting { pid } => {
+                if let Some(p) = self.live.get(&pid) {
+                    let _ = p
+                        .modules
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .refresh();
+                }
+            }
+            TreeEvent::Exited { pid, exit } => {
+                if let Some(mut p) = self.live.remove(&pid) {
+                    p.end = Some(End::Exit(exit));
+                    self.finish(p);
+                }
+                // The root's probes go with the session, which ends now.
+                if pid != self.root
+                    && let Some((_, links)) = self.attached.remove(&pid)
+                {
+                    self.probes.detach(links);
+                }
+            }
+        }
+    }
+
+    /// Keeps an ended image for the final report, or with `--all` reports it now and frees
+    /// its table. An image that recorded nothing (a child that only exec'd) is dropped.
+    fn finish(&mut self, p: Process) {
+        if p.table.stats().events == 0 && matches!(p.end, Some(End::Exec(_))) {
             return;
         }
-        let paths: Vec<_> = keys.iter().map(|k| self.stacks.path(k)).collect();
-        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        if paths
-            .iter()
-            .flat_map(|p| &p.addrs)
-            .any(|&a| modules.find(a).is_none())
-        {
-            let _ = modules.refresh();
-        }
-        for p in paths {
-            let names: Vec<_> = p
-                .addrs
-                .iter()
-                .map(|&a| self.namer.frame(&modules, a).clone())
-                .collect();
-            self.traces.push(Trace {
-                function: names[0].function.clone(),
-                frames: names.into_iter().map(|n| n.site).collect(),
-                state: p.state,
-            });
+        if self.all {
+            let heap = p.heap(
+                monotonic_ns(),
+                p.counters(self.probes.lost_events(), self.probes.lost_stacks()),
+                self.sample_bytes,
+            );
+            print_out(&view::render_ended(&p.id, &p.state(), &heap, &self.view));
+        } else {
+            self.ended.push(p);
         }
     }
 
-    fn counters(&self) -> Counters {
-        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut program, mut libc) = (0, 0);
-        for (caller, n) in self.table.unknown_free_callers() {
-            if modules.in_module_named(caller, &self.libc_name) {
-                libc += n;
-            } else {
-                program += n;
+    /// `--all`: ends the processes that are gone (their exit was not seen).
+    fn reap(&mut self, ring: &mut ring::Ring) {
+        let gone: Vec<u32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.drain(ring);
+        for pid in gone {
+            if let Some(mut p) = self.live.remove(&pid) {
+                p.end = Some(End::Gone);
+                self.finish(p);
             }
         }
-        let stats = self.table.stats();
-        Counters {
-            lost_events: self.probes.lost_events(),
-            unknown_frees: program,
-            libc_unknown_frees: libc,
-            lost_stacks: self.probes.lost_stacks(),
-            events: stats.events,
+    }
+
+    /// `--all`: probes the allocators of processes started since the last look.
+    fn discover(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let me = std::process::id();
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            if pid == me {
+                continue;
+            }
+            if let Ok(plan) = probe::candidates_of_pid(pid).and_then(|c| probe::plan(&c, None))
+                && let Err(e) = self.attach(0, &plan)
+            {
+                note(format_args!("{}: {e}", plan.describe()));
+            }
         }
     }
 
-    fn heap(&self) -> Heap<'_> {
-        Heap {
-            pid: self.pid,
-            blocks: &self.table,
-            traces: &self.traces,
-            now_ns: monotonic_ns(),
-            counters: self.counters(),
-            sample_bytes: self.sample_bytes,
+    /// Every image, the live ones first, for the report: (process, whether it is live).
+    fn images(&self) -> Vec<&Process> {
+        self.live.values().chain(&self.ended).collect()
+    }
+
+    fn counters(&self, p: &Process) -> crate::heap::Counters {
+        p.counters(self.probes.lost_events(), self.probes.lost_stacks())
+    }
+
+    /// The one image the session is about, when there is one: the root, with no other
+    /// process seen.
+    fn single(&self) -> Option<&Process> {
+        match (self.all, self.images().as_slice()) {
+            (false, [p]) => Some(p),
+            _ => None,
         }
     }
 
-    fn summary(&self, opts: &ViewOptions) -> Summary {
-        summary::summarize(&self.heap(), &opts.filter, opts.group_by)
+    /// The latest image of the root process, for `--save`.
+    fn root_image(&self) -> Option<&Process> {
+        self.live
+            .get(&self.root)
+            .or_else(|| self.ended.iter().rev().find(|p| p.id.pid == self.root))
     }
 }
 
@@ -297,9 +437,41 @@ fn print_out(s: &str) {
     let _ = out.flush();
 }
 
+/// Starts the ptrace thread that follows `root` (and its children with `children`), sending
+/// each event to the session and waiting until it has been handled.
+fn start_follower(
+    root: Root,
+    children: bool,
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+) -> Result<Follower, TraceError> {
+    let (seized_tx, seized_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("muppy-ptrace".into())
+        .spawn(move || {
+            let r = target::follow(
+                root,
+                children,
+                |r| {
+                    let _ = seized_tx.send(r);
+                },
+                |event| {
+                    let (done, wait) = mpsc::sync_channel(1);
+                    if requests.send(Request { event, done }).is_ok() {
+                        let _ = wait.recv();
+                    }
+                },
+            );
+            let _ = exit_tx.send(r);
+        })
+        .map_err(io("starting the ptrace thread"))?;
+    let seized = seized_rx.recv().unwrap_or(Ok(()));
+    Ok((exit_rx, seized))
+}
+
 /// Runs a session to its end and prints its diffs and final summary.
 pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
-    let mut probes = Probes::load(opts.probe)?;
+    let probes = Probes::load(opts.probe)?;
     // The reader must keep up with every thread of the target at once; when the machine is
     // busy, let it run first rather than lose events. (Root may raise its priority.)
     // SAFETY: setpriority on this process only.
@@ -313,105 +485,103 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         .verbose
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
         .flatten();
-    let (pid, plan, mut exit_watch, modules) = match mode {
+    let stacks = StackReader::new(None);
+    let mut s = Session {
+        probes,
+        stacks,
+        root: 0,
+        live: BTreeMap::new(),
+        ended: Vec::new(),
+        attached: HashMap::new(),
+        all: matches!(mode, Mode::All),
+        root_exec_pending: false,
+        allocator: opts.allocator.clone(),
+        sample_bytes: opts.probe.sample_bytes,
+        foreign_events: 0,
+        view: opts.view.clone(),
+    };
+    let (req_tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<Request>();
+    let mut exit_watch = match mode {
         Mode::Attach(pid) => {
             target::check_pid(pid)?;
             let plan = probe::plan(&probe::candidates_of_pid(pid)?, opts.allocator.as_deref())?;
-            probes.attach(&plan, pid)?;
-            // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
-            let watch =
-                unsafe { AsyncFd::register_with_interest(target::pidfd(pid)?, Interest::READABLE) }
-                    .map_err(|e| io("watching the target")(e.into()))?;
-            let mut modules = Modules::new(pid);
-            modules
-                .refresh()
-                .map_err(|_| TargetError::NoSuchProcess { pid })?;
-            (
-                pid,
-                plan,
-                ExitWatch::Pidfd(watch),
-                Arc::new(Mutex::new(modules)),
-            )
+            s.root = pid;
+            s.attach(pid, &plan)?;
+            describe_plan(&plan, opts.verbose);
+            let what = plan.describe();
+            s.live.insert(pid, Process::new(pid, None, Some(plan)));
+            let watch = if opts.follow_forks {
+                let (rx, seized) = start_follower(Root::Running(pid), true, req_tx.clone())?;
+                seized?;
+                ExitWatch::Child(rx)
+            } else {
+                // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
+                let watch = unsafe {
+                    AsyncFd::register_with_interest(target::pidfd(pid)?, Interest::READABLE)
+                }
+                .map_err(|e| io("watching the target")(e.into()))?;
+                ExitWatch::Pidfd(watch)
+            };
+            // Said last: a script may take it as the sign that tracing has begun.
+            note(format_args!("tracing pid {pid}: {what}; Ctrl-C to stop"));
+            watch
         }
         Mode::Launch(launched, plan) => {
             let pid = launched.pid;
-            probes.attach(&plan, pid)?;
-            let modules = Arc::new(Mutex::new(Modules::new(pid)));
-            let (seized_tx, seized_rx) = mpsc::channel();
-            let (exit_tx, exit_rx) = oneshot::channel();
-            let at_exit = Arc::clone(&modules);
-            std::thread::Builder::new()
-                .name("muppy-child".into())
-                .spawn(move || {
-                    let r = target::follow_child(
-                        pid,
-                        |r| {
-                            let _ = seized_tx.send(r);
-                        },
-                        || {
-                            if let Ok(mut m) = at_exit.lock() {
-                                let _ = m.refresh();
-                            }
-                        },
-                    );
-                    let _ = exit_tx.send(r);
-                })
-                .map_err(io("starting the child watcher"))?;
-            if let Ok(Err(e)) = seized_rx.recv() {
+            s.root = pid;
+            s.root_exec_pending = opts.follow_forks;
+            s.attach(pid, &plan)?;
+            describe_plan(&plan, opts.verbose);
+            let (rx, seized) =
+                start_follower(Root::Launched(pid), opts.follow_forks, req_tx.clone())?;
+            if let Err(e) = seized {
                 note(format_args!(
                     "{e}; sites in libraries unloaded at exit may stay unnamed"
                 ));
             }
             launched.release()?;
-            (pid, plan, ExitWatch::Child(exit_rx), modules)
+            note(format_args!("tracing pid {pid}: {}", plan.describe()));
+            // Created after exec, so that its name and mappings are the program's.
+            s.live.insert(pid, Process::new(pid, None, Some(plan)));
+            ExitWatch::Child(rx)
+        }
+        Mode::All => {
+            s.discover();
+            let files: Vec<String> = s
+                .attached
+                .get(&0)
+                .map(|(ids, _)| ids.len())
+                .into_iter()
+                .map(|n| format!("{n} probe points"))
+                .collect();
+            note(format_args!(
+                "tracing every process ({}); Ctrl-C to stop",
+                files.join("")
+            ));
+            ExitWatch::Never
         }
     };
-    let probed = describe_plan(&plan, opts.verbose);
-    note(format_args!(
-        "tracing pid {pid}: {}; Ctrl-C to stop",
-        plan.describe()
-    ));
+    drop(req_tx);
 
     // SAFETY: the AsyncFd owns the ring buffer map and its fd.
     let mut ring =
-        unsafe { AsyncFd::register_with_interest(probes.take_ring()?, Interest::READABLE) }
+        unsafe { AsyncFd::register_with_interest(s.probes.take_ring()?, Interest::READABLE) }
             .map_err(|e| io("polling the ring buffer")(e.into()))?;
-    let stacks = if opts.probe.stacks > 0 {
-        Some(probes.take_stacks()?)
-    } else {
-        None
-    };
-    let mut s = Session {
-        pid,
-        probes,
-        table: LiveTable::new(),
-        modules,
-        namer: SiteNamer::new(),
-        stacks: StackReader::new(stacks),
-        traces: Vec::new(),
-        libc_name: plan
-            .heap_lib()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        sample_bytes: opts.probe.sample_bytes,
-        latest_ns: 0,
-        foreign_events: 0,
-    };
-    let launched = matches!(exit_watch, ExitWatch::Child(_));
+    if opts.probe.stacks > 0 {
+        s.stacks = StackReader::new(Some(s.probes.take_stacks()?));
+    }
+    let launched = matches!(exit_watch, ExitWatch::Child(_)) && s.root != 0;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
     // Submits below the wake-up threshold do not wake us; poll for them.
     let mut poll = tokio::time::interval(Duration::from_millis(50));
+    // --all: look for ended processes and new allocators now and then.
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut report = tokio::time::interval(opts.interval.unwrap_or(Duration::from_secs(3600)));
     report.tick().await;
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
-    let mut prev = Summary {
-        pid,
-        group_by: opts.view.group_by,
-        ..Summary::default()
-    };
+    let mut prev: HashMap<u32, Summary> = HashMap::new();
     let mut signalled = false;
     let mut exit = None;
     loop {
@@ -422,21 +592,23 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
                 guard.clear_ready();
             }
             _ = poll.tick() => s.drain(ring.get_mut()),
+            Some(req) = requests.recv() => {
+                s.handle(req.event, ring.get_mut());
+                let _ = req.done.send(());
+            }
+            _ = housekeeping.tick(), if s.all => {
+                s.reap(ring.get_mut());
+                s.discover();
+            }
             _ = report.tick(), if opts.interval.is_some() => {
                 s.drain(ring.get_mut());
-                let cur = s.summary(&opts.view);
-                let d = summary::diff(&prev, &cur);
-                match opts.view.format {
-                    Format::Table => print_out(&output::diff_table(&d, opts.view.top)),
-                    Format::Json => print_out(&(output::diff_json(&d) + "\n")),
-                }
-                prev = cur;
+                print_out(&periodic_diff(&s, &mut prev, &opts.view));
             }
             r = exit_watch.wait() => {
                 exit = r?;
                 match exit {
-                    Some(e) => note(format_args!("pid {pid} {e}")),
-                    None => note(format_args!("pid {pid} exited")),
+                    Some(e) => note(format_args!("pid {} {e}", s.root)),
+                    None => note(format_args!("pid {} exited", s.root)),
                 }
                 break;
             }
@@ -457,7 +629,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
                 if launched && !signalled {
                     signalled = true;
                     let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                        nix::unistd::Pid::from_raw(i32::try_from(s.root).unwrap_or(0)),
                         nix::sys::signal::Signal::SIGTERM,
                     );
                 } else {
@@ -465,6 +637,11 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
                 }
             }
         }
+    }
+    // Requests still queued (a child forked as the root ended) must not stay blocked.
+    while let Ok(req) = requests.try_recv() {
+        s.handle(req.event, ring.get_mut());
+        let _ = req.done.send(());
     }
     s.drain(ring.get_mut());
     if opts.verbose {
@@ -475,39 +652,100 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             ));
         }
     }
-    let heap = s.heap();
-    let c = heap.counters;
-    if c.lost_events > 0 {
+    let lost_events = s.probes.lost_events();
+    let lost_stacks = s.probes.lost_stacks();
+    if lost_events > 0 {
         note(format_args!(
-            "warning: {} events were lost; figures may be off by that many blocks; try a larger --ring-mb",
-            c.lost_events
+            "warning: {lost_events} events were lost; figures may be off by that many blocks; try a larger --ring-mb"
         ));
     }
-    if c.lost_stacks > 0 {
+    if lost_stacks > 0 {
         note(format_args!(
-            "warning: {} allocations have no stack (the stack map was full); their sites are exact; try a larger --stack-entries",
-            c.lost_stacks
+            "warning: {lost_stacks} allocations have no stack (the stack map was full); their sites are exact; try a larger --stack-entries"
         ));
     }
+    let now = monotonic_ns();
     if let Some(path) = &opts.save {
-        Snapshot::of(&heap, &opts.label).save(path)?;
-        note(format_args!(
-            "saved {} live blocks to {}",
-            s.table.len(),
-            path.display()
-        ));
+        match s.root_image() {
+            Some(p) => {
+                Snapshot::of(&p.heap(now, s.counters(p), s.sample_bytes), &opts.label)
+                    .save(path)?;
+                note(format_args!(
+                    "saved {} live blocks of pid {} to {}",
+                    p.table.len(),
+                    p.id.pid,
+                    path.display()
+                ));
+            }
+            None => note("nothing to save: --save keeps the traced command's (or --pid's) heap"),
+        }
     }
-    let extras = SummaryExtras {
+    let mut extras = SummaryExtras {
         exit: exit.map(Exit::to_json),
         tracer_peak_rss_kb: status_kb("VmHWM:"),
         tracer_rss_kb: status_kb("VmRSS:"),
         tracer_cpu_ms: cpu_ms(),
-        probed: Some(probed),
+        probed: None,
+        comm: None,
     };
-    print_out(&view::render(&heap, &opts.view, &extras)?);
-    Ok(Outcome { pid, exit })
+    let out = match s.single() {
+        Some(p) => {
+            extras.probed = p.plan.as_ref().map(|plan| describe_plan(plan, false));
+            extras.comm = Some(p.id.comm.clone());
+            view::render(
+                &p.heap(now, s.counters(p), s.sample_bytes),
+                &opts.view,
+                &extras,
+            )?
+        }
+        None => {
+            let images = s.images();
+            let procs: Vec<view::Proc<'_>> = images
+                .iter()
+                .map(|p| view::Proc {
+                    id: &p.id,
+                    parent: p.parent,
+                    state: p.state(),
+                    probed: p.plan.as_ref().map(ProbePlan::describe),
+                    heap: p.heap(now, s.counters(p), s.sample_bytes),
+                })
+                .collect();
+            view::render_procs(&procs, &opts.view, &extras, opts.top_procs)?
+        }
+    };
+    print_out(&out);
+    Ok(Outcome { pid: s.root, exit })
 }
 
+/// The periodic diff: of the one process, or of each process that changed.
+fn periodic_diff(s: &Session, prev: &mut HashMap<u32, Summary>, view: &ViewOptions) -> String {
+    let now = monotonic_ns();
+    let single = s.single().is_some();
+    let mut out = String::new();
+    for p in s.live.values() {
+        let cur = summary::summarize(
+            &p.heap(now, s.counters(p), s.sample_bytes),
+            &view.filter,
+            view.group_by,
+        );
+        let old = prev.remove(&p.id.pid).unwrap_or_else(|| Summary {
+            pid: p.id.pid,
+            group_by: view.group_by,
+            ..Summary::default()
+        });
+        let d = summary::diff(&old, &cur);
+        prev.insert(p.id.pid, cur);
+        if single {
+            out.push_str(&match view.format {
+                Format::Table => output::diff_table(&d, view.top),
+                Format::Json => output::diff_json(&d) + "\n",
+            });
+        } else if !d.rows.is_empty() {
+            out.push_str(&view::render_proc_diff(&p.id, &d, view));
+        }
+    }
+    out
+}
 /// A figure in KiB from this process's `/proc/self/status` (`VmHWM:` peak resident set,
 /// `VmRSS:` resident set now).
 pub fn status_kb(field: &str) -> Option<u64> {

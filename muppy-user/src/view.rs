@@ -4,7 +4,8 @@
 
 use crate::{
     heap::{Filter, Heap},
-    output::{self, SummaryExtras},
+    output::{self, ProcRow, SummaryExtras},
+    process::Identity,
     summary::{self, GroupBy},
     trace::Format,
     tree,
@@ -99,5 +100,164 @@ pub fn render_diff(old: &Heap, new: &Heap, opts: &ViewOptions) -> String {
     match opts.format {
         Format::Json => output::diff_json(&d) + "\n",
         Format::Table => output::diff_table(&d, opts.top),
+    }
+}
+
+/// One process's part of a report on several.
+pub struct Proc<'a> {
+    /// Who it is.
+    pub id: &'a Identity,
+    /// The pid it was forked from, if seen.
+    pub parent: Option<u32>,
+    /// `running`, `exited with code 0`, `exec'd /bin/sh`.
+    pub state: String,
+    /// What was probed for it, in words.
+    pub probed: Option<String>,
+    /// Its heap.
+    pub heap: Heap<'a>,
+}
+
+/// Adds the process's pid, namespace pid and name to each JSON line of `lines`.
+fn tag_lines(lines: &str, id: &Identity) -> String {
+    lines
+        .lines()
+        .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(mut v) => {
+                v["pid"] = id.pid.into();
+                v["comm"] = id.comm.as_str().into();
+                if let Some(n) = id.ns_pid {
+                    v["ns_pid"] = n.into();
+                }
+                v.to_string() + "\n"
+            }
+            Err(_) => l.to_string() + "\n",
+        })
+        .collect()
+}
+
+/// A process's heading in a table report.
+fn heading(p: &Proc) -> String {
+    let mut h = format!("\n-- pid {} {}, {}", p.id.pids(), p.id.comm, p.state);
+    if let Some(parent) = p.parent {
+        h.push_str(&format!(", child of {parent}"));
+    }
+    if let Some(probed) = &p.probed {
+        h.push_str(&format!("; probed {probed}"));
+    }
+    h + " --\n"
+}
+
+/// Renders a report on several processes: the process table, largest live heap first, then
+/// `opts.view` of the `top_procs` largest (of every process in JSON, each line tagged with
+/// `pid` and `comm`, then one `processes` line).
+pub fn render_procs(
+    procs: &[Proc],
+    opts: &ViewOptions,
+    extras: &SummaryExtras,
+    top_procs: usize,
+) -> Result<String, ViewError> {
+    let mut order: Vec<(usize, ProcRow)> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (objects, bytes) = summary::summarize(&p.heap, &opts.filter, opts.group_by).total();
+            let row = ProcRow {
+                pids: p.id.pids(),
+                comm: p.id.comm.clone(),
+                state: p.state.clone(),
+                objects,
+                bytes,
+            };
+            (i, row)
+        })
+        .collect();
+    order.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(&b.0)));
+    let lost = procs.first().map_or(0, |p| p.heap.counters.lost_events);
+    let rows: Vec<ProcRow> = order.iter().map(|(_, r)| r.clone()).collect();
+    let json = opts.format == Format::Json;
+    let mut out = String::new();
+    if json {
+        for (i, r) in &order {
+            let p = &procs[*i];
+            let mut v = serde_json::json!({
+                "type": "process",
+                "pid": p.id.pid,
+                "comm": p.id.comm,
+                "state": p.state,
+                "objects": r.objects,
+                "bytes": r.bytes,
+            });
+            if let Some(n) = p.id.ns_pid {
+                v["ns_pid"] = n.into();
+            }
+            if let Some(parent) = p.parent {
+                v["parent"] = parent.into();
+            }
+            if let Some(probed) = &p.probed {
+                v["probed"] = probed.as_str().into();
+            }
+            out.push_str(&(v.to_string() + "\n"));
+            out.push_str(&tag_lines(
+                &render(&p.heap, opts, &SummaryExtras::default())?,
+                p.id,
+            ));
+        }
+        out.push_str(&(output::processes_json(&rows, lost, extras) + "\n"));
+    } else {
+        out.push_str(&output::processes_table(&rows, top_procs, lost));
+        for (i, r) in order.iter().take(top_procs) {
+            if r.objects == 0 {
+                continue;
+            }
+            let p = &procs[*i];
+            out.push_str(&heading(p));
+            out.push_str(&render(&p.heap, opts, &SummaryExtras::default())?);
+        }
+    }
+    Ok(out)
+}
+
+/// With `--all`, the report on a process as it ends: what it left live.
+pub fn render_ended(id: &Identity, state: &str, heap: &Heap, opts: &ViewOptions) -> String {
+    let s = summary::summarize(heap, &opts.filter, opts.group_by);
+    match opts.format {
+        Format::Json => {
+            let line = output::summary_json(&s, &SummaryExtras::default());
+            let tagged = tag_lines(&line, id);
+            let mut v: serde_json::Value =
+                serde_json::from_str(tagged.trim_end()).unwrap_or_default();
+            v["type"] = "exited".into();
+            v["state"] = state.into();
+            v.to_string() + "\n"
+        }
+        Format::Table => {
+            let (objects, bytes) = s.total();
+            let top = s.rows.first().map_or(String::new(), |r| {
+                format!(
+                    "; largest: {} ({})",
+                    r.key.text(),
+                    output::format_size_compact(r.bytes)
+                )
+            });
+            format!(
+                "pid {} {} {state}: {objects} objects, {} still live{top}\n",
+                id.pids(),
+                id.comm,
+                output::format_size_compact(bytes)
+            )
+        }
+    }
+}
+
+/// A periodic diff of one of several processes.
+pub fn render_proc_diff(id: &Identity, d: &summary::Diff, opts: &ViewOptions) -> String {
+    match opts.format {
+        Format::Json => tag_lines(&output::diff_json(d), id),
+        Format::Table => format!(
+            "\n-- pid {} {} --\n{}",
+            id.pids(),
+            id.comm,
+            output::diff_table(d, opts.top)
+        ),
     }
 }

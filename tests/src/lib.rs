@@ -70,16 +70,19 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-/// A workload's C or C++ source: its file name and text.
+/// A workload's C or C++ source (`name` may be a path under `workloads/`, as `lib/plugin`):
+/// its file name, as debug information names it, and its text.
 fn source(name: &str) -> (String, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
-    let file = ["c", "cc"]
+    let path = ["c", "cc"]
         .iter()
-        .map(|ext| format!("{name}.{ext}"))
-        .find(|f| dir.join(f).exists())
-        .unwrap_or_else(|| format!("{name}.c"));
-    let path = dir.join(&file);
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join(format!("{name}.c")));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
     (file, text)
 }
 

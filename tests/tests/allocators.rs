@@ -2,7 +2,9 @@
 //! whether linked, preloaded, prefixed beside glibc's, or linked into a static executable; C++
 //! operators are probed where they are defined. Each run must give the source's exact ledger.
 
-use muppy_tests::{Run, ebpf_available, expected_rows, ledger, muppy_trace, rows_in, trace, workload};
+use muppy_tests::{
+    Run, ebpf_available, expected_rows, ledger, muppy_trace, rows_in, trace, workload,
+};
 
 /// The ledger's functions, to pick the workload's own rows (an allocator's start-up blocks
 /// and libstdc++'s emergency pool are real but not the ledger's).
@@ -22,7 +24,10 @@ fn check(run: &Run, source: &str, allocator: &str) {
     assert_eq!(s["lost_events"], 0, "{run}");
     assert_eq!(s["unknown_frees"], 0, "{run}");
     let probed = s["probed"]["allocator"].as_str().unwrap_or_default();
-    assert!(probed.contains(allocator), "probed {probed:?}, not {allocator}\n{run}");
+    assert!(
+        probed.contains(allocator),
+        "probed {probed:?}, not {allocator}\n{run}"
+    );
 }
 
 fn run(bin: &str) -> Run {
@@ -37,10 +42,19 @@ fn glibc_jemalloc_tcmalloc_mimalloc_and_static_give_one_ledger() {
     }
     for (bin, allocator) in [
         ("allocators", "malloc from libc.so.6 (glibc)"),
-        ("allocators_jemalloc", "malloc, operator new/delete from libjemalloc.so.2 (jemalloc)"),
-        ("allocators_tcmalloc", "from libtcmalloc_minimal.so.4 (tcmalloc)"),
+        (
+            "allocators_jemalloc",
+            "malloc, operator new/delete from libjemalloc.so.2 (jemalloc)",
+        ),
+        (
+            "allocators_tcmalloc",
+            "from libtcmalloc_minimal.so.4 (tcmalloc)",
+        ),
         ("allocators_mimalloc", "from libmimalloc.so.2 (mimalloc)"),
-        ("allocators_static", "malloc from allocators_static (linked into the executable)"),
+        (
+            "allocators_static",
+            "malloc from allocators_static (linked into the executable)",
+        ),
     ] {
         check(&run(bin), "allocators", allocator);
     }
@@ -71,7 +85,11 @@ fn a_je_prefixed_allocator_is_probed_beside_glibc() {
         return;
     }
     let r = run("je_prefixed");
-    check(&r, "je_prefixed", "malloc from libc.so.6 (glibc); je_malloc from libje_alloc.so");
+    check(
+        &r,
+        "je_prefixed",
+        "malloc from libc.so.6 (glibc); je_malloc from libje_alloc.so",
+    );
 }
 
 #[test]
@@ -80,9 +98,18 @@ fn cxx_operators_count_once_with_the_callers_site() {
         return;
     }
     for (bin, allocator) in [
-        ("cxx_ops", "operator new/delete from libstdc++.so.6 (libstdc++)"),
-        ("cxx_ops_jemalloc", "malloc, operator new/delete from libjemalloc.so.2"),
-        ("cxx_ops_tcmalloc", "malloc, operator new/delete from libtcmalloc_minimal.so.4"),
+        (
+            "cxx_ops",
+            "operator new/delete from libstdc++.so.6 (libstdc++)",
+        ),
+        (
+            "cxx_ops_jemalloc",
+            "malloc, operator new/delete from libjemalloc.so.2",
+        ),
+        (
+            "cxx_ops_tcmalloc",
+            "malloc, operator new/delete from libtcmalloc_minimal.so.4",
+        ),
     ] {
         check(&run(bin), "cxx_ops", allocator);
     }
@@ -95,7 +122,14 @@ fn allocator_override_names_what_the_target_has() {
     }
     let bin = workload("allocators_tcmalloc");
     let r = trace(
-        &["--allocator", "tcmalloc", "--format", "json", "--", bin.to_str().unwrap()],
+        &[
+            "--allocator",
+            "tcmalloc",
+            "--format",
+            "json",
+            "--",
+            bin.to_str().unwrap(),
+        ],
         "",
     );
     check(&r, "allocators", "(tcmalloc)");

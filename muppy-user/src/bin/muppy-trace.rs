@@ -96,8 +96,22 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct TraceArgs {
     /// Trace this running process.
-    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    #[arg(short, long, value_name = "PID", conflicts_with_all = ["command", "all"])]
     pid: Option<u32>,
+
+    /// Trace every process that uses a probed allocator, new ones included, each with its own
+    /// table; processes that end are reported as they go.
+    #[arg(long, conflicts_with = "command")]
+    all: bool,
+
+    /// Trace the target's children too, each with its own table, following exec into other
+    /// programs (and their allocators). On by default with -- CMD; off with --pid.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    follow_forks: Option<bool>,
+
+    /// Processes shown in full when several are traced (the process table lists all).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    top_procs: usize,
 
     /// Stop after SECS seconds.
     #[arg(short, long, value_name = "SECS")]
@@ -154,7 +168,7 @@ struct TraceArgs {
 
 impl TraceArgs {
     fn wants_target(&self) -> bool {
-        self.pid.is_some() || !self.command.is_empty()
+        self.pid.is_some() || self.all || !self.command.is_empty()
     }
 }
 
@@ -306,6 +320,7 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
         save: t.save.clone(),
         label: match t.pid {
             Some(pid) => format!("pid {pid}"),
+            None if t.all => "all processes".into(),
             None => t.command.join(" "),
         },
         verbose: t.verbose,
@@ -319,6 +334,8 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             max_sampled: 1 << 20,
         },
         allocator: t.allocator.clone(),
+        follow_forks: t.follow_forks.unwrap_or(!t.command.is_empty()),
+        top_procs: t.top_procs,
     })
 }
 
@@ -350,10 +367,18 @@ fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
         bail!("eBPF probes need root: run it with sudo");
     }
     // Fork the command before any thread exists; the runtime comes after.
-    let mode = match (t.pid, t.command.is_empty()) {
-        (Some(pid), true) => Mode::Attach(pid),
-        (None, false) => trace::prepare_launch(&t.command, t.allocator.as_deref())?,
-        _ => bail!("say what to trace: --pid PID, or -- CMD ARGS... (see --help)"),
+    let mode = match (t.pid, t.command.is_empty(), t.all) {
+        (Some(pid), true, false) => Mode::Attach(pid),
+        (None, false, false) => trace::prepare_launch(&t.command, t.allocator.as_deref())?,
+        (None, true, true) => {
+            if t.allocator.is_some() || t.follow_forks.is_some() {
+                bail!(
+                    "--all traces every process with its own allocator; --allocator and --follow-forks do not apply"
+                );
+            }
+            Mode::All
+        }
+        _ => bail!("say what to trace: --pid PID, --all, or -- CMD ARGS... (see --help)"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,215 @@
+//! The traced processes: one live table per process image, the events of each routed to it by
+//! pid, and its call paths named while the process is still there to ask.
+//!
+//! A process that execs gets a new image (a new table, new names) under the same pid; the old
+//! image ends there, with what it had live at the exec, since exec discards that heap.
+
+use std::{
+    fs,
+    sync::{Arc, Mutex},
+};
+
+use muppy_common::Event;
+
+use crate::{
+    heap::{Counters, Heap, Trace},
+    probe::ProbePlan,
+    stacks::StackReader,
+    symbols::{Modules, SiteNamer},
+    table::LiveTable,
+    target::Exit,
+};
+
+/// How a process image ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The process exited (or a signal killed it).
+    Exit(Exit),
+    /// It exec'd this program, which replaced the image's heap.
+    Exec(String),
+    /// It is gone; how it ended was not seen (system-wide tracing).
+    Gone,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Exit(e) => write!(f, "{e}"),
+            End::Exec(p) => write!(f, "exec'd {p}"),
+            End::Gone => write!(f, "exited"),
+        }
+    }
+}
+
+/// Who a process is, as `/proc` tells.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Its pid as this (the host's) pid namespace sees it.
+    pub pid: u32,
+    /// Its pid in its own pid namespace, where that differs (a container).
+    pub ns_pid: Option<u32>,
+    /// Its command name (`/proc/PID/comm`).
+    pub comm: String,
+}
+
+impl Identity {
+    /// Reads `pid`'s name and namespace pid; what cannot be read stays empty.
+    pub fn of(pid: u32) -> Self {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default();
+        let ns_pid = fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
+                line.split_whitespace().last()?.parse::<u32>().ok()
+            })
+            .filter(|&n| n != pid);
+        Self { pid, ns_pid, comm }
+    }
+
+    /// `1234` or `1234 (1 in its namespace)`.
+    pub fn pids(&self) -> String {
+        match self.ns_pid {
+            Some(n) => format!("{} ({n} in its namespace)", self.pid),
+            None => self.pid.to_string(),
+        }
+    }
+}
+
+/// One process image and everything recorded about it.
+pub struct Process {
+    /// Who it is.
+    pub id: Identity,
+    /// The pid it was forked from, when muppy saw the fork.
+    pub parent: Option<u32>,
+    /// What was probed for it.
+    pub plan: Option<ProbePlan>,
+    /// Its live blocks.
+    pub table: LiveTable,
+    /// Its mappings, shared with the thread that refreshes them while it exits.
+    pub modules: Arc<Mutex<Modules>>,
+    namer: SiteNamer,
+    /// The table's traces, named, in the same order.
+    pub traces: Vec<Trace>,
+    /// File name of the library serving malloc, to tell its own frees from the program's.
+    heap_lib: String,
+    /// How it ended, once it has.
+    pub end: Option<End>,
+    latest_ns: u64,
+}
+
+impl Process {
+    /// Starts recording `pid`, reading its identity and mappings now.
+    pub fn new(pid: u32, parent: Option<u32>, plan: Option<ProbePlan>) -> Self {
+        let mut modules = Modules::new(pid);
+        let _ = modules.refresh();
+        let heap_lib = plan
+            .as_ref()
+            .and_then(|p| p.heap_lib().file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            id: Identity::of(pid),
+            parent,
+            plan,
+            table: LiveTable::new(),
+            modules: Arc::new(Mutex::new(modules)),
+            namer: SiteNamer::new(),
+            traces: Vec::new(),
+            heap_lib,
+            end: None,
+            latest_ns: 0,
+        }
+    }
+
+    /// Applies one of its events.
+    pub fn apply(&mut self, ev: &Event) {
+        self.table.apply(ev);
+        self.latest_ns = self.latest_ns.max(ev.ts_ns);
+    }
+
+    /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
+    /// paths that appeared, while the process is still there to ask about libraries it loaded
+    /// since (mapped files stay open afterwards, so names made later still resolve).
+    pub fn settle(&mut self, stacks: &mut StackReader) {
+        // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
+        self.table
+            .prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
+        let keys = &self.table.traces()[self.traces.len()..];
+        if keys.is_empty() {
+            return;
+        }
+        let paths: Vec<_> = keys.iter().map(|k| stacks.path(k)).collect();
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if paths
+            .iter()
+            .flat_map(|p| &p.addrs)
+            .any(|&a| modules.find(a).is_none())
+        {
+            let _ = modules.refresh();
+        }
+        for p in paths {
+            let names: Vec<_> = p
+                .addrs
+                .iter()
+                .map(|&a| self.namer.frame(&modules, a).clone())
+                .collect();
+            self.traces.push(Trace {
+                function: names[0].function.clone(),
+                frames: names.into_iter().map(|n| n.site).collect(),
+                state: p.state,
+            });
+        }
+    }
+
+    /// Its trust counters, with the session-wide lost figures (the probes count those for all
+    /// processes together; each process's figures may be off by up to that many).
+    pub fn counters(&self, lost_events: u64, lost_stacks: u64) -> Counters {
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut program, mut libc) = (0, 0);
+        for (caller, n) in self.table.unknown_free_callers() {
+            if modules.in_module_named(caller, &self.heap_lib) {
+                libc += n;
+            } else {
+                program += n;
+            }
+        }
+        Counters {
+            lost_events,
+            unknown_frees: program,
+            libc_unknown_frees: libc,
+            lost_stacks,
+            events: self.table.stats().events,
+        }
+    }
+
+    /// Its heap now, for the views.
+    pub fn heap(&self, now_ns: u64, counters: Counters, sample_bytes: u64) -> Heap<'_> {
+        Heap {
+            pid: self.id.pid,
+            blocks: &self.table,
+            traces: &self.traces,
+            now_ns,
+            counters,
+            sample_bytes,
+        }
+    }
+
+    /// Live blocks and bytes.
+    pub fn live(&self) -> (u64, u64) {
+        let mut n = (0, 0);
+        for (_, b) in self.table.blocks() {
+            n.0 += 1;
+            n.1 += b.size;
+        }
+        n
+    }
+
+    /// `running`, `exited with code 0`, `exec'd /bin/true`.
+    pub fn state(&self) -> String {
+        self.end
+            .as_ref()
+            .map_or_else(|| "running".to_string(), End::to_string)
+    }
+}
