@@ -179,6 +179,8 @@ pub struct SummaryExtras {
     pub probed: Option<serde_json::Value>,
     /// The process's command name.
     pub comm: Option<String>,
+    /// The process's pid in its own pid namespace, where that differs.
+    pub ns_pid: Option<u32>,
 }
 
 /// A row's key as JSON fields: `"site"`, `"function"`, `"size"`, or `"site"` and `"stack"`.
@@ -278,6 +280,9 @@ fn extras_json(extras: &SummaryExtras, v: &mut serde_json::Value) {
     }
     if let Some(c) = &extras.comm {
         v["comm"] = c.as_str().into();
+    }
+    if let Some(n) = extras.ns_pid {
+        v["ns_pid"] = n.into();
     }
 }
 

@@ -223,7 +223,6 @@ pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
         path: maps_path,
         source,
     })?;
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
     let preload: Vec<String> = fs::read(format!("/proc/{pid}/environ"))
         .unwrap_or_default()
         .split(|&b| b == 0)
@@ -259,14 +258,36 @@ pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
         .filter(|p| Some(*p) != exe_path.as_ref() && !is_loader(p))
         .collect();
     libs.sort_by_key(|p| rank(p));
-    let under_root = |p: &str| root.join(p.trim_start_matches('/'));
     Ok(Candidates {
         exe: exe_path.map_or_else(
             || PathBuf::from(format!("/proc/{pid}/exe")),
-            |p| under_root(&p),
+            |p| openable(pid, &p),
         ),
-        libs: libs.into_iter().map(|p| under_root(p)).collect(),
+        libs: libs.into_iter().map(|p| openable(pid, p)).collect(),
     })
+}
+
+/// A path the kernel printed for a file of process `pid` (in its maps or exe link), made
+/// openable from here. The kernel prints paths from *our* root where it can: a file of a
+/// process chroot'ed below our root prints as the full path here; one in another mount
+/// namespace prints as that namespace sees it, and is reached through `/proc/PID/root`.
+pub fn openable(pid: u32, seen: &str) -> PathBuf {
+    let inside = Path::new(&format!("/proc/{pid}/root")).join(seen.trim_start_matches('/'));
+    if inside.exists() || !Path::new(seen).exists() {
+        inside
+    } else {
+        PathBuf::from(seen)
+    }
+}
+
+/// The path a file of process `pid` has inside its own root, from the path the kernel
+/// printed for it (see [`openable`]).
+pub fn inner_path(pid: u32, seen: &Path) -> PathBuf {
+    let root = fs::read_link(format!("/proc/{pid}/root")).unwrap_or_else(|_| PathBuf::from("/"));
+    match seen.strip_prefix(&root) {
+        Ok(rest) if root != Path::new("/") => Path::new("/").join(rest),
+        _ => seen.to_path_buf(),
+    }
 }
 
 /// The candidate files of `program` as its own dynamic loader resolves them (`ld.so --list`,

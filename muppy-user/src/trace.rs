@@ -267,7 +267,7 @@ impl Session {
             .collect();
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         probe::plan(
-            &probe::candidates_in_root(&exe, &root, &env)?,
+            &probe::candidates_in_root(&probe::inner_path(pid, &exe), &root, &env)?,
             self.allocator.as_deref(),
         )
     }
@@ -523,7 +523,8 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
                 ExitWatch::Pidfd(watch)
             };
             // Said last: a script may take it as the sign that tracing has begun.
-            note(format_args!("tracing pid {pid}: {what}; Ctrl-C to stop"));
+            let pids = s.live.get(&pid).map_or(pid.to_string(), |p| p.id.pids());
+            note(format_args!("tracing pid {pids}: {what}; Ctrl-C to stop"));
             watch
         }
         Mode::Launch(launched, plan) => {
@@ -687,11 +688,13 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         tracer_cpu_ms: cpu_ms(),
         probed: None,
         comm: None,
+        ns_pid: None,
     };
     let out = match s.single() {
         Some(p) => {
             extras.probed = p.plan.as_ref().map(|plan| describe_plan(plan, false));
             extras.comm = Some(p.id.comm.clone());
+            extras.ns_pid = p.id.ns_pid;
             view::render(
                 &p.heap(now, s.counters(p), s.sample_bytes),
                 &opts.view,

@@ -148,3 +148,130 @@ fn a_command_that_lives_50_ms_is_traced_and_named_after_it_exits() {
     assert_eq!(rows_in(&s, &["s_main", "s_plugin"]), want, "{run}");
     assert_eq!(s["lost_events"], 0, "{run}");
 }
+
+/// A chroot-like root holding copies of `bins` and of the libraries they load (so their libc
+/// is another file than the host's), with an empty /proc for `unshare --mount-proc`.
+fn container_root(test: &str, bins: &[&str]) -> std::path::PathBuf {
+    let root = muppy_tests::scratch(test).join("root");
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for b in bins {
+        let bin = workload(b);
+        std::fs::copy(&bin, root.join(b)).unwrap();
+        let out = std::process::Command::new("ldd")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = l
+                .split("=>")
+                .last()
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if path.starts_with('/') {
+                files.push(path.into());
+            }
+        }
+    }
+    for f in files {
+        let to = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    root
+}
+
+#[test]
+fn a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec() {
+    if !ebpf_available("a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec") {
+        return;
+    }
+    let root = container_root("ns-launch", &["allocators"]);
+    let run = trace(
+        &[
+            "--format",
+            "json",
+            "--",
+            "unshare",
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            &format!("--root={}", root.display()),
+            "/allocators",
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let (procs, sums) = report(&run);
+    let inner = procs
+        .iter()
+        .find(|p| p["comm"] == "allocators")
+        .unwrap_or_else(|| panic!("no allocators process\n{run}"));
+    // Seen from the host, and as pid 1 from inside.
+    assert_eq!(inner["ns_pid"], 1, "{run}");
+    let s = &sums[&inner["pid"].as_u64().unwrap()];
+    assert_eq!(s["ns_pid"], 1, "{run}");
+    let f: Vec<String> = ledger("allocators")
+        .into_iter()
+        .map(|e| e.function)
+        .collect();
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    // Exact: the probes are on the container's copy of libc, found through its root.
+    assert_eq!(
+        rows_in(s, &f),
+        expected_rows(&ledger("allocators")),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_running_process_in_a_container_is_attached_by_its_host_pid() {
+    if !ebpf_available("a_running_process_in_a_container_is_attached_by_its_host_pid") {
+        return;
+    }
+    use std::io::Write as _;
+    let root = container_root("ns-attach", &["attach"]);
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc"])
+        .arg(format!("--root={}", root.display()))
+        .arg("/attach")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = muppy_tests::Lines::new(unshare.stderr.take().unwrap());
+    err.wait_for("ready");
+    // The workload is unshare's child: pid 1 inside, some other pid here.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let pid = children.split_whitespace().next().unwrap().to_string();
+    let mut tracer = muppy_tests::spawn_trace(&["--format", "json", "--pid", &pid]);
+    let tracer_err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
+    let said = tracer_err.wait_for("tracing pid");
+    assert!(
+        said.last()
+            .unwrap()
+            .contains(&format!("tracing pid {pid} (1 in its namespace)")),
+        "{said:?}"
+    );
+    unshare.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(unshare.wait().unwrap().success());
+    let run = Run::from_output(tracer.wait_with_output().unwrap());
+    let s: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(s["ns_pid"], 1, "{run}");
+    assert_eq!(
+        s["pid"]
+            .as_str()
+            .map_or(s["pid"].to_string(), str::to_string),
+        pid,
+        "{run}"
+    );
+    assert_eq!(
+        muppy_tests::rows(&s),
+        expected_rows(&ledger("attach")),
+        "{run}"
+    );
+    assert_eq!(s["unknown_frees"], 50, "{run}");
+}
