@@ -144,6 +144,10 @@ pub enum EventKind {
     /// The block at `old_addr` was replaced by the block at `addr` of `size` bytes (possibly the
     /// same address, when the block grew or shrank in place).
     Realloc = 3,
+    /// System-wide tracing: process `pid` exec'd a new program (a [`ProcEvent`]).
+    Exec = 4,
+    /// System-wide tracing: process `pid` exited (a [`ProcEvent`]).
+    Exit = 5,
 }
 
 impl EventKind {
@@ -153,6 +157,8 @@ impl EventKind {
             1 => Some(EventKind::Alloc),
             2 => Some(EventKind::Free),
             3 => Some(EventKind::Realloc),
+            4 => Some(EventKind::Exec),
+            5 => Some(EventKind::Exit),
             _ => None,
         }
     }
@@ -210,6 +216,33 @@ pub struct FreeEvent {
     /// The return address into the code that called `free`.
     pub caller: u64,
 }
+
+/// A process exec'd or exited ([`EventKind::Exec`], [`EventKind::Exit`]), with its command
+/// name then: the process may be gone before user space can ask `/proc`. The same size as a
+/// [`FreeEvent`], told apart by `kind`; decoded into an [`Event`] whose `addr` and `caller`
+/// hold the name's bytes (see [`ProcEvent::comm_of`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    /// [`EventKind::Exec`] or [`EventKind::Exit`].
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// `comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl ProcEvent {
+    /// The name back from an [`Event`]'s `addr` and `caller`, NUL-padded.
+    pub fn comm_of(ev: &Event) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..8].copy_from_slice(&ev.addr.to_le_bytes());
+        c[8..].copy_from_slice(&ev.caller.to_le_bytes());
+        c
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == core::mem::size_of::<FreeEvent>());
 
 /// Size of [`FreeEvent`] in bytes, for decoding.
 pub const FREE_EVENT_SIZE: usize = core::mem::size_of::<FreeEvent>();
@@ -277,6 +310,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::InFlight {}
     unsafe impl aya::Pod for super::FreeEvent {}
+    unsafe impl aya::Pod for super::ProcEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);

@@ -17,16 +17,16 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use muppy_common::{
     AllocFn, DROP_KINDS, Drop, Event, EventKind, FreeEvent, INFLIGHT_IDLE, INTERVALS, InFlight,
-    NO_STACK, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
+    NO_STACK, ProcEvent, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
 };
 
 /// Sized by user space (`--ring-mb`) before load.
@@ -631,6 +631,42 @@ fn emit_free(id: u64, ptr: u64, ret: u64) {
         addr: ptr,
         caller: ret,
     });
+}
+
+/// System-wide tracing (raw tracepoints: no tracefs needed): a process exec'd, so user space reads its new program's name and
+/// mappings (and probes its allocator) while it is young. Wakes the reader at once.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
+    emit_proc(EventKind::Exec, bpf_get_current_pid_tgid());
+    0
+}
+
+/// System-wide tracing: a process's main thread exited, so its table can be reported and
+/// freed once the events before it are read.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn proc_exit(_ctx: RawTracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if id as u32 == (id >> 32) as u32 {
+        emit_proc(EventKind::Exit, id);
+    }
+    0
+}
+
+#[inline(always)]
+fn emit_proc(kind: EventKind, id: u64) {
+    if is_tracer(id) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        count_drop(Drop::RingFull);
+        return;
+    };
+    entry.write(ProcEvent {
+        kind: kind as u32,
+        pid: (id >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(BPF_RB_FORCE_WAKEUP.into());
 }
 
 /// Does nothing: attached in place of the real programs, it measures what the traps alone cost

@@ -17,7 +17,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, StackTraceMap},
-    programs::{UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
+    programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
     AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP,
@@ -841,6 +841,15 @@ impl Probes {
             prog.load()
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
         }
+        for name in ["proc_exec", "proc_exit"] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Missing("a tracepoint program"))?
+                .try_into()
+                .map_err(|e| attach_err(name, Path::new("-"), e))?;
+            prog.load()
+                .map_err(|e| attach_err(name, Path::new("-"), e))?;
+        }
         if cfg.sample_bytes > 0 {
             fill_sampling_maps(&mut ebpf, cfg.sample_bytes, cpus)?;
         }
@@ -933,6 +942,24 @@ impl Probes {
             .attach(point, path, scope)
             .map_err(|e| attach_err(&what, path, e))?;
         Ok(Link { prog, id })
+    }
+
+    /// System-wide tracing: sends process exec and exit events (sched tracepoints).
+    pub fn watch_processes(&mut self) -> Result<(), ProbeError> {
+        for (name, event) in [
+            ("proc_exec", "sched_process_exec"),
+            ("proc_exit", "sched_process_exit"),
+        ] {
+            let prog: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Missing("a tracepoint program"))?
+                .try_into()
+                .map_err(|e| attach_err(name, Path::new(event), e))?;
+            prog.attach(event)
+                .map_err(|e| attach_err(name, Path::new(event), e))?;
+        }
+        Ok(())
     }
 
     /// Takes the ring buffer the probes write events into, mapped for reading.

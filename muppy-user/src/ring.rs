@@ -26,8 +26,8 @@ const HEADER: u64 = 8;
 /// Records consumed between two publications of the consumer position.
 const PUBLISH_EVERY: usize = 512;
 
-/// Decodes one ring record, an [`Event`] or a [`FreeEvent`] (told apart by length); `None`
-/// if it is neither.
+/// Decodes one ring record, an [`Event`] or a [`FreeEvent`] (told apart by length; the short
+/// form also carries process exec and exit); `None` if it is neither.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
     if bytes.len() >= EVENT_SIZE {
         // SAFETY: the length is checked, Event is plain integers, and the read tolerates any
@@ -39,15 +39,27 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     }
     // SAFETY: as above, for the shorter struct.
     let f = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FreeEvent>()) };
-    (f.kind == EventKind::Free as u32).then_some(Event {
-        kind: f.kind,
-        func: muppy_common::AllocFn::Free as u32,
-        pid: f.pid,
-        addr: f.addr,
-        caller: f.caller,
-        stack: muppy_common::NO_STACK,
-        ..Event::default()
-    })
+    match EventKind::from_u32(f.kind)? {
+        EventKind::Free => Some(Event {
+            kind: f.kind,
+            func: muppy_common::AllocFn::Free as u32,
+            pid: f.pid,
+            addr: f.addr,
+            caller: f.caller,
+            stack: muppy_common::NO_STACK,
+            ..Event::default()
+        }),
+        // A ProcEvent: its name's bytes travel in addr and caller.
+        EventKind::Exec | EventKind::Exit => Some(Event {
+            kind: f.kind,
+            pid: f.pid,
+            addr: f.addr,
+            caller: f.caller,
+            stack: muppy_common::NO_STACK,
+            ..Event::default()
+        }),
+        EventKind::Alloc | EventKind::Realloc => None,
+    }
 }
 
 /// One memory mapping, unmapped on drop.

@@ -246,7 +246,8 @@ impl LiveTable {
                 self.release_realloc_source(ev.old_addr, ev.entry_ns, ev.caller);
                 self.insert(ev);
             }
-            None => {}
+            // Process events are the session's, not a heap change.
+            Some(EventKind::Exec | EventKind::Exit) | None => self.stats.events -= 1,
         }
     }
 

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use muppy_common::EventKind;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -227,16 +228,50 @@ struct Session {
 impl Session {
     fn drain(&mut self, ring: &mut ring::Ring) {
         let (live, foreign, all) = (&mut self.live, &mut self.foreign_events, self.all);
-        ring.drain(|ev| match live.get_mut(&ev.pid) {
-            Some(p) => p.apply(ev),
-            None if all => live
-                .entry(ev.pid)
-                .or_insert_with(|| Process::new(ev.pid, None, None))
-                .apply(ev),
-            None => *foreign += 1,
+        let mut ended = Vec::new();
+        let mut execd = Vec::new();
+        ring.drain(|ev| match EventKind::from_u32(ev.kind) {
+            // --all: a process's events before these belong to its old image, after them to
+            // the new one (or to none).
+            Some(EventKind::Exec) => {
+                let comm = comm_text(ev);
+                if let Some(mut old) = live.remove(&ev.pid) {
+                    old.end = Some(End::Exec(comm.clone()));
+                    ended.push(old);
+                }
+                let mut p = Process::new(ev.pid, None, None);
+                if p.id.comm.is_empty() {
+                    p.id.comm = comm; // already gone
+                }
+                live.insert(ev.pid, p);
+                execd.push(ev.pid);
+            }
+            Some(EventKind::Exit) => {
+                if let Some(mut p) = live.remove(&ev.pid) {
+                    if p.id.comm.is_empty() {
+                        p.id.comm = comm_text(ev);
+                    }
+                    p.end = Some(End::Gone);
+                    ended.push(p);
+                }
+            }
+            _ => match live.get_mut(&ev.pid) {
+                Some(p) => p.apply(ev),
+                None if all => live
+                    .entry(ev.pid)
+                    .or_insert_with(|| Process::new(ev.pid, None, None))
+                    .apply(ev),
+                None => *foreign += 1,
+            },
         });
-        for p in self.live.values_mut() {
+        for p in self.live.values_mut().chain(&mut ended) {
             p.settle(&mut self.stacks);
+        }
+        for p in ended {
+            self.finish(p);
+        }
+        for pid in execd {
+            self.discover_pid(pid);
         }
     }
 
@@ -383,14 +418,18 @@ impl Session {
         };
         let me = std::process::id();
         for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            if pid == me {
-                continue;
+            if pid != me {
+                self.discover_pid(pid);
             }
-            if let Ok(plan) = probe::candidates_of_pid(pid).and_then(|c| probe::plan(&c, None))
-                && let Err(e) = self.attach(0, &plan)
-            {
-                note(format_args!("{}: {e}", plan.describe()));
-            }
+        }
+    }
+
+    /// `--all`: probes `pid`'s allocator in every process, if it is not probed yet.
+    fn discover_pid(&mut self, pid: u32) {
+        if let Ok(plan) = probe::candidates_of_pid(pid).and_then(|c| probe::plan(&c, None))
+            && let Err(e) = self.attach(0, &plan)
+        {
+            note(format_args!("{}: {e}", plan.describe()));
         }
     }
 
@@ -418,6 +457,13 @@ impl Session {
             .get(&self.root)
             .or_else(|| self.ended.iter().rev().find(|p| p.id.pid == self.root))
     }
+}
+
+/// The command name a process event carries.
+fn comm_text(ev: &muppy_common::Event) -> String {
+    let c = muppy_common::ProcEvent::comm_of(ev);
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`, which stamps blocks.
@@ -547,6 +593,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             ExitWatch::Child(rx)
         }
         Mode::All => {
+            s.probes.watch_processes()?;
             s.discover();
             let files: Vec<String> = s
                 .attached

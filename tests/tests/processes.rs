@@ -275,3 +275,76 @@ fn a_running_process_in_a_container_is_attached_by_its_host_pid() {
     );
     assert_eq!(s["unknown_frees"], 50, "{run}");
 }
+
+#[test]
+fn a_running_process_is_followed_into_its_exec_and_children() {
+    if !ebpf_available("a_running_process_is_followed_into_its_exec_and_children") {
+        return;
+    }
+    use std::io::Write as _;
+    // A shell that waits for a line, then becomes forks (which forks, and execs allocators).
+    let script = format!(
+        "echo ready >&2; read line; exec {} {}",
+        workload("forks").display(),
+        workload("allocators").display()
+    );
+    let mut sh = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = muppy_tests::Lines::new(sh.stderr.take().unwrap());
+    err.wait_for("ready");
+    let pid = sh.id().to_string();
+    let mut tracer =
+        muppy_tests::spawn_trace(&["--follow-forks", "--format", "json", "--pid", &pid]);
+    let tracer_err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
+    tracer_err.wait_for("tracing pid");
+    sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(sh.wait().unwrap().success());
+    let run = Run::from_output(tracer.wait_with_output().unwrap());
+    assert_eq!(run.code, Some(0), "{run}");
+    let (procs, sums) = report(&run);
+    let pid: u64 = pid.parse().unwrap();
+    // The shell's pid is now forks: its image after exec holds the parent's blocks.
+    let root = procs
+        .iter()
+        .find(|p| p["pid"] == pid && p["comm"] == "forks")
+        .unwrap_or_else(|| panic!("no forks image\n{run}"));
+    assert_eq!(root["state"], "exited with code 0", "{run}");
+    let s = sums
+        .values()
+        .find(|s| s["pid"] == pid && s["comm"] == "forks")
+        .unwrap();
+    assert_eq!(
+        rows_in(s, &["f_parent", "f_child"]),
+        expected_for("forks", &["f_parent"]),
+        "{run}"
+    );
+    let child = procs
+        .iter()
+        .find(|p| p["parent"] == pid && p["comm"] == "forks")
+        .unwrap_or_else(|| panic!("no forked child\n{run}"));
+    let s = &sums[&child["pid"].as_u64().unwrap()];
+    assert_eq!(
+        rows_in(s, &["f_parent", "f_child"]),
+        expected_for("forks", &["f_child"]),
+        "{run}"
+    );
+    let execd = procs
+        .iter()
+        .find(|p| p["parent"] == pid && p["comm"] == "allocators")
+        .unwrap_or_else(|| panic!("no exec'd child\n{run}"));
+    let s = &sums[&execd["pid"].as_u64().unwrap()];
+    let f: Vec<String> = ledger("allocators")
+        .into_iter()
+        .map(|e| e.function)
+        .collect();
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    assert_eq!(
+        rows_in(s, &f),
+        expected_rows(&ledger("allocators")),
+        "{run}"
+    );
+}
