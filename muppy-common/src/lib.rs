@@ -144,6 +144,14 @@ pub enum EventKind {
     /// The block at `old_addr` was replaced by the block at `addr` of `size` bytes (possibly the
     /// same address, when the block grew or shrank in place).
     Realloc = 3,
+    /// The program mapped anonymous memory itself (not inside an allocator call): a
+    /// [`MapEvent`] for `len` bytes at `addr`.
+    Mmap = 6,
+    /// The program unmapped `len` bytes at `addr` (a [`MapEvent`]).
+    Munmap = 7,
+    /// The program moved or resized the mapping at `old_addr` (`old_len` bytes) to `addr`
+    /// (`len` bytes) (a [`MapEvent`]).
+    Mremap = 8,
     /// System-wide tracing: process `pid` exec'd a new program (a [`ProcEvent`]).
     Exec = 4,
     /// System-wide tracing: process `pid` exited (a [`ProcEvent`]).
@@ -159,6 +167,9 @@ impl EventKind {
             3 => Some(EventKind::Realloc),
             4 => Some(EventKind::Exec),
             5 => Some(EventKind::Exit),
+            6 => Some(EventKind::Mmap),
+            7 => Some(EventKind::Munmap),
+            8 => Some(EventKind::Mremap),
             _ => None,
         }
     }
@@ -244,6 +255,52 @@ impl ProcEvent {
 
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == core::mem::size_of::<FreeEvent>());
 
+/// A memory-mapping system call the program made directly ([`EventKind::Mmap`],
+/// [`EventKind::Munmap`], [`EventKind::Mremap`]), seen at the system call tracepoints. Decoded
+/// into an [`Event`] with `size` = `len` and, for mremap, `entry_ns` = `old_len`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapEvent {
+    /// The [`EventKind`].
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Zero; keeps the layout free of implicit padding.
+    pub reserved: u32,
+    /// The mapping (new mapping, for mremap).
+    pub addr: u64,
+    /// Its length in bytes, as asked.
+    pub len: u64,
+    /// mremap: the mapping moved or resized.
+    pub old_addr: u64,
+    /// mremap: its length before.
+    pub old_len: u64,
+    /// mmap: the return address into the code that called the `mmap` wrapper.
+    pub caller: u64,
+    /// `bpf_ktime_get_ns()` at the call's return.
+    pub ts_ns: u64,
+}
+
+/// Size of [`MapEvent`] in bytes, for decoding.
+pub const MAP_EVENT_SIZE: usize = core::mem::size_of::<MapEvent>();
+
+/// A memory-mapping call between its entry and its return, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapCall {
+    /// The system call number.
+    pub nr: u64,
+    /// Its first three arguments.
+    pub args: [u64; 3],
+    /// The return address into the caller of the wrapper.
+    pub caller: u64,
+}
+
+/// Name of the hash set of processes whose memory-mapping calls are traced.
+pub const MAP_PIDS_MAP: &str = "MAP_PIDS";
+
 /// Size of [`FreeEvent`] in bytes, for decoding.
 pub const FREE_EVENT_SIZE: usize = core::mem::size_of::<FreeEvent>();
 
@@ -311,8 +368,11 @@ mod pod {
     unsafe impl aya::Pod for super::InFlight {}
     unsafe impl aya::Pod for super::FreeEvent {}
     unsafe impl aya::Pod for super::ProcEvent {}
+    unsafe impl aya::Pod for super::MapEvent {}
+    unsafe impl aya::Pod for super::MapCall {}
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
 const _: () = assert!(core::mem::size_of::<FreeEvent>() == 2 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<MapEvent>() == 4 * 4 + 6 * 8);

@@ -18,7 +18,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
-        bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use muppy_common::{
     AllocFn, DROP_KINDS, Drop, Event, EventKind, FreeEvent, INFLIGHT_IDLE, INTERVALS, InFlight,
-    NO_STACK, ProcEvent, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
+    MapCall, MapEvent, NO_STACK, ProcEvent, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
 };
 
 /// Sized by user space (`--ring-mb`) before load.
@@ -667,6 +667,114 @@ fn emit_proc(kind: EventKind, id: u64) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(BPF_RB_FORCE_WAKEUP.into());
+}
+
+/// Processes whose own memory mappings are traced (their tgids). Maintained by user space as
+/// processes are followed and end.
+#[map(name = "MAP_PIDS")]
+static MAP_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Non-zero: trace the memory mappings of every process (`--all`).
+#[unsafe(no_mangle)]
+static MAP_ALL: Global<u32> = Global::new(0);
+
+/// Memory-mapping calls between entry and return, by pid_tgid.
+#[map(name = "MAP_CALLS")]
+static MAP_CALLS: HashMap<u64, MapCall> = HashMap::with_max_entries(16384, 0);
+
+const SYS_MMAP: u64 = 9;
+const SYS_MUNMAP: u64 = 11;
+const SYS_MREMAP: u64 = 25;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// Offsets in the x86-64 `struct pt_regs` (a fixed ABI) of the registers read here.
+const REG_R10: usize = 7 * 8;
+const REG_DX: usize = 12 * 8;
+const REG_SI: usize = 13 * 8;
+const REG_DI: usize = 14 * 8;
+const REG_ORIG_AX: usize = 15 * 8;
+const REG_SP: usize = 19 * 8;
+
+#[inline(always)]
+fn reg(regs: u64, offset: usize) -> u64 {
+    // SAFETY: a checked read of the kernel's saved user registers.
+    unsafe { bpf_probe_read_kernel((regs + offset as u64) as *const u64) }.unwrap_or(0)
+}
+
+/// A system call is entered: records mmap, munmap and mremap made by a traced process itself,
+/// not by an allocator inside a probed call (glibc's malloc maps large blocks itself; those are
+/// heap blocks already). File mappings are left out: they are not memory the program keeps.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn map_enter(ctx: RawTracePointContext) -> u32 {
+    let nr: u64 = ctx.arg(1);
+    if nr != SYS_MMAP && nr != SYS_MUNMAP && nr != SYS_MREMAP {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if is_tracer(id) || (MAP_ALL.load() == 0 && MAP_PIDS.get_ptr(tgid).is_none()) {
+        return 0;
+    }
+    if in_flight(id).is_some() {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let args = [reg(regs, REG_DI), reg(regs, REG_SI), reg(regs, REG_DX)];
+    let mut caller = 0;
+    if nr == SYS_MMAP {
+        if reg(regs, REG_R10) & MAP_ANONYMOUS == 0 {
+            return 0;
+        }
+        // The mmap wrapper is a leaf: the return address into its caller is on top.
+        caller = self::caller(reg(regs, REG_SP), 0);
+    }
+    let _ = MAP_CALLS.insert(id, MapCall { nr, args, caller }, BPF_ANY.into());
+    0
+}
+
+/// A system call returns: sends the mapping change if it succeeded.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn map_exit(ctx: RawTracePointContext) -> u32 {
+    let regs: u64 = ctx.arg(0);
+    let nr = reg(regs, REG_ORIG_AX);
+    if nr != SYS_MMAP && nr != SYS_MUNMAP && nr != SYS_MREMAP {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let Some(call) = MAP_CALLS.get_ptr(id) else {
+        return 0;
+    };
+    // SAFETY: this thread's own record.
+    let call = unsafe { *call };
+    let _ = MAP_CALLS.remove(id);
+    let ret: i64 = ctx.arg(1);
+    if (-4095..0).contains(&ret) {
+        return 0; // failed: nothing changed
+    }
+    let mut ev = MapEvent {
+        kind: EventKind::Mmap as u32,
+        pid: (id >> 32) as u32,
+        tid: id as u32,
+        reserved: 0,
+        addr: ret as u64,
+        len: call.args[1],
+        old_addr: 0,
+        old_len: 0,
+        caller: call.caller,
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if call.nr == SYS_MUNMAP {
+        ev.kind = EventKind::Munmap as u32;
+        ev.addr = call.args[0];
+    } else if call.nr == SYS_MREMAP {
+        ev.kind = EventKind::Mremap as u32;
+        ev.old_addr = call.args[0];
+        ev.old_len = call.args[1];
+        ev.len = call.args[2];
+    }
+    emit(&ev);
+    0
 }
 
 /// Does nothing: attached in place of the real programs, it measures what the traps alone cost

@@ -14,6 +14,7 @@ pub mod output;
 pub mod placement;
 pub mod probe;
 pub mod process;
+pub mod regions;
 pub mod ring;
 pub mod snapshot;
 pub mod stacks;

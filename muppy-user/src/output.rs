@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::{
     heap::{Counters, Object, Trace},
+    regions::MapRow,
     summary::{Diff, GroupBy, Key, Summary},
     tree::Node,
 };
@@ -181,6 +182,8 @@ pub struct SummaryExtras {
     pub comm: Option<String>,
     /// The process's pid in its own pid namespace, where that differs.
     pub ns_pid: Option<u32>,
+    /// What the process mapped itself, outside the allocator, per site.
+    pub mappings: Vec<MapRow>,
 }
 
 /// A row's key as JSON fields: `"site"`, `"function"`, `"size"`, or `"site"` and `"stack"`.
@@ -284,6 +287,40 @@ fn extras_json(extras: &SummaryExtras, v: &mut serde_json::Value) {
     if let Some(n) = extras.ns_pid {
         v["ns_pid"] = n.into();
     }
+    if !extras.mappings.is_empty() {
+        let (regions, bytes) = map_totals(&extras.mappings);
+        v["mmap"] = json!({
+            "rows": extras.mappings.iter().map(|m| json!({"site": m.site, "regions": m.regions, "bytes": m.bytes})).collect::<Vec<_>>(),
+            "total": {"regions": regions, "bytes": bytes},
+        });
+    }
+}
+
+fn map_totals(rows: &[MapRow]) -> (u64, u64) {
+    rows.iter()
+        .fold((0, 0), |a, m| (a.0 + m.regions, a.1 + m.bytes))
+}
+
+/// The memory a process mapped itself, outside the allocator, after its heap summary:
+/// `mmap sites | # regions | total size`. Empty when it mapped none.
+pub fn mappings_table(rows: &[MapRow], top: usize) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut t = table_with(&["mmap sites", "# regions", "total size"]);
+    for r in rows.iter().take(top) {
+        t.add_row(TRow::new(vec![
+            Cell::new(&r.site).style_spec("r"),
+            Cell::new(&r.regions.to_string()).style_spec("r"),
+            Cell::new(&format_size(r.bytes)).style_spec("r"),
+        ]));
+    }
+    let (regions, bytes) = map_totals(rows);
+    format!(
+        "\n{t}mmap total: {regions} regions, {} mapped by the program itself (anonymous mmap outside the allocator; not in the heap figures){}\n",
+        format_size_compact(bytes),
+        cut_note(rows.len().min(top), rows.len(), "sites"),
+    )
 }
 
 /// One row of the process table: who, how it stands, and what it holds live.

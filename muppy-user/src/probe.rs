@@ -21,7 +21,7 @@ use aya::{
 };
 use muppy_common::{
     AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP,
-    RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
+    MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -210,7 +210,8 @@ fn is_libc(name: &str) -> bool {
     name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so"))
 }
 
-fn is_loader(name: &str) -> bool {
+/// Whether a file is the dynamic loader (`ld-linux-x86-64.so.2` and kin).
+pub fn is_loader(name: &str) -> bool {
     let name = name.rsplit('/').next().unwrap_or(name);
     name.starts_with("ld-linux") || name.starts_with("ld.so") || name.starts_with("ld64.so")
 }
@@ -733,6 +734,8 @@ pub struct ProbeConfig {
     pub sample_bytes: u64,
     /// Sampled blocks that can be live at once (the kernel's set of them).
     pub max_sampled: u32,
+    /// Trace the memory mappings of every process, not only those named (`--all`).
+    pub all_mappings: bool,
 }
 
 /// The sampling gaps: [`INTERVALS`] quantiles of the exponential distribution with mean
@@ -823,6 +826,7 @@ impl Probes {
             .override_global("WANT_STACKS", &want_stacks, true)
             .override_global("SAMPLING", &sampling, true)
             .override_global("TRACER_TGID", &std::process::id(), true)
+            .override_global("MAP_ALL", &u32::from(cfg.all_mappings), true)
             .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
@@ -841,7 +845,7 @@ impl Probes {
             prog.load()
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
         }
-        for name in ["proc_exec", "proc_exit"] {
+        for name in ["proc_exec", "proc_exit", "map_enter", "map_exit"] {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::Missing("a tracepoint program"))?
@@ -960,6 +964,37 @@ impl Probes {
                 .map_err(|e| attach_err(name, Path::new(event), e))?;
         }
         Ok(())
+    }
+
+    /// Traces the memory mappings that processes make themselves (system call tracepoints):
+    /// those of every process with `all`, else of the processes [`Probes::map_pid`] names.
+    pub fn watch_mappings(&mut self) -> Result<(), ProbeError> {
+        for (name, event) in [("map_enter", "sys_enter"), ("map_exit", "sys_exit")] {
+            let prog: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::Missing("a tracepoint program"))?
+                .try_into()
+                .map_err(|e| attach_err(name, Path::new(event), e))?;
+            prog.attach(event)
+                .map_err(|e| attach_err(name, Path::new(event), e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts (`on`) or stops tracing the memory mappings of process `pid`.
+    pub fn map_pid(&mut self, pid: u32, on: bool) {
+        let Some(map) = self.ebpf.map_mut(MAP_PIDS_MAP) else {
+            return;
+        };
+        let Ok(mut pids) = aya::maps::HashMap::<_, u32, u8>::try_from(map) else {
+            return;
+        };
+        let _ = if on {
+            pids.insert(pid, 1, 0)
+        } else {
+            pids.remove(&pid)
+        };
     }
 
     /// Takes the ring buffer the probes write events into, mapped for reading.

@@ -9,11 +9,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use muppy_common::Event;
+use muppy_common::{Event, EventKind};
 
 use crate::{
     heap::{Counters, Heap, Trace},
     probe::ProbePlan,
+    regions::{MapRow, Regions},
     stacks::StackReader,
     symbols::{Modules, SiteNamer},
     table::LiveTable,
@@ -97,6 +98,10 @@ pub struct Process {
     /// How it ended, once it has.
     pub end: Option<End>,
     latest_ns: u64,
+    /// Memory it mapped itself, outside the allocator.
+    regions: Regions,
+    /// The regions' sites, named, in the same order.
+    region_names: Vec<String>,
 }
 
 impl Process {
@@ -120,13 +125,40 @@ impl Process {
             heap_lib,
             end: None,
             latest_ns: 0,
+            regions: Regions::default(),
+            region_names: Vec::new(),
         }
     }
 
     /// Applies one of its events.
     pub fn apply(&mut self, ev: &Event) {
-        self.table.apply(ev);
+        match EventKind::from_u32(ev.kind) {
+            Some(EventKind::Mmap | EventKind::Munmap | EventKind::Mremap) => {
+                self.regions.apply(ev);
+            }
+            _ => self.table.apply(ev),
+        }
         self.latest_ns = self.latest_ns.max(ev.ts_ns);
+    }
+
+    /// What it has mapped itself, per site. The dynamic loader's mappings (zero-filled pages
+    /// of libraries it loads, its own start-up allocator) are the loader's, not the program's.
+    pub fn mappings(&self) -> Vec<MapRow> {
+        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        self.regions.rows(|i| {
+            let by_loader = modules
+                .find(self.regions.sites()[i])
+                .is_some_and(|m| crate::probe::is_loader(m.name()));
+            if by_loader {
+                return None;
+            }
+            Some(
+                self.region_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| "[unknown]".into()),
+            )
+        })
     }
 
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
@@ -137,7 +169,8 @@ impl Process {
         self.table
             .prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
         let keys = &self.table.traces()[self.traces.len()..];
-        if keys.is_empty() {
+        let new_regions = &self.regions.sites()[self.region_names.len()..];
+        if keys.is_empty() && new_regions.is_empty() {
             return;
         }
         let paths: Vec<_> = keys.iter().map(|k| stacks.path(k)).collect();
@@ -145,9 +178,14 @@ impl Process {
         if paths
             .iter()
             .flat_map(|p| &p.addrs)
+            .chain(new_regions)
             .any(|&a| modules.find(a).is_none())
         {
             let _ = modules.refresh();
+        }
+        for &a in new_regions {
+            self.region_names
+                .push(self.namer.frame(&modules, a).site.clone());
         }
         for p in paths {
             let names: Vec<_> = p

@@ -18,7 +18,9 @@ use std::{
 };
 
 use aya::maps::MapData;
-use muppy_common::{EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent};
+use muppy_common::{
+    EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
+};
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -26,9 +28,26 @@ const HEADER: u64 = 8;
 /// Records consumed between two publications of the consumer position.
 const PUBLISH_EVERY: usize = 512;
 
-/// Decodes one ring record, an [`Event`] or a [`FreeEvent`] (told apart by length; the short
-/// form also carries process exec and exit); `None` if it is neither.
+/// Decodes one ring record, an [`Event`], a [`FreeEvent`] or a [`MapEvent`] (told apart by
+/// length; the short form also carries process exec and exit); `None` if it is none of them.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() == MAP_EVENT_SIZE {
+        // SAFETY: the length is checked; MapEvent is plain integers.
+        let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<MapEvent>()) };
+        return Some(Event {
+            kind: m.kind,
+            pid: m.pid,
+            tid: m.tid,
+            addr: m.addr,
+            old_addr: m.old_addr,
+            size: m.len,
+            caller: m.caller,
+            entry_ns: m.old_len,
+            ts_ns: m.ts_ns,
+            stack: muppy_common::NO_STACK,
+            ..Event::default()
+        });
+    }
     if bytes.len() >= EVENT_SIZE {
         // SAFETY: the length is checked, Event is plain integers, and the read tolerates any
         // alignment.
@@ -58,7 +77,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
             stack: muppy_common::NO_STACK,
             ..Event::default()
         }),
-        EventKind::Alloc | EventKind::Realloc => None,
+        _ => None,
     }
 }
 

@@ -246,8 +246,8 @@ impl LiveTable {
                 self.release_realloc_source(ev.old_addr, ev.entry_ns, ev.caller);
                 self.insert(ev);
             }
-            // Process events are the session's, not a heap change.
-            Some(EventKind::Exec | EventKind::Exit) | None => self.stats.events -= 1,
+            // Process and mapping events are not heap changes.
+            _ => self.stats.events -= 1,
         }
     }
 

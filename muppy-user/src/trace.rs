@@ -93,6 +93,8 @@ pub struct Options {
     pub follow_forks: bool,
     /// Processes to show in full when there are several.
     pub top_procs: usize,
+    /// Trace the anonymous memory processes map themselves.
+    pub mappings: bool,
 }
 
 /// Which process to trace.
@@ -277,6 +279,9 @@ impl Session {
 
     /// Probes `plan` for `pid` (0: every process), skipping points already probed for it.
     fn attach(&mut self, pid: u32, plan: &ProbePlan) -> Result<(), ProbeError> {
+        if pid != 0 {
+            self.probes.map_pid(pid, true);
+        }
         let (done, links) = self.attached.entry(pid).or_default();
         let fresh = plan.only(|id| done.insert(id));
         links.extend(self.probes.attach(&fresh, pid)?);
@@ -363,6 +368,7 @@ impl Session {
                     p.end = Some(End::Exit(exit));
                     self.finish(p);
                 }
+                self.probes.map_pid(pid, false);
                 // The root's probes go with the session, which ends now.
                 if pid != self.root
                     && let Some((_, links)) = self.attached.remove(&pid)
@@ -385,7 +391,13 @@ impl Session {
                 p.counters(self.probes.lost_events(), self.probes.lost_stacks()),
                 self.sample_bytes,
             );
-            print_out(&view::render_ended(&p.id, &p.state(), &heap, &self.view));
+            print_out(&view::render_ended(
+                &p.id,
+                &p.state(),
+                &heap,
+                &p.mappings(),
+                &self.view,
+            ));
         } else {
             self.ended.push(p);
         }
@@ -546,6 +558,9 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         foreign_events: 0,
         view: opts.view.clone(),
     };
+    if opts.mappings {
+        s.probes.watch_mappings()?;
+    }
     let (req_tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<Request>();
     let mut exit_watch = match mode {
         Mode::Attach(pid) => {
@@ -736,11 +751,13 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         probed: None,
         comm: None,
         ns_pid: None,
+        mappings: Vec::new(),
     };
     let out = match s.single() {
         Some(p) => {
             extras.probed = p.plan.as_ref().map(|plan| describe_plan(plan, false));
             extras.comm = Some(p.id.comm.clone());
+            extras.mappings = p.mappings();
             extras.ns_pid = p.id.ns_pid;
             view::render(
                 &p.heap(now, s.counters(p), s.sample_bytes),
@@ -757,6 +774,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
                     parent: p.parent,
                     state: p.state(),
                     probed: p.plan.as_ref().map(ProbePlan::describe),
+                    mappings: p.mappings(),
                     heap: p.heap(now, s.counters(p), s.sample_bytes),
                 })
                 .collect();

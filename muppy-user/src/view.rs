@@ -65,6 +65,7 @@ pub fn render(
                 output::summary_json(&s, extras) + "\n"
             } else {
                 output::summary_table(&s, opts.top)
+                    + &output::mappings_table(&extras.mappings, opts.top)
             }
         }
         View::Objects => {
@@ -113,6 +114,8 @@ pub struct Proc<'a> {
     pub state: String,
     /// What was probed for it, in words.
     pub probed: Option<String>,
+    /// What it mapped itself, outside the allocator.
+    pub mappings: Vec<crate::regions::MapRow>,
     /// Its heap.
     pub heap: Heap<'a>,
 }
@@ -197,32 +200,47 @@ pub fn render_procs(
                 v["probed"] = probed.as_str().into();
             }
             out.push_str(&(v.to_string() + "\n"));
-            out.push_str(&tag_lines(
-                &render(&p.heap, opts, &SummaryExtras::default())?,
-                p.id,
-            ));
+            let extras = SummaryExtras {
+                mappings: p.mappings.clone(),
+                ..SummaryExtras::default()
+            };
+            out.push_str(&tag_lines(&render(&p.heap, opts, &extras)?, p.id));
         }
         out.push_str(&(output::processes_json(&rows, lost, extras) + "\n"));
     } else {
         out.push_str(&output::processes_table(&rows, top_procs, lost));
         for (i, r) in order.iter().take(top_procs) {
-            if r.objects == 0 {
+            let p = &procs[*i];
+            if r.objects == 0 && p.mappings.is_empty() {
                 continue;
             }
-            let p = &procs[*i];
             out.push_str(&heading(p));
-            out.push_str(&render(&p.heap, opts, &SummaryExtras::default())?);
+            let extras = SummaryExtras {
+                mappings: p.mappings.clone(),
+                ..SummaryExtras::default()
+            };
+            out.push_str(&render(&p.heap, opts, &extras)?);
         }
     }
     Ok(out)
 }
 
 /// With `--all`, the report on a process as it ends: what it left live.
-pub fn render_ended(id: &Identity, state: &str, heap: &Heap, opts: &ViewOptions) -> String {
+pub fn render_ended(
+    id: &Identity,
+    state: &str,
+    heap: &Heap,
+    mappings: &[crate::regions::MapRow],
+    opts: &ViewOptions,
+) -> String {
     let s = summary::summarize(heap, &opts.filter, opts.group_by);
     match opts.format {
         Format::Json => {
-            let line = output::summary_json(&s, &SummaryExtras::default());
+            let extras = SummaryExtras {
+                mappings: mappings.to_vec(),
+                ..SummaryExtras::default()
+            };
+            let line = output::summary_json(&s, &extras);
             let tagged = tag_lines(&line, id);
             let mut v: serde_json::Value =
                 serde_json::from_str(tagged.trim_end()).unwrap_or_default();

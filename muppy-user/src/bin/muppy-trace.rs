@@ -125,6 +125,11 @@ struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
 
+    /// Do not trace the anonymous memory the program maps itself (mmap, munmap, mremap made
+    /// outside the allocator, shown apart from the heap).
+    #[arg(long)]
+    no_mmap: bool,
+
     /// Do not record call stacks (cheaper; sites stay exact).
     #[arg(long)]
     no_stacks: bool,
@@ -332,7 +337,9 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
             empty: t.empty_probes,
             sample_bytes: t.sample_bytes.unwrap_or(0),
             max_sampled: 1 << 20,
+            all_mappings: t.all,
         },
+        mappings: !t.no_mmap,
         allocator: t.allocator.clone(),
         follow_forks: t.follow_forks.unwrap_or(!t.command.is_empty()),
         top_procs: t.top_procs,

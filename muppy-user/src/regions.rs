@@ -1,0 +1,203 @@
+//! Memory a program maps itself: anonymous `mmap` made outside any allocator call, by address,
+//! split by partial `munmap`, moved and resized by `mremap`, each region kept with the site
+//! that mapped it. A category of its own, apart from heap blocks (an allocator's own mappings
+//! are its heap blocks already).
+
+use std::collections::{BTreeMap, HashMap};
+
+use muppy_common::{Event, EventKind};
+
+/// Mappings are whole pages: the kernel rounds lengths up.
+const PAGE: u64 = 4096;
+
+fn pages(len: u64) -> u64 {
+    len.div_ceil(PAGE).saturating_mul(PAGE)
+}
+
+/// One mapped range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Region {
+    len: u64,
+    /// Index into [`Regions::sites`].
+    site: u32,
+}
+
+/// A process's own anonymous mappings.
+#[derive(Debug, Default)]
+pub struct Regions {
+    map: BTreeMap<u64, Region>,
+    /// Return addresses that mapped, in order of first use.
+    sites: Vec<u64>,
+    site_ids: HashMap<u64, u32>,
+}
+
+/// What one site has mapped and not unmapped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapRow {
+    /// The site, named.
+    pub site: String,
+    /// Ranges (a range split by a partial munmap counts twice).
+    pub regions: u64,
+    /// Bytes, whole pages.
+    pub bytes: u64,
+}
+
+impl Regions {
+    /// Applies a mapping event; other events are ignored.
+    pub fn apply(&mut self, ev: &Event) {
+        match EventKind::from_u32(ev.kind) {
+            Some(EventKind::Mmap) => {
+                let site = self.site(ev.caller);
+                self.insert(ev.addr, pages(ev.size), site);
+            }
+            Some(EventKind::Munmap) => {
+                self.remove(ev.addr, pages(ev.size));
+            }
+            Some(EventKind::Mremap) => {
+                // A region the program mapped keeps its site where it moves; one it did not
+                // map (an allocator's, or older than the trace) stays out.
+                if let Some(site) = self.site_at(ev.old_addr) {
+                    self.remove(ev.old_addr, pages(ev.entry_ns));
+                    self.insert(ev.addr, pages(ev.size), site);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn site(&mut self, caller: u64) -> u32 {
+        let next = u32::try_from(self.sites.len()).unwrap_or(u32::MAX);
+        *self.site_ids.entry(caller).or_insert_with(|| {
+            self.sites.push(caller);
+            next
+        })
+    }
+
+    fn site_at(&self, addr: u64) -> Option<u32> {
+        let (&start, r) = self.map.range(..=addr).next_back()?;
+        (addr < start + r.len).then_some(r.site)
+    }
+
+    fn insert(&mut self, addr: u64, len: u64, site: u32) {
+        // A fixed mapping replaces whatever was there.
+        self.remove(addr, len);
+        if len > 0 {
+            self.map.insert(addr, Region { len, site });
+        }
+    }
+
+    /// Unmaps `[addr, addr + len)`: regions inside go, regions across its ends are cut.
+    fn remove(&mut self, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
+        let mut cut: Vec<u64> = Vec::new();
+        if let Some((&start, r)) = self.map.range(..addr).next_back()
+            && start + r.len > addr
+        {
+            cut.push(start);
+        }
+        cut.extend(self.map.range(addr..end).map(|(&s, _)| s));
+        for start in cut {
+            let Some(r) = self.map.remove(&start) else {
+                continue;
+            };
+            if start < addr {
+                self.map.insert(
+                    start,
+                    Region {
+                        len: addr - start,
+                        ..r
+                    },
+                );
+            }
+            if start + r.len > end {
+                self.map.insert(
+                    end,
+                    Region {
+                        len: start + r.len - end,
+                        ..r
+                    },
+                );
+            }
+        }
+    }
+
+    /// The return addresses that mapped, indexed by site number.
+    pub fn sites(&self) -> &[u64] {
+        &self.sites
+    }
+
+    /// Ranges and bytes per site, with `name` naming each site (by its index in
+    /// [`Regions::sites`]), or leaving it out with `None`; largest first.
+    pub fn rows(&self, name: impl Fn(usize) -> Option<String>) -> Vec<MapRow> {
+        let mut per: HashMap<u32, (u64, u64)> = HashMap::new();
+        for r in self.map.values() {
+            let e = per.entry(r.site).or_default();
+            e.0 += 1;
+            e.1 += r.len;
+        }
+        let mut merged: HashMap<String, (u64, u64)> = HashMap::new();
+        for (site, (n, bytes)) in per {
+            let Some(named) = name(site as usize) else {
+                continue;
+            };
+            let e = merged.entry(named).or_default();
+            e.0 += n;
+            e.1 += bytes;
+        }
+        let mut rows: Vec<MapRow> = merged
+            .into_iter()
+            .map(|(site, (regions, bytes))| MapRow {
+                site,
+                regions,
+                bytes,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.site.cmp(&b.site)));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind, addr: u64, size: u64, old: u64, old_len: u64, caller: u64) -> Event {
+        Event {
+            kind: kind as u32,
+            addr,
+            size,
+            old_addr: old,
+            entry_ns: old_len,
+            caller,
+            ..Event::default()
+        }
+    }
+
+    fn rows(r: &Regions) -> Vec<(String, u64, u64)> {
+        r.rows(|i| Some(format!("{:#x}", r.sites()[i])))
+            .into_iter()
+            .map(|m| (m.site, m.regions, m.bytes))
+            .collect()
+    }
+
+    #[test]
+    fn maps_split_move_and_go() {
+        let mut r = Regions::default();
+        r.apply(&ev(EventKind::Mmap, 0x10000, 4 * PAGE, 0, 0, 0xa));
+        r.apply(&ev(EventKind::Mmap, 0x40000, 100, 0, 0, 0xb));
+        assert_eq!(
+            rows(&r),
+            vec![("0xa".into(), 1, 4 * PAGE), ("0xb".into(), 1, PAGE)]
+        );
+        // The middle two pages go: two ranges of one page each stay.
+        r.apply(&ev(EventKind::Munmap, 0x11000, 2 * PAGE, 0, 0, 0));
+        assert_eq!(rows(&r)[0], ("0xa".into(), 2, 2 * PAGE));
+        // Moved and grown: the site stays.
+        r.apply(&ev(EventKind::Mremap, 0x90000, 8 * PAGE, 0x40000, PAGE, 0));
+        assert_eq!(rows(&r)[0], ("0xb".into(), 1, 8 * PAGE));
+        // Unknown ranges are left alone; whole ranges go.
+        r.apply(&ev(EventKind::Mremap, 0xf0000, PAGE, 0xe0000, PAGE, 0));
+        r.apply(&ev(EventKind::Munmap, 0x0, 0x100000, 0, 0, 0));
+        assert!(rows(&r).is_empty());
+    }
+}
