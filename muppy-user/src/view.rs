@@ -64,7 +64,13 @@ pub fn render(
             if json {
                 output::summary_json(&s, extras) + "\n"
             } else {
+                let probed = extras
+                    .probed
+                    .as_ref()
+                    .and_then(|p| p["allocator"].as_str())
+                    .map_or(String::new(), |a| format!("probed: {a}\n"));
                 output::summary_table(&s, opts.top)
+                    + &probed
                     + &output::mappings_table(&extras.mappings, opts.top)
             }
         }
@@ -126,10 +132,17 @@ fn tag_lines(lines: &str, id: &Identity) -> String {
         .lines()
         .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
             Ok(mut v) => {
-                v["pid"] = id.pid.into();
-                v["comm"] = id.comm.as_str().into();
-                if let Some(n) = id.ns_pid {
-                    v["ns_pid"] = n.into();
+                let tag = |v: &mut serde_json::Value| {
+                    v["pid"] = id.pid.into();
+                    v["comm"] = id.comm.as_str().into();
+                    if let Some(n) = id.ns_pid {
+                        v["ns_pid"] = n.into();
+                    }
+                };
+                tag(&mut v);
+                // Every row says whose it is, so rows of several processes can be mixed.
+                if let Some(rows) = v.get_mut("rows").and_then(|r| r.as_array_mut()) {
+                    rows.iter_mut().for_each(tag);
                 }
                 v.to_string() + "\n"
             }

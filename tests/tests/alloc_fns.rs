@@ -33,7 +33,7 @@ fn table_output_names_sites_with_file_and_line() {
     let run = trace(&["--top", "3", "--", bin.to_str().unwrap()], "");
     assert_eq!(run.code, Some(0), "{run}");
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{run}");
+    assert_eq!(lines.len(), 7, "{run}");
     assert!(
         lines[0]
             .trim_end()
@@ -51,4 +51,6 @@ fn table_output_names_sites_with_file_and_line() {
         "{run}"
     );
     assert!(lines[5].starts_with("total: 59 objects, 809.85 KB live in 13 sites (top 3 of 13 sites shown); lost_events: 0; unknown_frees: 0"), "{run}");
+    // What was probed, in the summary itself.
+    assert_eq!(lines[6], "probed: malloc from libc.so.6 (glibc)", "{run}");
 }

@@ -11,7 +11,10 @@ fn own_mappings_are_counted_apart_from_the_heap() {
         return;
     }
     let bin = workload("mappings");
-    let run = trace(&["--format", "json", "--", bin.to_str().unwrap()], "");
+    let run = trace(
+        &["--mmap", "--format", "json", "--", bin.to_str().unwrap()],
+        "",
+    );
     assert_eq!(run.code, Some(0), "{run}");
     let s = run.summary();
     // The 1 MiB malloc is a heap block, though glibc maps it itself.
