@@ -43,15 +43,12 @@ fn own_mappings_are_counted_apart_from_the_heap() {
 }
 
 #[test]
-fn no_mmap_leaves_mappings_out() {
-    if !ebpf_available("no_mmap_leaves_mappings_out") {
+fn without_mmap_mappings_are_left_out() {
+    if !ebpf_available("without_mmap_mappings_are_left_out") {
         return;
     }
     let bin = workload("mappings");
-    let run = trace(
-        &["--no-mmap", "--format", "json", "--", bin.to_str().unwrap()],
-        "",
-    );
+    let run = trace(&["--format", "json", "--", bin.to_str().unwrap()], "");
     assert_eq!(run.code, Some(0), "{run}");
     let s = run.summary();
     assert!(s.get("mmap").is_none(), "{run}");
