@@ -712,6 +712,8 @@ pub struct Probes {
     /// Attach the empty programs instead (the benchmark's floor).
     empty: bool,
     ring_bytes: u32,
+    /// Links of ended processes go here to be dropped (detached) off the reading thread.
+    graveyard: Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>>,
 }
 
 /// Sizes for the probes' maps.
@@ -866,6 +868,7 @@ impl Probes {
             drops,
             empty: cfg.empty,
             ring_bytes: cfg.ring_bytes,
+            graveyard: None,
         })
     }
 
@@ -907,8 +910,8 @@ impl Probes {
     }
 
     /// Detaches probes [`Probes::attach`] placed (for a process that has ended), on a thread
-    /// of its own: the kernel takes ≈0.1 s to remove each uprobe, which must not hold up the
-    /// reading of events.
+    /// of its own (one for the session): the kernel takes ≈0.1 s to remove each uprobe, which
+    /// must not hold up the reading of events.
     pub fn detach(&mut self, links: Vec<Link>) {
         let owned: Vec<_> = links
             .into_iter()
@@ -917,9 +920,16 @@ impl Probes {
                 p.take_link(id).ok()
             })
             .collect();
-        let _ = std::thread::Builder::new()
-            .name("muppy-detach".into())
-            .spawn(move || drop(owned));
+        if self.graveyard.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<_>>();
+            let spawned = std::thread::Builder::new()
+                .name("muppy-detach".into())
+                .spawn(move || rx.into_iter().for_each(drop));
+            self.graveyard = spawned.ok().map(|_| tx);
+        }
+        if let Some(tx) = &self.graveyard {
+            let _ = tx.send(owned);
+        }
     }
 
     fn attach_one(

@@ -219,6 +219,9 @@ struct Session {
     attached: HashMap<u32, Attached>,
     /// `--all`: events of unknown pids start a new process.
     all: bool,
+    /// `--all`: processes whose files were looked at, and the files (device, inode) seen.
+    scanned: HashSet<u32>,
+    seen_files: HashSet<(u64, u64)>,
     /// The launched command's own exec is still to come (its plan is in place already).
     root_exec_pending: bool,
     allocator: Option<String>,
@@ -273,6 +276,7 @@ impl Session {
             self.finish(p);
         }
         for pid in execd {
+            self.scanned.remove(&pid); // a new program
             self.discover_pid(pid);
         }
     }
@@ -382,6 +386,7 @@ impl Session {
     /// Keeps an ended image for the final report, or with `--all` reports it now and frees
     /// its table. An image that recorded nothing (a child that only exec'd) is dropped.
     fn finish(&mut self, p: Process) {
+        self.scanned.remove(&p.id.pid);
         if p.table.stats().events == 0 && matches!(p.end, Some(End::Exec(_))) {
             return;
         }
@@ -436,9 +441,25 @@ impl Session {
         }
     }
 
-    /// `--all`: probes `pid`'s allocator in every process, if it is not probed yet.
+    /// `--all`: probes `pid`'s allocator in every process, if it is not probed yet. A
+    /// process is looked at once, and its files are read only if some are new to the session.
     fn discover_pid(&mut self, pid: u32) {
-        if let Ok(plan) = probe::candidates_of_pid(pid).and_then(|c| probe::plan(&c, None))
+        use std::os::unix::fs::MetadataExt as _;
+        if !self.scanned.insert(pid) {
+            return;
+        }
+        let Ok(c) = probe::candidates_of_pid(pid) else {
+            return;
+        };
+        let ids: Vec<(u64, u64)> = std::iter::once(&c.exe)
+            .chain(&c.libs)
+            .filter_map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+            .collect();
+        if ids.iter().all(|id| self.seen_files.contains(id)) {
+            return;
+        }
+        self.seen_files.extend(ids);
+        if let Ok(plan) = probe::plan(&c, None)
             && let Err(e) = self.attach(0, &plan)
         {
             note(format_args!("{}: {e}", plan.describe()));
@@ -552,6 +573,8 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         ended: Vec::new(),
         attached: HashMap::new(),
         all: matches!(mode, Mode::All),
+        scanned: HashSet::new(),
+        seen_files: HashSet::new(),
         root_exec_pending: false,
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
