@@ -296,7 +296,25 @@ pub fn inner_path(pid: u32, seen: &Path) -> PathBuf {
 /// (`LD_PRELOAD` included, which the program will inherit). A static program has no loader
 /// and only itself.
 pub fn candidates_of_program(program: &Path) -> Result<Candidates, ProbeError> {
+    // A script runs its interpreter (`#!/bin/sh`), which is what loads an allocator first.
+    if let Some(interp) = script_interpreter(program) {
+        return candidates_in_root(&interp, Path::new("/"), &[]);
+    }
     candidates_in_root(program, Path::new("/"), &[])
+}
+
+/// The interpreter a `#!` script names, if `program` is one.
+pub fn script_interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interp = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some(PathBuf::from(interp))
 }
 
 /// As [`candidates_of_program`] for a program seen under another root (a process's

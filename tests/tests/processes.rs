@@ -6,6 +6,14 @@ use std::collections::BTreeMap;
 use muppy_tests::{Run, ebpf_available, expected_rows, ledger, rows_in, trace, workload};
 use serde_json::Value;
 
+/// The key of a process line's summary in [`report`]'s map.
+fn key(process: &Value) -> (u64, String) {
+    (
+        process["pid"].as_u64().unwrap(),
+        process["comm"].as_str().unwrap().to_string(),
+    )
+}
+
 /// The ledger rows of `source` for the sites in `functions`.
 fn expected_for(source: &str, functions: &[&str]) -> BTreeMap<String, (u64, u64)> {
     let l: Vec<_> = ledger(source)
@@ -15,8 +23,10 @@ fn expected_for(source: &str, functions: &[&str]) -> BTreeMap<String, (u64, u64)
     expected_rows(&l)
 }
 
-/// The `process` lines and the per-process `summary` lines of a multi-process JSON report.
-fn report(run: &Run) -> (Vec<Value>, BTreeMap<u64, Value>) {
+/// The `process` lines and the per-process `summary` lines of a multi-process JSON report,
+/// the summaries by the (pid, comm) of their process image (an exec makes a second image
+/// under one pid).
+fn report(run: &Run) -> (Vec<Value>, BTreeMap<(u64, String), Value>) {
     let lines = run.json();
     let last = lines.last().unwrap_or_else(|| panic!("no output\n{run}"));
     assert_eq!(last["type"], "processes", "{run}");
@@ -29,7 +39,13 @@ fn report(run: &Run) -> (Vec<Value>, BTreeMap<u64, Value>) {
     let sums = lines
         .iter()
         .filter(|l| l["type"] == "summary")
-        .map(|l| (l["pid"].as_u64().unwrap(), l.clone()))
+        .map(|l| {
+            let key = (
+                l["pid"].as_u64().unwrap(),
+                l["comm"].as_str().unwrap().to_string(),
+            );
+            (key, l.clone())
+        })
         .collect();
     (procs, sums)
 }
@@ -71,14 +87,14 @@ fn children_get_their_own_tables_through_fork_and_exec() {
     }
     // The parent: its own blocks. The child: its own, not the parent's copies, and the free of
     // an inherited block counted as unknown.
-    let s = &sums[&root_pid];
+    let s = &sums[&(root_pid, "forks".to_string())];
     assert_eq!(
         rows_in(s, &["f_parent", "f_child"]),
         expected_for("forks", &["f_parent"]),
         "{run}"
     );
     assert_eq!(s["unknown_frees"], 0, "{run}");
-    let s = &sums[&child["pid"].as_u64().unwrap()];
+    let s = &sums[&key(child)];
     assert_eq!(
         rows_in(s, &["f_parent", "f_child"]),
         expected_for("forks", &["f_child"]),
@@ -90,7 +106,7 @@ fn children_get_their_own_tables_through_fork_and_exec() {
         execd["probed"].as_str().unwrap().contains("(tcmalloc)"),
         "{run}"
     );
-    let s = &sums[&execd["pid"].as_u64().unwrap()];
+    let s = &sums[&key(execd)];
     let f: Vec<String> = ledger("allocators")
         .into_iter()
         .map(|e| e.function)
@@ -211,7 +227,7 @@ fn a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec() {
         .unwrap_or_else(|| panic!("no allocators process\n{run}"));
     // Seen from the host, and as pid 1 from inside.
     assert_eq!(inner["ns_pid"], 1, "{run}");
-    let s = &sums[&inner["pid"].as_u64().unwrap()];
+    let s = &sums[&key(inner)];
     assert_eq!(s["ns_pid"], 1, "{run}");
     let f: Vec<String> = ledger("allocators")
         .into_iter()
@@ -313,10 +329,7 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
         .find(|p| p["pid"] == pid && p["comm"] == "forks")
         .unwrap_or_else(|| panic!("no forks image\n{run}"));
     assert_eq!(root["state"], "exited with code 0", "{run}");
-    let s = sums
-        .values()
-        .find(|s| s["pid"] == pid && s["comm"] == "forks")
-        .unwrap();
+    let s = &sums[&key(root)];
     assert_eq!(
         rows_in(s, &["f_parent", "f_child"]),
         expected_for("forks", &["f_parent"]),
@@ -326,7 +339,7 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
         .iter()
         .find(|p| p["parent"] == pid && p["comm"] == "forks")
         .unwrap_or_else(|| panic!("no forked child\n{run}"));
-    let s = &sums[&child["pid"].as_u64().unwrap()];
+    let s = &sums[&key(child)];
     assert_eq!(
         rows_in(s, &["f_parent", "f_child"]),
         expected_for("forks", &["f_child"]),
@@ -336,7 +349,7 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
         .iter()
         .find(|p| p["parent"] == pid && p["comm"] == "allocators")
         .unwrap_or_else(|| panic!("no exec'd child\n{run}"));
-    let s = &sums[&execd["pid"].as_u64().unwrap()];
+    let s = &sums[&key(execd)];
     let f: Vec<String> = ledger("allocators")
         .into_iter()
         .map(|e| e.function)
@@ -344,6 +357,47 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
     let f: Vec<&str> = f.iter().map(String::as_str).collect();
     assert_eq!(
         rows_in(s, &f),
+        expected_rows(&ledger("allocators")),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_script_is_followed_through_its_interpreter_into_the_program() {
+    if !ebpf_available("a_script_is_followed_through_its_interpreter_into_the_program") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = muppy_tests::scratch("script").join("run.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec {}\n", workload("allocators").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = trace(&["--format", "json", "--", script.to_str().unwrap()], "");
+    assert_eq!(run.code, Some(0), "{run}");
+    let (procs, sums) = report(&run);
+    let prog = procs
+        .iter()
+        .find(|p| p["comm"] == "allocators")
+        .unwrap_or_else(|| panic!("no allocators image\n{run}"));
+    // The shell's image ended at its exec; the program's has its exact ledger.
+    assert!(
+        procs
+            .iter()
+            .any(|p| p["comm"] == "run.sh" && p["state"].as_str().unwrap().starts_with("exec'd")),
+        "{run}"
+    );
+    // One pid, two images: the program's summary is found by its name too.
+    let s = sums[&key(prog)].clone();
+    let f: Vec<String> = ledger("allocators")
+        .into_iter()
+        .map(|e| e.function)
+        .collect();
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    assert_eq!(
+        rows_in(&s, &f),
         expected_rows(&ledger("allocators")),
         "{run}"
     );
