@@ -97,6 +97,10 @@ pub struct Process {
     heap_lib: String,
     /// How it ended, once it has.
     pub end: Option<End>,
+    /// Its table holds everything it allocated: it was traced from its first instruction (or
+    /// its attach). False when it was first seen, or its allocator probed, while it ran
+    /// (`--all`): older blocks are missing and their frees count as unknown.
+    pub whole: bool,
     latest_ns: u64,
     /// Memory it mapped itself, outside the allocator.
     regions: Regions,
@@ -124,6 +128,7 @@ impl Process {
             traces: Vec::new(),
             heap_lib,
             end: None,
+            whole: true,
             latest_ns: 0,
             regions: Regions::default(),
             region_names: Vec::new(),
@@ -244,10 +249,17 @@ impl Process {
         n
     }
 
-    /// `running`, `exited with code 0`, `exec'd /bin/true`.
+    /// `running`, `exited with code 0`, `exec'd /bin/true`; `(traced from mid-run)` after it
+    /// when its table is not whole.
     pub fn state(&self) -> String {
-        self.end
+        let state = self
+            .end
             .as_ref()
-            .map_or_else(|| "running".to_string(), End::to_string)
+            .map_or_else(|| "running".to_string(), End::to_string);
+        if self.whole {
+            state
+        } else {
+            state + " (traced from mid-run)"
+        }
     }
 }

@@ -222,6 +222,8 @@ struct Session {
     /// `--all`: processes whose files were looked at, and the files (device, inode) seen.
     scanned: HashSet<u32>,
     seen_files: HashSet<(u64, u64)>,
+    /// `--all`: processes that were running when the session began (until they end).
+    preexisting: HashSet<u32>,
     /// The launched command's own exec is still to come (its plan is in place already).
     root_exec_pending: bool,
     allocator: Option<String>,
@@ -232,7 +234,12 @@ struct Session {
 
 impl Session {
     fn drain(&mut self, ring: &mut ring::Ring) {
-        let (live, foreign, all) = (&mut self.live, &mut self.foreign_events, self.all);
+        let (live, foreign, all, preexisting) = (
+            &mut self.live,
+            &mut self.foreign_events,
+            self.all,
+            &mut self.preexisting,
+        );
         let mut ended = Vec::new();
         let mut execd = Vec::new();
         ring.drain(|ev| match EventKind::from_u32(ev.kind) {
@@ -252,6 +259,7 @@ impl Session {
                 execd.push(ev.pid);
             }
             Some(EventKind::Exit) => {
+                preexisting.remove(&ev.pid); // its pid may be reused by a new process
                 if let Some(mut p) = live.remove(&ev.pid) {
                     if p.id.comm.is_empty() {
                         p.id.comm = comm_text(ev);
@@ -262,9 +270,15 @@ impl Session {
             }
             _ => match live.get_mut(&ev.pid) {
                 Some(p) => p.apply(ev),
+                // A process that ran before the session began is traced from mid-run: what it
+                // allocated before is not in its table. One started since (forked) is whole.
                 None if all => live
                     .entry(ev.pid)
-                    .or_insert_with(|| Process::new(ev.pid, None, None))
+                    .or_insert_with(|| {
+                        let mut p = Process::new(ev.pid, None, None);
+                        p.whole = !preexisting.contains(&ev.pid);
+                        p
+                    })
                     .apply(ev),
                 None => *foreign += 1,
             },
@@ -387,7 +401,13 @@ impl Session {
     /// its table. An image that recorded nothing (a child that only exec'd) is dropped.
     fn finish(&mut self, p: Process) {
         self.scanned.remove(&p.id.pid);
-        if p.table.stats().events == 0 && matches!(p.end, Some(End::Exec(_))) {
+        self.preexisting.remove(&p.id.pid);
+        // An image that recorded nothing (a child that only exec'd; with --all, any process
+        // that never allocated while traced) has nothing to report.
+        if p.table.stats().events == 0
+            && p.mappings().is_empty()
+            && (self.all || matches!(p.end, Some(End::Exec(_))))
+        {
             return;
         }
         if self.all {
@@ -459,10 +479,18 @@ impl Session {
             return;
         }
         self.seen_files.extend(ids);
-        if let Ok(plan) = probe::plan(&c, None)
-            && let Err(e) = self.attach(0, &plan)
-        {
+        let Ok(plan) = probe::plan(&c, None) else {
+            return;
+        };
+        let before = self.attached.get(&0).map_or(0, |(ids, _)| ids.len());
+        if let Err(e) = self.attach(0, &plan) {
             note(format_args!("{}: {e}", plan.describe()));
+        }
+        // Its allocator was probed only now: what it allocated before is not in its table.
+        if self.attached.get(&0).map_or(0, |(ids, _)| ids.len()) > before
+            && let Some(p) = self.live.get_mut(&pid)
+        {
+            p.whole = false;
         }
     }
 
@@ -575,6 +603,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         all: matches!(mode, Mode::All),
         scanned: HashSet::new(),
         seen_files: HashSet::new(),
+        preexisting: HashSet::new(),
         root_exec_pending: false,
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
@@ -633,6 +662,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         Mode::All => {
             s.probes.watch_processes()?;
             s.discover();
+            s.preexisting = s.scanned.clone();
             let files: Vec<String> = s
                 .attached
                 .get(&0)
