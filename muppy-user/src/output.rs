@@ -248,18 +248,6 @@ pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
     });
     counters_json(&s.counters, &mut v);
     sampling_json(s.sample_bytes, &mut v);
-    if let Some(exit) = &extras.exit {
-        v["exit"] = exit.clone();
-    }
-    if let Some(rss) = extras.tracer_peak_rss_kb {
-        v["tracer_peak_rss_kb"] = rss.into();
-    }
-    if let Some(rss) = extras.tracer_rss_kb {
-        v["tracer_rss_kb"] = rss.into();
-    }
-    if let Some(ms) = extras.tracer_cpu_ms {
-        v["tracer_cpu_ms"] = ms.into();
-    }
     extras_json(extras, &mut v);
     v.to_string()
 }

@@ -125,19 +125,12 @@ const CXX_OPERATORS: [(&str, AllocFn); 20] = [
     ("_ZdaPvSt11align_val_tRKSt9nothrow_t", AllocFn::Delete),
 ];
 
-/// The C allocator functions, in [`AllocFn::ALL`] order.
-const C_FUNCTIONS: [AllocFn; 10] = [
-    AllocFn::Malloc,
-    AllocFn::Calloc,
-    AllocFn::Realloc,
-    AllocFn::Reallocarray,
-    AllocFn::PosixMemalign,
-    AllocFn::AlignedAlloc,
-    AllocFn::Memalign,
-    AllocFn::Valloc,
-    AllocFn::Pvalloc,
-    AllocFn::Free,
-];
+/// The C allocator functions: all but the C++ operators, in [`AllocFn::ALL`] order.
+fn c_functions() -> impl Iterator<Item = AllocFn> {
+    AllocFn::ALL
+        .into_iter()
+        .filter(|f| !matches!(f, AllocFn::New | AllocFn::Delete))
+}
 
 /// Symbol prefixes of allocators that live beside the C library's instead of replacing it
 /// (jemalloc built with `--with-jemalloc-prefix=je_`).
@@ -523,7 +516,7 @@ impl Defined {
                 reason: e.to_string(),
             })?;
             let wanted = |n: &str| {
-                C_FUNCTIONS.iter().any(|f| {
+                c_functions().any(|f| {
                     n == f.symbol()
                         || PREFIXES
                             .iter()
@@ -581,7 +574,7 @@ impl Defined {
                 .get(symbol)
                 .and_then(|&a| Some((a, file_offset(&file, a)?)))
             else {
-                if C_FUNCTIONS.contains(func) {
+                if *func != AllocFn::New && *func != AllocFn::Delete {
                     missing.push(symbol.clone());
                 }
                 continue;
@@ -657,9 +650,8 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
             })?,
         };
     let c_family = |prefix: &str| -> Vec<(String, AllocFn)> {
-        C_FUNCTIONS
-            .iter()
-            .map(|f| (format!("{prefix}{}", f.symbol()), *f))
+        c_functions()
+            .map(|f| (format!("{prefix}{}", f.symbol()), f))
             .collect()
     };
     let heap_prefix = if files[heap].has("malloc") {
@@ -978,26 +970,21 @@ impl Probes {
 
     /// System-wide tracing: sends process exec and exit events (sched tracepoints).
     pub fn watch_processes(&mut self) -> Result<(), ProbeError> {
-        for (name, event) in [
+        self.attach_raw(&[
             ("proc_exec", "sched_process_exec"),
             ("proc_exit", "sched_process_exit"),
-        ] {
-            let prog: &mut RawTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::Missing("a tracepoint program"))?
-                .try_into()
-                .map_err(|e| attach_err(name, Path::new(event), e))?;
-            prog.attach(event)
-                .map_err(|e| attach_err(name, Path::new(event), e))?;
-        }
-        Ok(())
+        ])
     }
 
     /// Traces the memory mappings that processes make themselves (system call tracepoints):
     /// those of every process with `all`, else of the processes [`Probes::map_pid`] names.
     pub fn watch_mappings(&mut self) -> Result<(), ProbeError> {
-        for (name, event) in [("map_enter", "sys_enter"), ("map_exit", "sys_exit")] {
+        self.attach_raw(&[("map_enter", "sys_enter"), ("map_exit", "sys_exit")])
+    }
+
+    /// Attaches each (program, raw tracepoint) pair.
+    fn attach_raw(&mut self, pairs: &[(&'static str, &str)]) -> Result<(), ProbeError> {
+        for &(name, event) in pairs {
             let prog: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(name)
@@ -1146,8 +1133,11 @@ mod tests {
         let all: Vec<AllocFn> = heap.points.iter().flat_map(|p| p.funcs.clone()).collect();
         assert!(all.contains(&AllocFn::Malloc) && all.contains(&AllocFn::Free));
         // Every C function is either probed once or reported missing.
-        let c_funcs = all.iter().filter(|f| C_FUNCTIONS.contains(f)).count();
-        assert_eq!(c_funcs + heap.missing.len(), C_FUNCTIONS.len());
+        let c_funcs = all
+            .iter()
+            .filter(|f| c_functions().any(|c| c == **f))
+            .count();
+        assert_eq!(c_funcs + heap.missing.len(), c_functions().count());
         let mut offsets: Vec<u64> = heap.points.iter().map(|p| p.offset).collect();
         offsets.dedup();
         assert_eq!(offsets.len(), heap.points.len());

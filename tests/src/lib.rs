@@ -109,6 +109,23 @@ pub fn ledger(name: &str) -> Vec<Expected> {
         .collect()
 }
 
+/// The functions a workload's ledger names, each once.
+pub fn ledger_functions(name: &str) -> Vec<String> {
+    let mut f: Vec<String> = ledger(name).into_iter().map(|e| e.function).collect();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// The rows of `summary` at the sites of workload `name`'s ledger, to compare with its
+/// [`expected_rows`] (rows of other sites, such as an allocator's start-up blocks, are real
+/// but not the ledger's).
+pub fn ledger_rows(summary: &Value, name: &str) -> BTreeMap<String, (u64, u64)> {
+    let f = ledger_functions(name);
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    rows_in(summary, &f)
+}
+
 /// The frame name muppy must print for the line of workload `name` marked
 /// `/* frame: MARKER */`: `function (file.c:line)`.
 pub fn marked_frame(name: &str, function: &str, marker: &str) -> String {

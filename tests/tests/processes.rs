@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use muppy_tests::{Run, ebpf_available, expected_rows, ledger, rows_in, trace, workload};
+use muppy_tests::{
+    Run, ebpf_available, expected_rows, ledger, ledger_rows, rows_in, trace, workload,
+};
 use serde_json::Value;
 
 /// The key of a process line's summary in [`report`]'s map.
@@ -107,13 +109,8 @@ fn children_get_their_own_tables_through_fork_and_exec() {
         "{run}"
     );
     let s = &sums[&key(execd)];
-    let f: Vec<String> = ledger("allocators")
-        .into_iter()
-        .map(|e| e.function)
-        .collect();
-    let f: Vec<&str> = f.iter().map(String::as_str).collect();
     assert_eq!(
-        rows_in(s, &f),
+        ledger_rows(s, "allocators"),
         expected_rows(&ledger("allocators")),
         "{run}"
     );
@@ -229,14 +226,9 @@ fn a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec() {
     assert_eq!(inner["ns_pid"], 1, "{run}");
     let s = &sums[&key(inner)];
     assert_eq!(s["ns_pid"], 1, "{run}");
-    let f: Vec<String> = ledger("allocators")
-        .into_iter()
-        .map(|e| e.function)
-        .collect();
-    let f: Vec<&str> = f.iter().map(String::as_str).collect();
     // Exact: the probes are on the container's copy of libc, found through its root.
     assert_eq!(
-        rows_in(s, &f),
+        ledger_rows(s, "allocators"),
         expected_rows(&ledger("allocators")),
         "{run}"
     );
@@ -350,13 +342,8 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
         .find(|p| p["parent"] == pid && p["comm"] == "allocators")
         .unwrap_or_else(|| panic!("no exec'd child\n{run}"));
     let s = &sums[&key(execd)];
-    let f: Vec<String> = ledger("allocators")
-        .into_iter()
-        .map(|e| e.function)
-        .collect();
-    let f: Vec<&str> = f.iter().map(String::as_str).collect();
     assert_eq!(
-        rows_in(s, &f),
+        ledger_rows(s, "allocators"),
         expected_rows(&ledger("allocators")),
         "{run}"
     );
@@ -391,13 +378,8 @@ fn a_script_is_followed_through_its_interpreter_into_the_program() {
     );
     // One pid, two images: the program's summary is found by its name too.
     let s = sums[&key(prog)].clone();
-    let f: Vec<String> = ledger("allocators")
-        .into_iter()
-        .map(|e| e.function)
-        .collect();
-    let f: Vec<&str> = f.iter().map(String::as_str).collect();
     assert_eq!(
-        rows_in(&s, &f),
+        ledger_rows(&s, "allocators"),
         expected_rows(&ledger("allocators")),
         "{run}"
     );
