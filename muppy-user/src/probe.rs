@@ -920,16 +920,10 @@ impl Probes {
     }
 
     /// Detaches probes [`Probes::attach`] placed (for a process that has ended), on a thread
-    /// of its own (one for the session): the kernel takes ≈0.1 s to remove each uprobe, which
-    /// must not hold up the reading of events.
+    /// of its own (one for the session): the kernel takes ≈0.09 s to remove each uprobe, one
+    /// removal at a time, which must not hold up the reading of events.
     pub fn detach(&mut self, links: Vec<Link>) {
-        let owned: Vec<_> = links
-            .into_iter()
-            .filter_map(|Link { prog, id }| {
-                let p: &mut UProbe = self.ebpf.program_mut(prog)?.try_into().ok()?;
-                p.take_link(id).ok()
-            })
-            .collect();
+        let owned = self.take_links(links);
         if self.graveyard.is_none() {
             let (tx, rx) = std::sync::mpsc::channel::<Vec<_>>();
             let spawned = std::thread::Builder::new()
@@ -940,6 +934,16 @@ impl Probes {
         if let Some(tx) = &self.graveyard {
             let _ = tx.send(owned);
         }
+    }
+
+    fn take_links(&mut self, links: Vec<Link>) -> Vec<aya::programs::uprobe::UProbeLink> {
+        links
+            .into_iter()
+            .filter_map(|Link { prog, id }| {
+                let p: &mut UProbe = self.ebpf.program_mut(prog)?.try_into().ok()?;
+                p.take_link(id).ok()
+            })
+            .collect()
     }
 
     fn attach_one(

@@ -835,7 +835,27 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         }
     };
     print_out(&out);
+    remove_probes_in_background();
     Ok(Outcome { pid: s.root, exit })
+}
+
+/// Leaves the removal of the probes to a child process, so that muppy-trace can exit now.
+///
+/// The kernel removes uprobes one at a time, ≈0.09 s each (two per probed function), when
+/// the last file descriptor of each is closed: ≈1.5 s for glibc. A forked child shares the
+/// descriptors; it lets go of the terminal and exits, and its exit does the removing while
+/// the user has the prompt back. Until then the probes still fire, into a ring no one reads.
+fn remove_probes_in_background() {
+    // SAFETY: the child only makes async-signal-safe calls (close, _exit).
+    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+        // SAFETY: closing our own standard descriptors, then leaving without unwinding.
+        unsafe {
+            libc::close(0);
+            libc::close(1);
+            libc::close(2);
+            libc::_exit(0);
+        }
+    }
 }
 
 /// The periodic diff: of the one process, or of each process that changed.
