@@ -159,9 +159,10 @@ struct TraceArgs {
     #[arg(long, value_name = "LIB")]
     allocator: Option<String>,
 
-    /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 2)]
-    ring_mb: u32,
+    /// Ring buffer size in MiB (a power of two). Default 2; 16 with --all, where every
+    /// process on the machine shares it and bursts of process start-ups are common.
+    #[arg(long, value_name = "MIB")]
+    ring_mb: Option<u32>,
 
     /// Say where each probe went and why, and at the end how long each probe program ran.
     #[arg(short, long)]
@@ -307,11 +308,9 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
 }
 
 fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
-    if !t.ring_mb.is_power_of_two() || t.ring_mb > 1024 {
-        bail!(
-            "--ring-mb takes a power of two up to 1024, not {}",
-            t.ring_mb
-        );
+    let ring_mb = t.ring_mb.unwrap_or(if t.all { 16 } else { 2 });
+    if !ring_mb.is_power_of_two() || ring_mb > 1024 {
+        bail!("--ring-mb takes a power of two up to 1024, not {ring_mb}");
     }
     if !t.inflight_slots.is_power_of_two() {
         bail!("--inflight-slots takes a power of two");
@@ -331,7 +330,7 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
         },
         verbose: t.verbose,
         probe: ProbeConfig {
-            ring_bytes: t.ring_mb << 20,
+            ring_bytes: ring_mb << 20,
             max_inflight: 16384,
             slots: t.inflight_slots,
             stacks: if t.no_stacks { 0 } else { t.stack_entries },
