@@ -18,8 +18,9 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     io,
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
+    sync::{Arc, LazyLock, Mutex},
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
@@ -36,10 +37,44 @@ pub struct Module {
     pub offset: u64,
     /// The file's path as the target sees it (inside its mount namespace).
     pub path: String,
-    /// The file, kept open; `None` if it could not be opened.
-    file: Option<File>,
-    /// Where its names come from.
+    /// The file, kept open, and where its names come from; `None` if it could not be
+    /// opened. Shared by every module of every process that maps the same file.
+    file: Option<Arc<OpenFile>>,
+}
+
+/// A mapped file, open, and where its names come from: one per file (device and inode) for the
+/// whole session, so that the symbolizer, which caches what it parsed by path, parses each
+/// file once however many processes map it (`--all`, fork and exec).
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
     names: Names,
+}
+
+/// Open files by (device, inode).
+type FileRegistry = Mutex<HashMap<(u64, u64), Arc<OpenFile>>>;
+
+/// The session's open files.
+static FILES: LazyLock<FileRegistry> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl OpenFile {
+    /// The one [`OpenFile`] for `file`: a new one, or the one already open for the same file
+    /// (`file` is then closed).
+    fn shared(file: File, root: &Path) -> Arc<OpenFile> {
+        let key = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = key
+            && let Some(open) = files.get(&k)
+        {
+            return Arc::clone(open);
+        }
+        let names = Names::of(&file, root);
+        let open = Arc::new(OpenFile { file, names });
+        if let Some(k) = key {
+            files.insert(k, Arc::clone(&open));
+        }
+        open
+    }
 }
 
 /// Where a module's names come from (see the module docs).
@@ -107,7 +142,7 @@ impl Module {
     fn readable_path(&self) -> Option<PathBuf> {
         self.file
             .as_ref()
-            .map(|f| PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())))
+            .map(|f| PathBuf::from(format!("/proc/self/fd/{}", f.file.as_raw_fd())))
     }
 }
 
@@ -180,18 +215,14 @@ impl Modules {
             }
             self.modules
                 .retain(|m| m.end <= e.start || m.start >= e.end);
-            let file = self.open(&e);
             let root = PathBuf::from(format!("/proc/{}/root", self.pid));
-            let names = file
-                .as_ref()
-                .map_or(Names::Symbols, |f| Names::of(f, &root));
+            let file = self.open(&e).map(|f| OpenFile::shared(f, &root));
             self.modules.push(Module {
                 start: e.start,
                 end: e.end,
                 offset: e.offset,
                 path: e.path,
                 file,
-                names,
             });
         }
         Ok(())
@@ -234,10 +265,20 @@ pub struct FrameName {
     pub function: String,
 }
 
-/// Turns return addresses into site names, remembering each answer.
+/// Turns return addresses into site names, remembering each answer (per process: addresses
+/// differ between processes; what was parsed from the files is shared).
 pub struct SiteNamer {
-    symbolizer: Symbolizer,
     cache: HashMap<u64, FrameName>,
+}
+
+thread_local! {
+    /// The symbolizer, with DWARF line info, inlined functions and demangling on. One for the
+    /// thread: it caches every file it parsed, by path.
+    static SYMBOLIZER: Symbolizer = Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build();
 }
 
 impl Default for SiteNamer {
@@ -247,14 +288,9 @@ impl Default for SiteNamer {
 }
 
 impl SiteNamer {
-    /// A namer with DWARF line info and inlined-function reporting on.
+    /// A namer that remembers nothing yet.
     pub fn new() -> Self {
         Self {
-            symbolizer: Symbolizer::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
             cache: HashMap::new(),
         }
     }
@@ -283,13 +319,13 @@ impl SiteNamer {
         };
         let off = module.file_offset(ret);
         let unknown = || unknown(format!("[unknown] ({}+{off:#x})", module.name()));
-        let Some(path) = module.readable_path() else {
+        let (Some(path), Some(open)) = (module.readable_path(), module.file.as_ref()) else {
             return unknown();
         };
         // The return address follows the call; one byte back lies inside the call instruction,
         // which is the line that made the allocation.
         let at = off.saturating_sub(1);
-        let (elf, input) = match &module.names {
+        let (elf, input) = match &open.names {
             Names::Embedded => (Elf::new(path), Input::FileOffset(at)),
             Names::DebugFile(debug, loads) => {
                 let Some(vaddr) = loads
@@ -312,25 +348,27 @@ impl SiteNamer {
                 (elf, Input::FileOffset(at))
             }
         };
-        let Ok(Symbolized::Sym(sym)) = self.symbolizer.symbolize_single(&Source::Elf(elf), input)
-        else {
-            return unknown();
-        };
-        let (func, code) = match sym.inlined.last() {
-            Some(inl) => (
-                inl.name.as_ref(),
-                inl.code_info.as_ref().or(sym.code_info.as_deref()),
-            ),
-            None => (sym.name.as_ref(), sym.code_info.as_deref()),
-        };
-        let site = match code.and_then(|c| c.line.map(|l| (c, l))) {
-            Some((c, line)) => format!("{func} ({}:{line})", Path::new(&c.file).display()),
-            None => format!("{func}+{:#x} ({})", sym.offset + 1, module.name()),
-        };
-        FrameName {
-            site,
-            function: func.to_string(),
-        }
+        SYMBOLIZER.with(|symbolizer| {
+            let Ok(Symbolized::Sym(sym)) = symbolizer.symbolize_single(&Source::Elf(elf), input)
+            else {
+                return unknown();
+            };
+            let (func, code) = match sym.inlined.last() {
+                Some(inl) => (
+                    inl.name.as_ref(),
+                    inl.code_info.as_ref().or(sym.code_info.as_deref()),
+                ),
+                None => (sym.name.as_ref(), sym.code_info.as_deref()),
+            };
+            let site = match code.and_then(|c| c.line.map(|l| (c, l))) {
+                Some((c, line)) => format!("{func} ({}:{line})", Path::new(&c.file).display()),
+                None => format!("{func}+{:#x} ({})", sym.offset + 1, module.name()),
+            };
+            FrameName {
+                site,
+                function: func.to_string(),
+            }
+        })
     }
 }
 

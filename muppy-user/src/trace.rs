@@ -578,6 +578,7 @@ fn start_follower(
 
 /// Runs a session to its end and prints its diffs and final summary.
 pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
+    raise_fd_limit();
     let probes = Probes::load(opts.probe)?;
     // The reader must keep up with every thread of the target at once; when the machine is
     // busy, let it run first rather than lose events. (Root may raise its priority.)
@@ -837,6 +838,23 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     print_out(&out);
     remove_probes_in_background();
     Ok(Outcome { pid: s.root, exit })
+}
+
+/// Raises the limit on open files to the hard limit: each followed process holds two file
+/// descriptors per probed function (≈17 for glibc) while it lives, so `make -j64` would pass
+/// the usual soft limit of 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+        }
+    }
 }
 
 /// Leaves the removal of the probes to a child process, so that muppy-trace can exit now.
