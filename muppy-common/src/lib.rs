@@ -298,6 +298,9 @@ pub struct MapCall {
     pub caller: u64,
 }
 
+/// Name of the hash set of processes followed through probes shared by every process.
+pub const FOLLOWED_MAP: &str = "FOLLOWED";
+
 /// Name of the hash set of processes whose memory-mapping calls are traced.
 pub const MAP_PIDS_MAP: &str = "MAP_PIDS";
 

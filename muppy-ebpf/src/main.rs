@@ -329,6 +329,46 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Processes followed through probes shared by every process (the children of the traced
+/// command): placing probes per process costs the kernel ≈0.1 s each, too much at every fork.
+/// Maintained by user space while each child is stopped at its fork and its exit.
+#[map(name = "FOLLOWED")]
+static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+#[inline(always)]
+fn followed() -> bool {
+    FOLLOWED
+        .get_ptr((bpf_get_current_pid_tgid() >> 32) as u32)
+        .is_some()
+}
+
+/// [`alloc_enter`] on probes shared by every process: only for followed ones.
+#[uprobe]
+pub fn alloc_enter_shared(ctx: ProbeContext) -> u32 {
+    if followed() {
+        on_alloc_enter(&ctx);
+    }
+    0
+}
+
+/// [`alloc_exit`] on probes shared by every process: only for followed ones.
+#[uretprobe]
+pub fn alloc_exit_shared(ctx: RetProbeContext) -> u32 {
+    if followed() {
+        on_alloc_exit(&ctx);
+    }
+    0
+}
+
+/// [`free_enter`] on probes shared by every process: only for followed ones.
+#[uprobe]
+pub fn free_enter_shared(ctx: ProbeContext) -> u32 {
+    if followed() {
+        on_free_enter(&ctx);
+    }
+    0
+}
+
 #[inline(always)]
 fn on_alloc_enter(ctx: &ProbeContext) {
     let id = bpf_get_current_pid_tgid();

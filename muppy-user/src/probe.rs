@@ -20,8 +20,8 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP,
-    MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
+    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, FOLLOWED_MAP, INFLIGHT_MAP, INTERVALS,
+    INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -708,11 +708,31 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
     })
 }
 
-/// One attached probe, to detach it later.
-#[derive(Debug)]
-pub struct Link {
-    prog: &'static str,
-    id: aya::programs::uprobe::UProbeLinkId,
+/// Adds `pid` to (`on`) or removes it from the hash set of pids `map`.
+fn set_pid(ebpf: &mut Ebpf, map: &str, pid: u32, on: bool) {
+    let Some(map) = ebpf.map_mut(map) else {
+        return;
+    };
+    let Ok(mut pids) = aya::maps::HashMap::<_, u32, u8>::try_from(map) else {
+        return;
+    };
+    let _ = if on {
+        pids.insert(pid, 1, 0)
+    } else {
+        pids.remove(&pid)
+    };
+}
+
+/// Which processes attached probes fire in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One process (the kernel filters).
+    One(NonZeroU32),
+    /// Every process (`--all`).
+    All,
+    /// Every process the probes are told to follow ([`Probes::follow_pid`]): the kernel places
+    /// these probes once, not at every fork.
+    Followed,
 }
 
 /// Loaded probes: the programs, attached to one process, and the maps user space reads.
@@ -722,8 +742,6 @@ pub struct Probes {
     /// Attach the empty programs instead (the benchmark's floor).
     empty: bool,
     ring_bytes: u32,
-    /// Links of ended processes go here to be dropped (detached) off the reading thread.
-    graveyard: Option<std::sync::mpsc::Sender<Vec<aya::programs::uprobe::UProbeLink>>>,
 }
 
 /// Sizes for the probes' maps.
@@ -846,6 +864,9 @@ impl Probes {
             "alloc_enter",
             "alloc_exit",
             "free_enter",
+            "alloc_enter_shared",
+            "alloc_exit_shared",
+            "free_enter_shared",
             "noop_enter",
             "noop_exit",
         ] {
@@ -878,72 +899,38 @@ impl Probes {
             drops,
             empty: cfg.empty,
             ring_bytes: cfg.ring_bytes,
-            graveyard: None,
         })
     }
 
-    /// Attaches every point of `plan`, firing only in process `pid` (0: in every process).
-    /// Return probes go first, so an entry that is seen always has its return seen too.
-    pub fn attach(&mut self, plan: &ProbePlan, pid: u32) -> Result<Vec<Link>, ProbeError> {
-        let mut links = Vec::new();
-        let scope = match NonZeroU32::new(pid) {
-            Some(pid) => UProbeScope::OneProcess(pid),
-            None => UProbeScope::AllProcesses,
+    /// Attaches every point of `plan` for `target`. Return probes go first, so an entry that
+    /// is seen always has its return seen too.
+    /// The probes stay until the session ends (removing one costs the kernel ≈0.1 s).
+    pub fn attach(&mut self, plan: &ProbePlan, target: Scope) -> Result<(), ProbeError> {
+        let scope = match target {
+            Scope::One(pid) => UProbeScope::OneProcess(pid),
+            Scope::All | Scope::Followed => UProbeScope::AllProcesses,
         };
+        let shared = target == Scope::Followed;
         for lib in &plan.libs {
             for point in &lib.points {
                 let func = point.funcs[0];
                 let name = point.name();
                 let cookie = cookie(func, point.ret_addr_sp_offset);
-                let (enter, exit) = if self.empty {
-                    ("noop_enter", "noop_exit")
-                } else if func == AllocFn::Free {
-                    ("free_enter", "")
-                } else {
-                    ("alloc_enter", "alloc_exit")
+                let (enter, exit) = match (self.empty, func == AllocFn::Free, shared) {
+                    (true, _, _) => ("noop_enter", "noop_exit"),
+                    (false, true, false) => ("free_enter", ""),
+                    (false, true, true) => ("free_enter_shared", ""),
+                    (false, false, false) => ("alloc_enter", "alloc_exit"),
+                    (false, false, true) => ("alloc_enter_shared", "alloc_exit_shared"),
                 };
                 // free has no return probe; the floor measurement mirrors that.
                 if func != AllocFn::Free {
-                    links.push(self.attach_one(exit, &name, &lib.path, point.offset, 0, scope)?);
+                    self.attach_one(exit, &name, &lib.path, point.offset, 0, scope)?;
                 }
-                links.push(self.attach_one(
-                    enter,
-                    &name,
-                    &lib.path,
-                    point.offset,
-                    cookie,
-                    scope,
-                )?);
+                self.attach_one(enter, &name, &lib.path, point.offset, cookie, scope)?;
             }
         }
-        Ok(links)
-    }
-
-    /// Detaches probes [`Probes::attach`] placed (for a process that has ended), on a thread
-    /// of its own (one for the session): the kernel takes ≈0.09 s to remove each uprobe, one
-    /// removal at a time, which must not hold up the reading of events.
-    pub fn detach(&mut self, links: Vec<Link>) {
-        let owned = self.take_links(links);
-        if self.graveyard.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<_>>();
-            let spawned = std::thread::Builder::new()
-                .name("muppy-detach".into())
-                .spawn(move || rx.into_iter().for_each(drop));
-            self.graveyard = spawned.ok().map(|_| tx);
-        }
-        if let Some(tx) = &self.graveyard {
-            let _ = tx.send(owned);
-        }
-    }
-
-    fn take_links(&mut self, links: Vec<Link>) -> Vec<aya::programs::uprobe::UProbeLink> {
-        links
-            .into_iter()
-            .filter_map(|Link { prog, id }| {
-                let p: &mut UProbe = self.ebpf.program_mut(prog)?.try_into().ok()?;
-                p.take_link(id).ok()
-            })
-            .collect()
+        Ok(())
     }
 
     fn attach_one(
@@ -954,7 +941,7 @@ impl Probes {
         offset: u64,
         cookie: u64,
         scope: UProbeScope,
-    ) -> Result<Link, ProbeError> {
+    ) -> Result<(), ProbeError> {
         let what = format!("{prog} ({name})");
         let p: &mut UProbe = self
             .ebpf
@@ -966,10 +953,9 @@ impl Probes {
             location: offset.into(),
             cookie: Some(cookie),
         };
-        let id = p
-            .attach(point, path, scope)
+        p.attach(point, path, scope)
             .map_err(|e| attach_err(&what, path, e))?;
-        Ok(Link { prog, id })
+        Ok(())
     }
 
     /// System-wide tracing: sends process exec and exit events (sched tracepoints).
@@ -1001,19 +987,15 @@ impl Probes {
         Ok(())
     }
 
+    /// Starts (`on`) or stops following process `pid` through the probes attached with
+    /// [`Scope::Followed`].
+    pub fn follow_pid(&mut self, pid: u32, on: bool) {
+        set_pid(&mut self.ebpf, FOLLOWED_MAP, pid, on);
+    }
+
     /// Starts (`on`) or stops tracing the memory mappings of process `pid`.
     pub fn map_pid(&mut self, pid: u32, on: bool) {
-        let Some(map) = self.ebpf.map_mut(MAP_PIDS_MAP) else {
-            return;
-        };
-        let Ok(mut pids) = aya::maps::HashMap::<_, u32, u8>::try_from(map) else {
-            return;
-        };
-        let _ = if on {
-            pids.insert(pid, 1, 0)
-        } else {
-            pids.remove(&pid)
-        };
+        set_pid(&mut self.ebpf, MAP_PIDS_MAP, pid, on);
     }
 
     /// Takes the ring buffer the probes write events into, mapped for reading.

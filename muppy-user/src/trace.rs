@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io::Write,
+    num::NonZeroU32,
     path::PathBuf,
     sync::mpsc,
     time::Duration,
@@ -19,7 +20,7 @@ use tokio::{
 
 use crate::{
     output::{self, SummaryExtras},
-    probe::{self, ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes},
+    probe::{self, ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes, Scope},
     process::{End, Process},
     ring,
     snapshot::{Snapshot, SnapshotError},
@@ -194,9 +195,6 @@ struct Request {
     done: mpsc::SyncSender<()>,
 }
 
-/// Probe points attached for one pid, by (device, inode, offset), and their links.
-type Attached = (HashSet<(u64, u64, u64)>, Vec<probe::Link>);
-
 /// The ptrace thread's report of the root's end, and whether seizing it worked.
 type Follower = (
     oneshot::Receiver<Result<Exit, TargetError>>,
@@ -214,9 +212,9 @@ struct Session {
     /// Images that ended, kept for the final report (not with `--all`, which reports each as
     /// it ends and forgets it).
     ended: Vec<Process>,
-    /// Per pid, the probe points attached for it (device, inode, offset) and their links;
-    /// pid 0 for probes on every process.
-    attached: HashMap<u32, Attached>,
+    /// Per scope, the probe points attached, by (device, inode, offset): the root's pid, 0
+    /// for every process (`--all`), `u32::MAX` for the followed children.
+    attached: HashMap<u32, HashSet<(u64, u64, u64)>>,
     /// `--all`: events of unknown pids start a new process.
     all: bool,
     /// `--all`: processes whose files were looked at, and the files (device, inode) seen.
@@ -295,15 +293,26 @@ impl Session {
         }
     }
 
-    /// Probes `plan` for `pid` (0: every process), skipping points already probed for it.
+    /// Probes `plan` for process `pid`: the root gets probes of its own (the kernel filters,
+    /// nothing else fires); any other (a child) is followed through probes shared by every
+    /// process, placed once per point, since the kernel takes ≈0.1 s to place or remove each
+    /// probe, too long at every fork. 0: every process (`--all`). Points already probed for
+    /// the same scope are skipped.
     fn attach(&mut self, pid: u32, plan: &ProbePlan) -> Result<(), ProbeError> {
+        let (key, scope) = match NonZeroU32::new(pid) {
+            None => (0, Scope::All),
+            Some(p) if pid == self.root => (pid, Scope::One(p)),
+            Some(_) => {
+                self.probes.follow_pid(pid, true);
+                (u32::MAX, Scope::Followed)
+            }
+        };
         if pid != 0 {
             self.probes.map_pid(pid, true);
         }
-        let (done, links) = self.attached.entry(pid).or_default();
+        let done = self.attached.entry(key).or_default();
         let fresh = plan.only(|id| done.insert(id));
-        links.extend(self.probes.attach(&fresh, pid)?);
-        Ok(())
+        self.probes.attach(&fresh, scope)
     }
 
     /// What a process that just exec'd will use, from its new executable, seen from inside
@@ -387,12 +396,7 @@ impl Session {
                     self.finish(p);
                 }
                 self.probes.map_pid(pid, false);
-                // The root's probes go with the session, which ends now.
-                if pid != self.root
-                    && let Some((_, links)) = self.attached.remove(&pid)
-                {
-                    self.probes.detach(links);
-                }
+                self.probes.follow_pid(pid, false);
             }
         }
     }
@@ -475,19 +479,20 @@ impl Session {
             .chain(&c.libs)
             .filter_map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
             .collect();
-        if ids.iter().all(|id| self.seen_files.contains(id)) {
+        if !ids.is_empty() && ids.iter().all(|id| self.seen_files.contains(id)) {
             return;
         }
-        self.seen_files.extend(ids);
         let Ok(plan) = probe::plan(&c, None) else {
             return;
         };
-        let before = self.attached.get(&0).map_or(0, |(ids, _)| ids.len());
+        // Only files whose plan was made count as seen: another process may still plan them.
+        self.seen_files.extend(ids);
+        let before = self.attached.get(&0).map_or(0, HashSet::len);
         if let Err(e) = self.attach(0, &plan) {
             note(format_args!("{}: {e}", plan.describe()));
         }
         // Its allocator was probed only now: what it allocated before is not in its table.
-        if self.attached.get(&0).map_or(0, |(ids, _)| ids.len()) > before
+        if self.attached.get(&0).map_or(0, HashSet::len) > before
             && let Some(p) = self.live.get_mut(&pid)
         {
             p.whole = false;
@@ -667,7 +672,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             let files: Vec<String> = s
                 .attached
                 .get(&0)
-                .map(|(ids, _)| ids.len())
+                .map(HashSet::len)
                 .into_iter()
                 .map(|n| format!("{n} probe points"))
                 .collect();
