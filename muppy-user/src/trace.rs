@@ -311,8 +311,18 @@ impl Session {
             self.probes.map_pid(pid, true);
         }
         let done = self.attached.entry(key).or_default();
-        let fresh = plan.only(|id| done.insert(id));
-        self.probes.attach(&fresh, scope)
+        let mut new = Vec::new();
+        let fresh = plan.only(|id| {
+            let is_new = !done.contains(&id);
+            if is_new {
+                new.push(id);
+            }
+            is_new
+        });
+        self.probes.attach(&fresh, scope)?;
+        // Counted as probed once placed: a failed attach is tried again for the next process.
+        self.attached.entry(key).or_default().extend(new);
+        Ok(())
     }
 
     /// What a process that just exec'd will use, from its new executable, seen from inside
