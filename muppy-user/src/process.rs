@@ -239,16 +239,6 @@ impl Process {
         }
     }
 
-    /// Live blocks and bytes.
-    pub fn live(&self) -> (u64, u64) {
-        let mut n = (0, 0);
-        for (_, b) in self.table.blocks() {
-            n.0 += 1;
-            n.1 += b.size;
-        }
-        n
-    }
-
     /// `running`, `exited with code 0`, `exec'd /bin/true`; `(traced from mid-run)` after it
     /// when its table is not whole.
     pub fn state(&self) -> String {

@@ -226,6 +226,7 @@ struct Session {
     root_exec_pending: bool,
     allocator: Option<String>,
     sample_bytes: u64,
+    /// Events from pids without a table (none are expected: the probes filter by process).
     foreign_events: u64,
     view: ViewOptions,
 }
@@ -789,6 +790,12 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     if lost_events > 0 {
         note(format_args!(
             "warning: {lost_events} events were lost; figures may be off by that many blocks; try a larger --ring-mb"
+        ));
+    }
+    if s.foreign_events > 0 {
+        note(format_args!(
+            "warning: {} events came from processes muppy was not tracing and were left out",
+            s.foreign_events
         ));
     }
     if lost_stacks > 0 {
