@@ -878,15 +878,6 @@ impl Probes {
             prog.load()
                 .map_err(|e| attach_err(name, Path::new("-"), e))?;
         }
-        for name in ["proc_exec", "proc_exit", "map_enter", "map_exit"] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::Missing("a tracepoint program"))?
-                .try_into()
-                .map_err(|e| attach_err(name, Path::new("-"), e))?;
-            prog.load()
-                .map_err(|e| attach_err(name, Path::new("-"), e))?;
-        }
         if cfg.sample_bytes > 0 {
             fill_sampling_maps(&mut ebpf, cfg.sample_bytes, cpus)?;
         }
@@ -980,6 +971,9 @@ impl Probes {
                 .program_mut(name)
                 .ok_or(ProbeError::Missing("a tracepoint program"))?
                 .try_into()
+                .map_err(|e| attach_err(name, Path::new(event), e))?;
+            // Loaded only when wanted: most sessions need neither --all nor --mmap.
+            prog.load()
                 .map_err(|e| attach_err(name, Path::new(event), e))?;
             prog.attach(event)
                 .map_err(|e| attach_err(name, Path::new(event), e))?;

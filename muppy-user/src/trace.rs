@@ -132,7 +132,8 @@ fn note(msg: impl std::fmt::Display) {
     eprintln!("muppy-trace: {msg}");
 }
 
-fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
+/// Says on stderr what the plan leaves out, and with `verbose` where each probe goes and why.
+fn tell_plan(plan: &ProbePlan, verbose: bool) {
     for lib in &plan.libs {
         let path = lib.path.display();
         if !lib.missing.is_empty() {
@@ -153,6 +154,10 @@ fn describe_plan(plan: &ProbePlan, verbose: bool) -> serde_json::Value {
             }
         }
     }
+}
+
+/// What was probed, for the JSON summary.
+fn plan_json(plan: &ProbePlan) -> serde_json::Value {
     serde_json::json!({
         "allocator": plan.describe(),
         "libraries": plan.libs.iter().map(|l| serde_json::json!({
@@ -419,23 +424,20 @@ impl Session {
         self.preexisting.remove(&p.id.pid);
         // An image that recorded nothing (a child that only exec'd; with --all, any process
         // that never allocated while traced) has nothing to report.
+        let mappings = p.mappings();
         if p.table.stats().events == 0
-            && p.mappings().is_empty()
+            && mappings.is_empty()
             && (self.all || matches!(p.end, Some(End::Exec(_))))
         {
             return;
         }
         if self.all {
-            let heap = p.heap(
-                monotonic_ns(),
-                p.counters(self.probes.lost_events(), self.probes.lost_stacks()),
-                self.sample_bytes,
-            );
+            let heap = p.heap(monotonic_ns(), self.counters(&p), self.sample_bytes);
             print_out(&view::render_ended(
                 &p.id,
                 &p.state(),
                 &heap,
-                &p.mappings(),
+                &mappings,
                 &self.view,
             ));
         } else {
@@ -637,7 +639,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             let plan = probe::plan(&probe::candidates_of_pid(pid)?, opts.allocator.as_deref())?;
             s.root = pid;
             s.attach(pid, &plan)?;
-            describe_plan(&plan, opts.verbose);
+            tell_plan(&plan, opts.verbose);
             let what = plan.describe();
             s.live.insert(pid, Process::new(pid, None, Some(plan)));
             let watch = if opts.follow_forks {
@@ -662,7 +664,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
             s.root = pid;
             s.root_exec_pending = opts.follow_forks;
             s.attach(pid, &plan)?;
-            describe_plan(&plan, opts.verbose);
+            tell_plan(&plan, opts.verbose);
             let (rx, seized) =
                 start_follower(Root::Launched(pid), opts.follow_forks, req_tx.clone())?;
             if let Err(e) = seized {
@@ -831,7 +833,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     };
     let out = match s.single() {
         Some(p) => {
-            extras.probed = p.plan.as_ref().map(|plan| describe_plan(plan, false));
+            extras.probed = p.plan.as_ref().map(plan_json);
             extras.comm = Some(p.id.comm.clone());
             extras.mappings = p.mappings();
             extras.ns_pid = p.id.ns_pid;
