@@ -95,9 +95,31 @@ impl AllocFn {
     /// Decodes [`Event::func`] or a cookie's low half.
     pub const fn from_u32(v: u32) -> Option<AllocFn> {
         if (v as usize) < Self::ALL.len() {
-            Some(Self::ALL[v as usize])
+            // SAFETY: the discriminants are exactly 0..ALL.len() (asserted below). No table
+            // lookup: the BPF verifier loses the index's bound between check and load.
+            Some(unsafe { core::mem::transmute::<u32, AllocFn>(v) })
         } else {
             None
+        }
+    }
+
+    /// The entry program probing this function on the traced process's own probes (free
+    /// has its own program, `free_enter`; probes shared by followed children use
+    /// `alloc_enter_shared` with the function in the attach cookie).
+    pub const fn entry_program(self) -> &'static str {
+        match self {
+            AllocFn::Malloc => "enter_malloc",
+            AllocFn::Calloc => "enter_calloc",
+            AllocFn::Realloc => "enter_realloc",
+            AllocFn::Reallocarray => "enter_reallocarray",
+            AllocFn::PosixMemalign => "enter_posix_memalign",
+            AllocFn::AlignedAlloc => "enter_aligned_alloc",
+            AllocFn::Memalign => "enter_memalign",
+            AllocFn::Valloc => "enter_valloc",
+            AllocFn::Pvalloc => "enter_pvalloc",
+            AllocFn::Free => "free_enter",
+            AllocFn::New => "enter_new",
+            AllocFn::Delete => "enter_delete",
         }
     }
 
@@ -198,10 +220,11 @@ pub struct Event {
     pub size: u64,
     /// The return address into the code that called the allocator: the allocation *site*.
     pub caller: u64,
-    /// realloc: `bpf_ktime_get_ns()` when the call was entered (to order it against other
-    /// threads' calls; see the table). 0 for other events, which do not need it.
-    pub entry_ns: u64,
-    /// Allocations: `bpf_ktime_get_ns()` when the call returned. 0 for frees.
+    /// 0 from the probes; a decoded mremap's old length (see [`MapEvent`]).
+    pub old_len: u64,
+    /// Allocations (and mappings): when the call returned, in `CLOCK_MONOTONIC` ns once
+    /// decoded. The probes write the kernel's tick count instead where user space asked for
+    /// it (`TICKS` in muppy-ebpf; the ring reader converts). 0 for frees.
     pub ts_ns: u64,
     /// Allocations: the id of the user stack in the stack map, or [`NO_STACK`].
     pub stack: u32,
@@ -224,9 +247,23 @@ pub struct FreeEvent {
     pub pid: u32,
     /// The freed block.
     pub addr: u64,
-    /// The return address into the code that called `free`.
+    /// The return address into the code that called `free`, or 0 where the probe did not
+    /// read it: reading the caller's stack costs as much as the rest of the probe, and the
+    /// caller only matters for a free of a block the table does not hold, which outside
+    /// thread teardown only the program makes (see [`FREE_CALLERS_MAP`]).
     pub caller: u64,
 }
+
+/// Map of two counters that decide whether the free probe reads its caller: index
+/// [`FREE_CALLERS_TEARDOWNS`], threads now between the start of their teardown (glibc's
+/// `__call_tls_dtors`, after which glibc frees its per-thread caches: blocks no probe saw
+/// allocated) and their exit; index [`FREE_CALLERS_ALWAYS`], non-zero when a probed allocator
+/// has no such marker, so that every free reads its caller.
+pub const FREE_CALLERS_MAP: &str = "FREE_CALLERS";
+/// [`FREE_CALLERS_MAP`] index: threads in teardown.
+pub const FREE_CALLERS_TEARDOWNS: u32 = 0;
+/// [`FREE_CALLERS_MAP`] index: read the caller of every free.
+pub const FREE_CALLERS_ALWAYS: u32 = 1;
 
 /// A process exec'd or exited ([`EventKind::Exec`], [`EventKind::Exit`]), with its command
 /// name then: the process may be gone before user space can ask `/proc`. The same size as a
@@ -257,7 +294,7 @@ const _: () = assert!(core::mem::size_of::<ProcEvent>() == core::mem::size_of::<
 
 /// A memory-mapping system call the program made directly ([`EventKind::Mmap`],
 /// [`EventKind::Munmap`], [`EventKind::Mremap`]), seen at the system call tracepoints. Decoded
-/// into an [`Event`] with `size` = `len` and, for mremap, `entry_ns` = `old_len`.
+/// into an [`Event`] with `size` = `len` and, for mremap, `old_len`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapEvent {
@@ -355,12 +392,8 @@ pub struct InFlight {
     pub size: u64,
     /// realloc/reallocarray: the old block; posix_memalign: where the block will be stored.
     pub ptr_arg: u64,
-    /// The caller's return address.
-    pub caller: u64,
     /// Stack pointer at entry; a deeper (lower) sp at a later entry means a nested call.
     pub sp: u64,
-    /// Entry timestamp.
-    pub entry_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -375,7 +408,14 @@ mod pod {
     unsafe impl aya::Pod for super::MapCall {}
 }
 
+const _: () = {
+    let mut i = 0;
+    while i < AllocFn::ALL.len() {
+        assert!(AllocFn::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
 const _: () = assert!(core::mem::size_of::<FreeEvent>() == 2 * 4 + 2 * 8);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 4 * 8);
 const _: () = assert!(core::mem::size_of::<MapEvent>() == 4 * 4 + 6 * 8);

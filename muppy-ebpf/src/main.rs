@@ -5,8 +5,13 @@
 //! Each heap change becomes one [`Event`] in the `EVENTS` ring buffer. Calls that libc makes to
 //! probed functions from inside another probed call (realloc(NULL, n) reaching malloc,
 //! realloc(p, 0) reaching free, reallocarray reaching realloc) are recognised by their deeper
-//! stack pointer and ignored: the outermost call alone accounts for the heap change, so every
-//! allocation counts exactly once.
+//! (or, for a tail call, equal) stack pointer and ignored: the outermost call alone accounts for
+//! the heap change, so every allocation counts exactly once.
+//!
+//! Reading the target's memory is the dearest thing a probe can do here (≈60 ns a read, as
+//! much as the rest of a probe), so the hot path reads none: the allocation's caller comes
+//! from the return probe's registers, and a free's caller is read only while it can matter
+//! ([`FREE_CALLERS`]).
 #![no_std]
 #![no_main]
 // The target has atomic loads and stores but no compare-and-swap in Rust's eyes; the kernel's
@@ -15,18 +20,19 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use muppy_common::{
-    AllocFn, DROP_KINDS, Drop, Event, EventKind, FreeEvent, INFLIGHT_IDLE, INTERVALS, InFlight,
-    MapCall, MapEvent, NO_STACK, ProcEvent, STACK_HAS_CALLER, STACK_LOST, decode_cookie,
+    AllocFn, DROP_KINDS, Drop, Event, EventKind, FREE_CALLERS_ALWAYS, FREE_CALLERS_TEARDOWNS,
+    FreeEvent, INFLIGHT_IDLE, INTERVALS, InFlight, MapCall, MapEvent, NO_STACK, ProcEvent,
+    STACK_HAS_CALLER, STACK_LOST, decode_cookie,
 };
 
 /// Sized by user space (`--ring-mb`) before load.
@@ -108,6 +114,24 @@ fn is_tracer(id: u64) -> bool {
     (id >> 32) as u32 == TRACER_TGID.load()
 }
 
+/// Non-zero: stamp events with the kernel's tick count, which the JIT reads inline, instead
+/// of the nanosecond clock, a helper call (≈30 ns); user space converts ticks to ns.
+#[unsafe(no_mangle)]
+static TICKS: Global<u32> = Global::new(0);
+
+/// When an event happened: ticks or ns, see [`TICKS`].
+#[inline(always)]
+fn timestamp() -> u64 {
+    // SAFETY: plain helper calls.
+    unsafe {
+        if TICKS.load() != 0 {
+            bpf_jiffies64()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    }
+}
+
 /// The target's page size, for pvalloc.
 #[unsafe(no_mangle)]
 static PAGE_SIZE: Global<u64> = Global::new(4096);
@@ -176,16 +200,95 @@ fn caller(sp: u64, sp_offset: u64) -> u64 {
     unsafe { bpf_probe_read_user((sp + sp_offset) as *const u64) }.unwrap_or(0)
 }
 
-/// Whether a call entering with stack pointer `sp` and return address `ret` runs inside the
-/// probed call `outer` of the same thread.
+/// Whether a call entering with stack pointer `sp` runs inside the probed call `outer` of the
+/// same thread.
 ///
-/// A deeper (lower) sp is a nested call. An equal sp is a tail call (glibc's realloc(NULL, n)
-/// jumps to malloc, reallocarray to realloc) when the return slot no longer holds the outer
-/// call's return address: the outer uretprobe has replaced it with its trampoline. Otherwise
-/// `outer` returned unseen (its frame is gone) and its record is stale.
+/// A deeper (lower) sp is a nested call; an equal one a tail call (glibc's realloc(NULL, n)
+/// jumps to malloc, reallocarray to realloc, libstdc++'s sized delete to delete). A higher sp
+/// means `outer` returned unseen and its record is stale. Return probes are attached before
+/// entry probes, so every entry seen has its return seen: a stale record needs a call left by
+/// longjmp or a thread killed inside the allocator.
 #[inline(always)]
-fn nested_in(outer: &InFlight, sp: u64, ret: u64) -> bool {
-    sp < outer.sp || (sp == outer.sp && ret != outer.caller)
+fn nested_in(outer: &InFlight, sp: u64) -> bool {
+    sp <= outer.sp
+}
+
+/// Why a free's caller is read ([`FreeEvent::caller`]): user space tells the program's frees
+/// of blocks it does not hold (allocated before tracing, inherited at fork) from glibc's,
+/// which frees its per-thread caches (blocks allocated with no call to malloc) as a thread
+/// ends. [`FREE_CALLERS_TEARDOWNS`] counts the threads in teardown now, so that only their
+/// frees, and other threads' frees meanwhile, pay for the read; [`FREE_CALLERS_ALWAYS`] is set
+/// by user space where no teardown can be seen.
+#[map(name = "FREE_CALLERS")]
+static FREE_CALLERS: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Threads that began their teardown (glibc's `__call_tls_dtors`) and have not exited yet.
+#[map(name = "TEARDOWN_TIDS")]
+static TEARDOWN_TIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn free_callers_wanted() -> bool {
+    let read = |i| {
+        FREE_CALLERS
+            .get_ptr(i)
+            // SAFETY: an aligned 8-byte read of a map value.
+            .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
+    };
+    read(FREE_CALLERS_TEARDOWNS) || read(FREE_CALLERS_ALWAYS)
+}
+
+/// Reads the caller of the free probed at `ctx` if it can matter, else 0.
+#[inline(always)]
+fn free_caller(ctx: &ProbeContext, sp: u64) -> u64 {
+    if !free_callers_wanted() {
+        return 0;
+    }
+    // SAFETY: the context pointer is the probe's own.
+    let (_, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    caller(sp, sp_offset)
+}
+
+/// Atomically adds `delta` (two's complement for a subtraction) to the counter at `p`.
+///
+/// # Safety
+/// `p` points into a map value.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, delta: u64) {
+    // SAFETY: the caller's pointer; the locked add is atomic.
+    unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) p, d = in(reg) delta) };
+}
+
+/// glibc's `__call_tls_dtors`, entered as a thread (or the process, at exit) begins its
+/// teardown: from here until the thread exits, frees read their caller.
+#[uprobe]
+pub fn thread_teardown(_ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if is_tracer(id) {
+        return 0;
+    }
+    // BPF_NOEXIST: a thread counts once, however often it gets here (exit() from a thread).
+    if TEARDOWN_TIDS
+        .insert(id as u32, 1, BPF_NOEXIST.into())
+        .is_ok()
+        && let Some(p) = FREE_CALLERS.get_ptr_mut(FREE_CALLERS_TEARDOWNS)
+    {
+        // SAFETY: a map value.
+        unsafe { atomic_add(p, 1) };
+    }
+    0
+}
+
+/// A task exited: if it was in teardown, it no longer is.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn teardown_exit(_ctx: RawTracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if TEARDOWN_TIDS.remove(tid).is_ok()
+        && let Some(p) = FREE_CALLERS.get_ptr_mut(FREE_CALLERS_TEARDOWNS)
+    {
+        // SAFETY: a map value.
+        unsafe { atomic_add(p, u64::MAX) };
+    }
+    0
 }
 
 /// Atomically: if `*word == expected`, `*word = new`. Returns the value seen.
@@ -208,14 +311,12 @@ unsafe fn compare_and_swap(word: *mut u64, expected: u64, new: u64) -> u64 {
     seen
 }
 
-/// Atomically adds `delta` (two's complement for a subtraction) to the counter.
+/// Atomically adds `delta` (two's complement for a subtraction) to the count of fallbacks.
 #[inline(always)]
 fn fallbacks_add(delta: u64) {
     if let Some(p) = FALLBACKS.get_ptr_mut(0) {
-        // SAFETY: a map value; the locked add is atomic.
-        unsafe {
-            core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) p, d = in(reg) delta);
-        }
+        // SAFETY: a map value.
+        unsafe { atomic_add(p, delta) };
     }
 }
 
@@ -323,10 +424,32 @@ fn begin_call(id: u64, mut rec: InFlight) {
     }
 }
 
-#[uprobe]
-pub fn alloc_enter(ctx: ProbeContext) -> u32 {
-    on_alloc_enter(&ctx);
-    0
+/// One entry program per function, named by [`AllocFn::entry_program`]: the function is a
+/// constant in each, where asking the kernel for the attach cookie cost ≈13 ns a call.
+macro_rules! entry_programs {
+    ($($name:ident => $func:ident),* $(,)?) => {
+        $(
+            #[uprobe]
+            pub fn $name(ctx: ProbeContext) -> u32 {
+                on_alloc_enter(&ctx, AllocFn::$func as u32);
+                0
+            }
+        )*
+    };
+}
+
+entry_programs! {
+    enter_malloc => Malloc,
+    enter_calloc => Calloc,
+    enter_realloc => Realloc,
+    enter_reallocarray => Reallocarray,
+    enter_posix_memalign => PosixMemalign,
+    enter_aligned_alloc => AlignedAlloc,
+    enter_memalign => Memalign,
+    enter_valloc => Valloc,
+    enter_pvalloc => Pvalloc,
+    enter_new => New,
+    enter_delete => Delete,
 }
 
 /// Processes followed through probes shared by every process (the children of the traced
@@ -346,7 +469,9 @@ fn followed() -> bool {
 #[uprobe]
 pub fn alloc_enter_shared(ctx: ProbeContext) -> u32 {
     if followed() {
-        on_alloc_enter(&ctx);
+        // SAFETY: the context pointer is the probe's own.
+        let (func, _) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+        on_alloc_enter(&ctx, func);
     }
     0
 }
@@ -370,25 +495,23 @@ pub fn free_enter_shared(ctx: ProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn on_alloc_enter(ctx: &ProbeContext) {
+fn on_alloc_enter(ctx: &ProbeContext, func: u32) {
     let id = bpf_get_current_pid_tgid();
     if is_tracer(id) {
         return;
     }
     let sp = stack_pointer(ctx);
-    // SAFETY: the context pointer is the probe's own.
-    let (func, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    let ret = caller(sp, sp_offset);
     let current = in_flight(id);
     if let Some(outer) = current {
         // SAFETY: the record belongs to this thread; only this thread's probes write it.
         let outer = unsafe { &mut *outer.ptr() };
-        if nested_in(outer, sp, ret) {
+        if nested_in(outer, sp) {
             outer.nested += 1;
             return;
         }
         count_drop(Drop::EntryWithoutReturn);
     }
+    // A constant in every program but the shared one, where it comes from the cookie.
     let Some(func) = AllocFn::from_u32(func) else {
         return;
     };
@@ -411,18 +534,13 @@ fn on_alloc_enter(ctx: &ProbeContext) {
             // The block is freed here, at the outermost call; the call stays recorded until
             // it returns so that the free it reaches inside is seen as nested.
             if a0 != 0 {
-                emit_free(id, a0, ret);
+                emit_free(id, a0, free_caller(ctx, sp));
             }
             (0, 0)
         }
         AllocFn::Free => return,
     };
     let sampled = u32::from(func != AllocFn::Delete && (SAMPLING.load() == 0 || take_sample(size)));
-    let entry_ns = match func {
-        // SAFETY: plain helper call.
-        AllocFn::Realloc | AllocFn::Reallocarray => unsafe { bpf_ktime_get_ns() },
-        _ => 0,
-    };
     let rec = InFlight {
         func: func as u32,
         nested: 0,
@@ -431,9 +549,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         owner: 0,
         size,
         ptr_arg,
-        caller: ret,
         sp,
-        entry_ns,
     };
     match current {
         // A stale record (its call never returned): reuse its place, still claimed.
@@ -515,6 +631,9 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     let rec = *rec;
     end_call(record, id as u32);
     let ret: u64 = ctx.ret();
+    // The return probe sees the registers at the return address: the allocation site.
+    // SAFETY: the kernel hands return probes a valid pt_regs.
+    let caller = unsafe { (*ctx.regs).rip };
     let Some(func) = AllocFn::from_u32(rec.func) else {
         return;
     };
@@ -529,10 +648,9 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
         addr: ret,
         old_addr: 0,
         size: rec.size,
-        caller: rec.caller,
-        entry_ns: rec.entry_ns,
-        // SAFETY: plain helper call.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        caller,
+        old_len: 0,
+        ts_ns: timestamp(),
         stack: NO_STACK,
         flags: 0,
     };
@@ -647,16 +765,13 @@ fn on_free_enter(ctx: &ProbeContext) {
         return;
     }
     let sp = stack_pointer(ctx);
-    // SAFETY: the context pointer is the probe's own.
-    let (_, sp_offset) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    let ret = caller(sp, sp_offset);
     if let Some(outer) = in_flight(id) {
         // SAFETY: this thread's own record.
-        if nested_in(unsafe { &*outer.ptr() }, sp, ret) {
+        if nested_in(unsafe { &*outer.ptr() }, sp) {
             return; // e.g. realloc(p, 0) freeing p: accounted at realloc's return
         }
     }
-    emit_free(id, ptr, ret);
+    emit_free(id, ptr, free_caller(ctx, sp));
 }
 
 /// Sends the free of `ptr` (not null), called from `ret`.
@@ -801,8 +916,7 @@ pub fn map_exit(ctx: RawTracePointContext) -> u32 {
         old_addr: 0,
         old_len: 0,
         caller: call.caller,
-        // SAFETY: plain helper call.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: timestamp(),
     };
     if call.nr == SYS_MUNMAP {
         ev.kind = EventKind::Munmap as u32;

@@ -33,7 +33,7 @@ fn event(kind: EventKind, addr: u64, size: u64, caller: u64) -> Event {
         old_addr: 0,
         size,
         caller,
-        entry_ns: 0,
+        old_len: 0,
         ts_ns: 1_000_000_000 + addr,
         stack: NO_STACK,
         flags: 0,

@@ -53,6 +53,9 @@ pub struct Counters {
     pub lost_stacks: u64,
     /// Events applied.
     pub events: u64,
+    /// Ages are lower bounds short by less than this many ns (one kernel tick, see
+    /// [`crate::clock`]); 0 if exact.
+    pub age_resolution_ns: u64,
 }
 
 /// Anything that holds live blocks by address.

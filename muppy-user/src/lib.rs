@@ -9,6 +9,7 @@
 //! whole session.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod heap;
 pub mod output;
 pub mod placement;

@@ -221,6 +221,7 @@ fn counters_json(c: &Counters, v: &mut serde_json::Value) {
     v["libc_unknown_frees"] = c.libc_unknown_frees.into();
     v["lost_stacks"] = c.lost_stacks.into();
     v["events"] = c.events.into();
+    v["age_resolution_ns"] = c.age_resolution_ns.into();
 }
 
 /// Rows as JSON objects: the key's fields, `objects` and `bytes` (signed in a diff).
@@ -391,7 +392,12 @@ pub fn format_age(age: Duration) -> String {
 
 /// Live blocks as a table (`address | size | age | thread | site`), the first `top`, then a
 /// line saying how many there are.
-pub fn objects_table(objects: &[Object], traces: &[Trace], top: usize) -> String {
+pub fn objects_table(
+    objects: &[Object],
+    traces: &[Trace],
+    top: usize,
+    age_resolution_ns: u64,
+) -> String {
     let mut t = table_with(&["address", "size", "age", "thread", "site"]);
     for o in objects.iter().take(top) {
         t.add_row(TRow::new(vec![
@@ -403,8 +409,16 @@ pub fn objects_table(objects: &[Object], traces: &[Trace], top: usize) -> String
         ]));
     }
     let bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let ages = if age_resolution_ns > 0 {
+        format!(
+            "; ages are lower bounds, to one kernel tick ({})",
+            format_age(Duration::from_nanos(age_resolution_ns))
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{t}{} objects, {}{}\n",
+        "{t}{} objects, {}{}{ages}\n",
         objects.len(),
         format_size_compact(bytes),
         cut_note(objects.len().min(top), objects.len(), "objects"),

@@ -20,8 +20,9 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, FOLLOWED_MAP, INFLIGHT_MAP, INTERVALS,
-    INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP, STACKS_MAP, cookie,
+    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, FOLLOWED_MAP, FREE_CALLERS_ALWAYS,
+    FREE_CALLERS_MAP, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP,
+    SLOTS_MAP, STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -131,6 +132,12 @@ fn c_functions() -> impl Iterator<Item = AllocFn> {
         .into_iter()
         .filter(|f| !matches!(f, AllocFn::New | AllocFn::Delete))
 }
+
+/// Functions glibc enters as a thread's teardown begins, before it frees the thread's malloc
+/// caches: the exported `__call_tls_dtors` of libc.so.6, or in a static binary (which links
+/// that only when it uses thread-local destructors) `__malloc_arena_thread_freeres`. From
+/// there until the thread exits, frees read their caller (see `FREE_CALLERS` in muppy-ebpf).
+const TEARDOWN_MARKERS: [&str; 2] = ["__call_tls_dtors", "__malloc_arena_thread_freeres"];
 
 /// Symbol prefixes of allocators that live beside the C library's instead of replacing it
 /// (jemalloc built with `--with-jemalloc-prefix=je_`).
@@ -426,6 +433,9 @@ pub struct LibPlan {
     pub points: Vec<ProbePoint>,
     /// Allocator functions it does not define.
     pub missing: Vec<String>,
+    /// The heap library: file offset of the function that marks a thread's teardown (see
+    /// [`TEARDOWN_MARKERS`]), if it has one. Without it every free reads its caller.
+    pub teardown: Option<u64>,
 }
 
 /// Where to probe for one process image: the allocator that serves `malloc`, any prefixed
@@ -453,10 +463,11 @@ impl ProbePlan {
                         .filter(|p| keep((file.0, file.1, p.offset)))
                         .cloned()
                         .collect(),
+                    teardown: l.teardown.filter(|&t| keep((file.0, file.1, t))),
                     ..l.clone()
                 }
             })
-            .filter(|l| !l.points.is_empty())
+            .filter(|l| !l.points.is_empty() || l.teardown.is_some())
             .collect();
         ProbePlan { libs }
     }
@@ -522,6 +533,7 @@ impl Defined {
                             .iter()
                             .any(|p| n.strip_prefix(p) == Some(f.symbol()))
                 }) || CXX_OPERATORS.iter().any(|(m, _)| *m == n)
+                    || TEARDOWN_MARKERS.contains(&n)
             };
             let mut add = |s: object::Symbol<'_, '_>| {
                 if s.is_definition()
@@ -547,6 +559,14 @@ impl Defined {
 
     fn has(&self, name: &str) -> bool {
         self.symbols.contains_key(name)
+    }
+
+    /// File offset of the first of [`TEARDOWN_MARKERS`] this file defines.
+    fn teardown_marker(&self) -> Option<u64> {
+        let file = object::File::parse(&*self.data).ok()?;
+        TEARDOWN_MARKERS
+            .iter()
+            .find_map(|m| file_offset(&file, *self.symbols.get(*m)?))
     }
 
     /// Plans probes on `wanted` (symbol, function) pairs this file defines.
@@ -607,6 +627,7 @@ impl Defined {
             what,
             points,
             missing,
+            teardown: None,
         })
     }
 }
@@ -689,6 +710,7 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
         let d = &files[i];
         libs.push(d.plan(allocator_name(&d.path, i == 0), &w)?);
     }
+    libs[0].teardown = files[heap].teardown_marker();
     if libs[0]
         .points
         .iter()
@@ -742,6 +764,10 @@ pub struct Probes {
     /// Attach the empty programs instead (the benchmark's floor).
     empty: bool,
     ring_bytes: u32,
+    /// Whether the tracepoint that ends a thread's teardown is attached.
+    watching_teardowns: bool,
+    /// How the probes' tick counts become ns; `None`: they write ns.
+    ticks: Option<crate::clock::Ticks>,
 }
 
 /// Sizes for the probes' maps.
@@ -843,6 +869,7 @@ impl Probes {
         let wakeup = (u64::from(cfg.ring_bytes) / 8 / 80 / cpus.max(1) as u64).max(1);
         let want_stacks = u32::from(cfg.stacks > 0);
         let sampling = u32::from(cfg.sample_bytes > 0);
+        let ticks = crate::clock::Ticks::read();
         let mut ebpf = EbpfLoader::new()
             // The probes need no CO-RE relocation; drop the kernel's BTF (megabytes) at once.
             .btf(None)
@@ -857,19 +884,21 @@ impl Probes {
             .override_global("SAMPLING", &sampling, true)
             .override_global("TRACER_TGID", &std::process::id(), true)
             .override_global("MAP_ALL", &u32::from(cfg.all_mappings), true)
+            .override_global("TICKS", &u32::from(ticks.is_some()), true)
             .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        for name in [
-            "alloc_enter",
+        let entries = AllocFn::ALL.map(AllocFn::entry_program);
+        let others = [
             "alloc_exit",
-            "free_enter",
             "alloc_enter_shared",
             "alloc_exit_shared",
             "free_enter_shared",
             "noop_enter",
             "noop_exit",
-        ] {
+            "thread_teardown",
+        ];
+        for name in entries.into_iter().chain(others) {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::Missing("a probe program"))?
@@ -890,6 +919,8 @@ impl Probes {
             drops,
             empty: cfg.empty,
             ring_bytes: cfg.ring_bytes,
+            watching_teardowns: false,
+            ticks,
         })
     }
 
@@ -911,7 +942,7 @@ impl Probes {
                     (true, _, _) => ("noop_enter", "noop_exit"),
                     (false, true, false) => ("free_enter", ""),
                     (false, true, true) => ("free_enter_shared", ""),
-                    (false, false, false) => ("alloc_enter", "alloc_exit"),
+                    (false, false, false) => (func.entry_program(), "alloc_exit"),
                     (false, false, true) => ("alloc_enter_shared", "alloc_exit_shared"),
                 };
                 // free has no return probe; the floor measurement mirrors that.
@@ -920,8 +951,35 @@ impl Probes {
                 }
                 self.attach_one(enter, &name, &lib.path, point.offset, cookie, scope)?;
             }
+            if let Some(offset) = lib.teardown.filter(|_| !self.empty) {
+                // The end of teardowns first, so that none is counted without its end.
+                if !self.watching_teardowns {
+                    self.attach_raw(&[("teardown_exit", "sched_process_exit")])?;
+                    self.watching_teardowns = true;
+                }
+                self.attach_one("thread_teardown", "teardown", &lib.path, offset, 0, scope)?;
+            }
         }
         Ok(())
+    }
+
+    /// How far short of the truth an age can be, in ns (0 if exact): see [`crate::clock`].
+    pub fn age_resolution_ns(&self) -> u64 {
+        self.ticks
+            .as_ref()
+            .map_or(0, crate::clock::Ticks::resolution_ns)
+    }
+
+    /// From now on every free reads its caller: an allocator without a teardown marker is
+    /// probed (see [`LibPlan::teardown`]).
+    pub fn read_every_free_caller(&mut self) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(FREE_CALLERS_MAP)
+            .ok_or(ProbeError::Missing(FREE_CALLERS_MAP))?;
+        let mut a = Array::<_, u64>::try_from(map).map_err(|e| map_err(FREE_CALLERS_MAP, e))?;
+        a.set(FREE_CALLERS_ALWAYS, 1, 0)
+            .map_err(|e| map_err(FREE_CALLERS_MAP, e))
     }
 
     fn attach_one(
@@ -1001,9 +1059,11 @@ impl Probes {
         let aya::maps::Map::RingBuf(data) = map else {
             return Err(ProbeError::Missing(RING_MAP));
         };
-        crate::ring::Ring::new(data, self.ring_bytes).map_err(|source| ProbeError::Read {
-            path: "the ring buffer's memory".into(),
-            source,
+        crate::ring::Ring::new(data, self.ring_bytes, self.ticks).map_err(|source| {
+            ProbeError::Read {
+                path: "the ring buffer's memory".into(),
+                source,
+            }
         })
     }
 

@@ -224,6 +224,7 @@ impl Process {
             libc_unknown_frees: libc,
             lost_stacks,
             events: self.table.stats().events,
+            age_resolution_ns: 0,
         }
     }
 

@@ -57,7 +57,7 @@ impl Regions {
                 // A region the program mapped keeps its site where it moves; one it did not
                 // map (an allocator's, or older than the trace) stays out.
                 if let Some(site) = self.site_at(ev.old_addr) {
-                    self.remove(ev.old_addr, pages(ev.entry_ns));
+                    self.remove(ev.old_addr, pages(ev.old_len));
                     self.insert(ev.addr, pages(ev.size), site);
                 }
             }
@@ -167,7 +167,7 @@ mod tests {
             addr,
             size,
             old_addr: old,
-            entry_ns: old_len,
+            old_len,
             caller,
             ..Event::default()
         }

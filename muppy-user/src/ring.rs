@@ -18,6 +18,8 @@ use std::{
 };
 
 use aya::maps::MapData;
+
+use crate::clock::Ticks;
 use muppy_common::{
     EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
 };
@@ -42,7 +44,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
             old_addr: m.old_addr,
             size: m.len,
             caller: m.caller,
-            entry_ns: m.old_len,
+            old_len: m.old_len,
             ts_ns: m.ts_ns,
             stack: muppy_common::NO_STACK,
             ..Event::default()
@@ -116,6 +118,8 @@ pub struct Ring {
     producer: Mapping,
     mask: u64,
     page: usize,
+    /// Turns the probes' timestamps into ns, where they write ticks.
+    ticks: Option<Ticks>,
     // Last: the maps are unmapped before the fd closes.
     map: MapData,
 }
@@ -125,7 +129,7 @@ unsafe impl Send for Ring {}
 
 impl Ring {
     /// Maps the ring buffer `map`, whose data area is `size` bytes (a power of two).
-    pub fn new(map: MapData, size: u32) -> io::Result<Self> {
+    pub fn new(map: MapData, size: u32, ticks: Option<Ticks>) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .map_err(|_| io::ErrorKind::InvalidData)?;
@@ -138,6 +142,7 @@ impl Ring {
             producer,
             mask: size as u64 - 1,
             page,
+            ticks,
             map,
         })
     }
@@ -184,7 +189,12 @@ impl Ring {
             if len_flags & DISCARD == 0 {
                 // SAFETY: the record lies within the double mapping (off < size, len < size).
                 let bytes = unsafe { std::slice::from_raw_parts(data.add(off + 8), len as usize) };
-                if let Some(ev) = decode(bytes) {
+                if let Some(mut ev) = decode(bytes) {
+                    if let Some(t) = &self.ticks
+                        && ev.ts_ns != 0
+                    {
+                        ev.ts_ns = t.ns(ev.ts_ns);
+                    }
                     sink(&ev);
                     n += 1;
                 }
@@ -222,7 +232,7 @@ mod tests {
             old_addr: 6,
             size: 7,
             caller: 8,
-            entry_ns: 9,
+            old_len: 9,
             ts_ns: 10,
             stack: 11,
             flags: 12,

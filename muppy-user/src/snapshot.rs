@@ -26,8 +26,9 @@ use crate::{
 };
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
-/// The snapshot format version this muppy writes and reads.
-pub const VERSION: u32 = 1;
+/// The snapshot format version this muppy writes. It reads this one and version 1, which had
+/// no age resolution (its ages were exact).
+pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Why a snapshot could not be written or read.
@@ -49,7 +50,7 @@ pub enum SnapshotError {
         path: PathBuf,
     },
     /// Written by another version of the format.
-    #[error("{path}: snapshot format version {found}; this muppy reads version {VERSION}")]
+    #[error("{path}: snapshot format version {found}; this muppy reads versions 1 to {VERSION}")]
     Version {
         /// The file.
         path: PathBuf,
@@ -143,6 +144,7 @@ impl Snapshot {
             c.lost_stacks,
             c.events,
             self.sample_bytes,
+            c.age_resolution_ns,
         ] {
             put(&mut p, v);
         }
@@ -228,7 +230,7 @@ impl Snapshot {
         };
         let header = bytes.get(..HEADER).ok_or_else(|| truncated(HEADER))?;
         let found = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if found != VERSION {
+        if !(1..=VERSION).contains(&found) {
             return Err(SnapshotError::Version {
                 path: path(),
                 found,
@@ -251,7 +253,7 @@ impl Snapshot {
         if crc32fast::hash(payload) != crc {
             return Err(corrupt("checksum mismatch"));
         }
-        parse(payload).map_err(corrupt)
+        parse(payload, found).map_err(corrupt)
     }
 }
 
@@ -326,19 +328,23 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse(payload: &[u8]) -> Result<Snapshot, &'static str> {
+fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
     let mut r = Reader { rest: payload };
     let pid = r.u32()?;
     let now_ns = r.u64()?;
     let saved_unix_secs = r.u64()?;
-    let counters = Counters {
+    let mut counters = Counters {
         lost_events: r.u64()?,
         unknown_frees: r.u64()?,
         libc_unknown_frees: r.u64()?,
         lost_stacks: r.u64()?,
         events: r.u64()?,
+        age_resolution_ns: 0,
     };
     let sample_bytes = r.u64()?;
+    if version >= 2 {
+        counters.age_resolution_ns = r.u64()?;
+    }
     let label = r.str()?.to_string();
     let n = r.count(1)?;
     let strings: Vec<&str> = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
@@ -433,6 +439,7 @@ mod tests {
                 libc_unknown_frees: 3,
                 lost_stacks: 5,
                 events: 6,
+                age_resolution_ns: 4_000_000,
             },
             sample_bytes: 512,
             label: "./prog arg".into(),
@@ -489,6 +496,39 @@ mod tests {
     }
 
     #[test]
+    fn reads_version_1_whose_ages_were_exact() {
+        let mut s = sample();
+        s.counters.age_resolution_ns = 0;
+        let v2 = s.encode();
+        let payload = &v2[HEADER..v2.len() - 4];
+        let c = &s.counters;
+        let mut head = Vec::new();
+        for v in [
+            u64::from(s.pid),
+            s.now_ns,
+            s.saved_unix_secs,
+            c.lost_events,
+            c.unknown_frees,
+            c.libc_unknown_frees,
+            c.lost_stacks,
+            c.events,
+            s.sample_bytes,
+        ] {
+            put(&mut head, v);
+        }
+        // Version 1 is version 2 without the resolution after these.
+        assert_eq!(payload[head.len()], 0);
+        let mut p1 = payload[..head.len()].to_vec();
+        p1.extend_from_slice(&payload[head.len() + 1..]);
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&(p1.len() as u64).to_le_bytes());
+        v1.extend_from_slice(&p1);
+        v1.extend_from_slice(&crc32fast::hash(&p1).to_le_bytes());
+        assert_eq!(Snapshot::decode(&v1, Path::new("f")).unwrap(), s);
+    }
+
+    #[test]
     fn says_what_is_wrong() {
         let bytes = sample().encode();
         let msg = |b: &[u8]| {
@@ -500,11 +540,11 @@ mod tests {
             msg(b"hello world"),
             "s.muppy: not a muppy snapshot (save one with --save FILE)"
         );
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
+        let mut v3 = bytes.clone();
+        v3[8] = 3;
         assert_eq!(
-            msg(&v2),
-            "s.muppy: snapshot format version 2; this muppy reads version 1"
+            msg(&v3),
+            "s.muppy: snapshot format version 3; this muppy reads versions 1 to 2"
         );
         assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
         let mut flipped = bytes.clone();

@@ -14,7 +14,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use muppy_common::{Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
+use muppy_common::{AllocFn, Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
 
 /// Index of a [`TraceKey`] in a [`LiveTable`]'s trace list.
 pub type TraceId = u32;
@@ -183,9 +183,10 @@ pub struct LiveTable {
     live: usize,
     big_sizes: AddrMap<u64>,
     /// Blocks that a newer allocation at the same address pushed out before the event that
-    /// released them arrived (a moving realloc recorded late). Not live; kept only so that
-    /// the late realloc finds its old block. Pruned by [`LiveTable::prune_displaced`].
-    displaced: AddrMap<Block>,
+    /// released them arrived (a moving realloc recorded late), with when that happened. Not
+    /// live; kept only so that the late realloc finds its old block. Pruned by
+    /// [`LiveTable::prune_displaced`].
+    displaced: AddrMap<(Block, u64)>,
     origin_index: HashMap<Origin, u32, FastHash>,
     origins: Vec<(TraceId, u32)>,
     trace_index: HashMap<TraceKey, TraceId, FastHash>,
@@ -230,20 +231,32 @@ impl LiveTable {
     ///   block must already have been released by a call recorded later (a moving realloc), so it
     ///   is set aside as displaced.
     /// - free: the block leaves the table, or counts as an unknown free.
-    /// - realloc: the old block leaves (the live one if it is older than the realloc call,
-    ///   otherwise the displaced one), then the new block becomes live at the realloc's site.
+    /// - realloc: the old block leaves (the displaced one if there is one, else the live one),
+    ///   then the new block becomes live at the realloc's site. realloc(p, 0), a free sent
+    ///   at realloc's return, releases p the same way.
+    ///
+    /// Why a displaced block is the realloc's: events are sent as allocations return and as
+    /// frees begin, so a block's release reaches the ring after a newer allocation of its
+    /// address only when a realloc released it inside the call and another thread got the
+    /// address before the realloc returned. With no events lost, a displaced block therefore
+    /// always awaits its realloc, and no clock is needed to tell the two blocks apart.
     pub fn apply(&mut self, ev: &Event) {
         self.stats.events += 1;
         match EventKind::from_u32(ev.kind) {
             Some(EventKind::Alloc) => self.insert(ev),
             Some(EventKind::Free) => {
-                let known = self.remove(ev.addr).is_some();
-                if !known {
+                let late = matches!(
+                    AllocFn::from_u32(ev.func),
+                    Some(AllocFn::Realloc | AllocFn::Reallocarray)
+                );
+                if late {
+                    self.release_realloc_source(ev.addr, ev.caller);
+                } else if self.remove(ev.addr).is_none() {
                     self.count_unknown_free(ev.caller);
                 }
             }
             Some(EventKind::Realloc) => {
-                self.release_realloc_source(ev.old_addr, ev.entry_ns, ev.caller);
+                self.release_realloc_source(ev.old_addr, ev.caller);
                 self.insert(ev);
             }
             // Process and mapping events are not heap changes.
@@ -261,18 +274,10 @@ impl LiveTable {
         self.unknown_free_callers.iter().map(|(a, n)| (*a, *n))
     }
 
-    fn release_realloc_source(&mut self, old: u64, entry_ns: u64, caller: u64) {
-        match self.get(old) {
-            Some(b) if b.ts_ns <= entry_ns => {
-                self.remove(old);
-            }
-            // Allocated after the realloc began: another thread got the address the realloc
-            // released. The realloc's block is the displaced one, if the table saw it at all.
-            _ => {
-                if self.displaced.remove(&old).is_none() {
-                    self.count_unknown_free(caller);
-                }
-            }
+    /// Releases the block a realloc was given (see [`LiveTable::apply`]).
+    fn release_realloc_source(&mut self, old: u64, caller: u64) {
+        if self.displaced.remove(&old).is_none() && self.remove(old).is_none() {
+            self.count_unknown_free(caller);
         }
     }
 
@@ -332,7 +337,7 @@ impl LiveTable {
         }
         match older {
             Some(b) => {
-                self.displaced.insert(ev.addr, b);
+                self.displaced.insert(ev.addr, (b, ev.ts_ns));
             }
             None => self.live += 1,
         }
@@ -352,11 +357,11 @@ impl LiveTable {
         id
     }
 
-    /// Forgets displaced blocks set aside before `before_ns`: a realloc still in flight after
-    /// that long is not plausible, and they are not live either way.
+    /// Forgets blocks displaced before `before_ns`: a realloc still in flight after that long
+    /// is not plausible (their release was lost), and they are not live either way.
     pub fn prune_displaced(&mut self, before_ns: u64) {
         if !self.displaced.is_empty() {
-            self.displaced.retain(|_, b| b.ts_ns >= before_ns);
+            self.displaced.retain(|_, (_, at)| *at >= before_ns);
         }
     }
 
@@ -400,15 +405,7 @@ impl LiveTable {
 mod tests {
     use super::*;
 
-    fn ev(
-        kind: EventKind,
-        addr: u64,
-        old: u64,
-        size: u64,
-        caller: u64,
-        entry: u64,
-        ts: u64,
-    ) -> Event {
+    fn ev(kind: EventKind, addr: u64, old: u64, size: u64, caller: u64, ts: u64) -> Event {
         Event {
             kind: kind as u32,
             func: 0,
@@ -418,7 +415,7 @@ mod tests {
             old_addr: old,
             size,
             caller,
-            entry_ns: entry,
+            old_len: 0,
             ts_ns: ts,
             stack: NO_STACK,
             flags: 0,
@@ -438,8 +435,8 @@ mod tests {
     #[test]
     fn alloc_then_free_leaves_nothing() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 1, 2));
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 2));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3));
         assert!(t.is_empty());
         assert_eq!(t.stats().unknown_frees, 0);
         assert_eq!(t.stats().events, 2);
@@ -448,28 +445,20 @@ mod tests {
     #[test]
     fn free_of_unseen_block_is_unknown() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3, 3));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3));
         assert_eq!(t.stats().unknown_frees, 1);
     }
 
     #[test]
     fn sizes_of_4_gib_and_more_are_kept_whole() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 5 << 30, 0xa, 1, 2));
-        t.apply(&ev(
-            EventKind::Alloc,
-            0x20,
-            0,
-            u64::from(u32::MAX),
-            0xa,
-            1,
-            2,
-        ));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 5 << 30, 0xa, 2));
+        t.apply(&ev(EventKind::Alloc, 0x20, 0, u64::from(u32::MAX), 0xa, 2));
         assert_eq!(t.get(0x10).unwrap().size, 5 << 30);
         assert_eq!(t.get(0x20).unwrap().size, u64::from(u32::MAX));
-        t.apply(&ev(EventKind::Realloc, 0x30, 0x10, 7, 0xc, 5, 6));
+        t.apply(&ev(EventKind::Realloc, 0x30, 0x10, 7, 0xc, 6));
         assert_eq!(t.get(0x30).unwrap().size, 7);
-        t.apply(&ev(EventKind::Free, 0x20, 0, 0, 0xb, 3, 3));
+        t.apply(&ev(EventKind::Free, 0x20, 0, 0, 0xb, 3));
         assert_eq!(live(&t), vec![(0x30, 7, 0xc)]);
         assert!(t.big_sizes.is_empty());
     }
@@ -478,7 +467,7 @@ mod tests {
     fn thousands_of_blocks_spread_over_shards_and_leave_cleanly() {
         let mut t = LiveTable::new();
         for i in 0..10_000u64 {
-            t.apply(&ev(EventKind::Alloc, 0x1000 + i * 16, 0, i, 0xa, 1, 2));
+            t.apply(&ev(EventKind::Alloc, 0x1000 + i * 16, 0, i, 0xa, 2));
         }
         assert_eq!(t.len(), 10_000);
         assert!(
@@ -489,7 +478,7 @@ mod tests {
         let (first, last) = (t.shards[0].len(), t.shards[SHARDS - 1].len());
         assert!(last > first * 3 / 2, "{first} {last}");
         for i in 0..10_000u64 {
-            t.apply(&ev(EventKind::Free, 0x1000 + i * 16, 0, 0, 0xb, 3, 3));
+            t.apply(&ev(EventKind::Free, 0x1000 + i * 16, 0, 0, 0xb, 3));
         }
         assert!(t.is_empty());
         assert_eq!(t.stats().unknown_frees, 0);
@@ -498,8 +487,8 @@ mod tests {
     #[test]
     fn realloc_moves_block_to_realloc_site() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2));
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 5, 6));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 6));
         assert_eq!(live(&t), vec![(0x20, 4096, 0xc)]);
         assert_eq!(t.stats().unknown_frees, 0);
     }
@@ -507,15 +496,15 @@ mod tests {
     #[test]
     fn realloc_in_place_keeps_one_block() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 1000, 0xa, 1, 2));
-        t.apply(&ev(EventKind::Realloc, 0x10, 0x10, 500, 0xc, 5, 6));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 1000, 0xa, 2));
+        t.apply(&ev(EventKind::Realloc, 0x10, 0x10, 500, 0xc, 6));
         assert_eq!(live(&t), vec![(0x10, 500, 0xc)]);
     }
 
     #[test]
     fn realloc_of_unseen_block_counts_unknown_and_tracks_new() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 5, 6));
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 6));
         assert_eq!(live(&t), vec![(0x20, 64, 0xc)]);
         assert_eq!(t.stats().unknown_frees, 1);
     }
@@ -525,17 +514,33 @@ mod tests {
     #[test]
     fn late_realloc_releases_the_displaced_block_not_the_new_owner() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2)); // A's original block
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 7, 8)); // B, recorded first
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 5, 9)); // A entered at 5
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2)); // A's original block
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8)); // B, recorded first
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 9));
         assert_eq!(live(&t), vec![(0x10, 24, 0xb), (0x20, 4096, 0xc)]);
+        assert_eq!(t.stats().unknown_frees, 0);
+    }
+
+    /// The same race with realloc(p, 0), whose free is sent at realloc's return.
+    #[test]
+    fn late_realloc_free_releases_the_displaced_block() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8));
+        let mut free = ev(EventKind::Free, 0x10, 0, 0, 0xc, 0);
+        free.func = AllocFn::Realloc as u32;
+        t.apply(&free);
+        assert_eq!(live(&t), vec![(0x10, 24, 0xb)]);
+        // A plain free of the address is the new owner's.
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xd, 0));
+        assert_eq!(live(&t), vec![]);
         assert_eq!(t.stats().unknown_frees, 0);
     }
 
     #[test]
     fn same_site_with_other_stack_is_another_trace() {
         let mut t = LiveTable::new();
-        let mut a = ev(EventKind::Alloc, 0x100, 0, 10, 0xa, 1, 2);
+        let mut a = ev(EventKind::Alloc, 0x100, 0, 10, 0xa, 2);
         a.stack = 7;
         t.apply(&a);
         a.addr = 0x200;
@@ -568,14 +573,14 @@ mod tests {
     }
 
     #[test]
-    fn prune_forgets_old_displaced_blocks() {
+    fn prune_forgets_blocks_displaced_long_ago() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 1, 2));
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 7, 8));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 150)); // displaces at 150
         t.prune_displaced(100);
-        // The realloc now finds neither a fitting live block nor a displaced one.
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 5, 200));
-        assert_eq!(t.stats().unknown_frees, 1);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.displaced.len(), 1, "displaced at 150, kept");
+        t.prune_displaced(200);
+        assert!(t.displaced.is_empty());
+        assert_eq!(live(&t), vec![(0x10, 24, 0xb)]);
     }
 }

@@ -143,6 +143,15 @@ fn tell_plan(plan: &ProbePlan, verbose: bool) {
             ));
         }
         if verbose {
+            match lib.teardown {
+                Some(t) => note(format_args!(
+                    "probe thread teardown at {path}+{t:#x}: frees read their caller only while a thread is in teardown"
+                )),
+                None if std::ptr::eq(lib, &plan.libs[0]) => note(format_args!(
+                    "{path} has no thread-teardown marker: every free reads its caller (≈60 ns more)"
+                )),
+                None => {}
+            }
             for p in &lib.points {
                 note(format_args!(
                     "probe {} at {path}+{:#x}, entry {:#x} {}",
@@ -233,6 +242,8 @@ struct Session {
     sample_bytes: u64,
     /// Events from pids without a table (none are expected: the probes filter by process).
     foreign_events: u64,
+    /// An allocator without a teardown marker is probed: every free reads its caller.
+    free_callers_always: bool,
     view: ViewOptions,
 }
 
@@ -326,6 +337,10 @@ impl Session {
             is_new
         });
         self.probes.attach(&fresh, scope)?;
+        if plan.libs[0].teardown.is_none() && !self.free_callers_always {
+            self.probes.read_every_free_caller()?;
+            self.free_callers_always = true;
+        }
         // Counted as probed once placed: a failed attach is tried again for the next process.
         self.attached.entry(key).or_default().extend(new);
         Ok(())
@@ -518,7 +533,10 @@ impl Session {
     }
 
     fn counters(&self, p: &Process) -> crate::heap::Counters {
-        p.counters(self.probes.lost_events(), self.probes.lost_stacks())
+        crate::heap::Counters {
+            age_resolution_ns: self.probes.age_resolution_ns(),
+            ..p.counters(self.probes.lost_events(), self.probes.lost_stacks())
+        }
     }
 
     /// The one image the session is about, when there is one: the root, with no other
@@ -627,6 +645,7 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
         foreign_events: 0,
+        free_callers_always: false,
         view: opts.view.clone(),
     };
     if opts.mappings {

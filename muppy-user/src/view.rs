@@ -82,7 +82,12 @@ pub fn render(
                     .map(|o| output::object_json(o, heap.traces) + "\n")
                     .collect()
             } else {
-                output::objects_table(&objects, heap.traces, opts.top)
+                output::objects_table(
+                    &objects,
+                    heap.traces,
+                    opts.top,
+                    heap.counters.age_resolution_ns,
+                )
             }
         }
         View::Tree { addr, maxdepth } => {
