@@ -366,6 +366,30 @@ pub enum Drop {
     SampledFull = 5,
 }
 
+impl Drop {
+    /// Every reason, by index.
+    pub const ALL: [Drop; DROP_KINDS as usize] = [
+        Drop::RingFull,
+        Drop::InflightFull,
+        Drop::ReturnWithoutEntry,
+        Drop::EntryWithoutReturn,
+        Drop::StackLost,
+        Drop::SampledFull,
+    ];
+
+    /// What happened, and what to do about it, for a warning.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Drop::RingFull => "the ring was full (try a larger --ring-mb)",
+            Drop::InflightFull => "too many threads were inside allocator calls at once",
+            Drop::ReturnWithoutEntry => "a return without its entry (calls under way at attach)",
+            Drop::EntryWithoutReturn => "an entry whose return was never seen",
+            Drop::StackLost => "the stack map was full (try a larger --stack-entries)",
+            Drop::SampledFull => "the set of sampled blocks was full",
+        }
+    }
+}
+
 /// Number of [`Drop`] counters.
 pub const DROP_KINDS: u32 = 6;
 

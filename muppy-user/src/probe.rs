@@ -20,9 +20,9 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, COUNTDOWN_MAP, DROP_KINDS, DROPS_MAP, Drop, FOLLOWED_MAP, FREE_CALLERS_ALWAYS,
-    FREE_CALLERS_MAP, INFLIGHT_MAP, INTERVALS, INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP,
-    SLOTS_MAP, STACKS_MAP, cookie,
+    AllocFn, COUNTDOWN_MAP, DROPS_MAP, Drop, FOLLOWED_MAP, FREE_CALLERS_ALWAYS, FREE_CALLERS_MAP,
+    INFLIGHT_MAP, INTERVALS, INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP,
+    STACKS_MAP, cookie,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -1085,10 +1085,17 @@ impl Probes {
     /// Events the probes could not deliver so far, over all CPUs and reasons: each one an
     /// allocation or free missing from the table.
     pub fn lost_events(&self) -> u64 {
-        (0..DROP_KINDS)
-            .filter(|&i| i != Drop::StackLost as u32)
-            .map(|i| self.drops(i))
-            .sum()
+        self.lost_events_by_reason().iter().map(|(_, n)| n).sum()
+    }
+
+    /// [`Probes::lost_events`] by reason, the non-zero ones.
+    pub fn lost_events_by_reason(&self) -> Vec<(Drop, u64)> {
+        Drop::ALL
+            .into_iter()
+            .filter(|&d| d != Drop::StackLost)
+            .map(|d| (d, self.drops(d as u32)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// Per program: (name, runs, total run time), as the kernel counts while

@@ -809,8 +809,15 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
     let lost_events = s.probes.lost_events();
     let lost_stacks = s.probes.lost_stacks();
     if lost_events > 0 {
+        let why: Vec<String> = s
+            .probes
+            .lost_events_by_reason()
+            .iter()
+            .map(|(d, n)| format!("{n}: {}", d.describe()))
+            .collect();
         note(format_args!(
-            "warning: {lost_events} events were lost; figures may be off by that many blocks; try a larger --ring-mb"
+            "warning: {lost_events} events were lost ({}); figures may be off by that many blocks",
+            why.join("; ")
         ));
     }
     if s.foreign_events > 0 {

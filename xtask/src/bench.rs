@@ -69,7 +69,27 @@ struct Sample {
     lost: u64,
 }
 
+/// Waits (up to 30 s) until no muppy-trace is left from an earlier run. An exiting tracer's
+/// probes are removed in a background child for a few seconds, and while the kernel removes
+/// uprobes every other uprobe hit takes a slower path: a run started meanwhile measured up to
+/// 14% slower, which biased whichever configuration came next.
+fn settle() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let tracer_alive = || {
+        std::fs::read_dir("/proc").is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "muppy-trace")
+            })
+        })
+    };
+    while tracer_alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn run_loop(trace: &Path, prog: &Path, c: &Config, args: &[&str]) -> anyhow::Result<Sample> {
+    settle();
     let out = match &c.runner {
         Runner::Plain => output(Command::new(prog).args(args))?,
         Runner::Muppy(extra) => output(
@@ -110,6 +130,7 @@ fn run_loop(trace: &Path, prog: &Path, c: &Config, args: &[&str]) -> anyhow::Res
 }
 
 fn traced_summary(trace: &Path, args: &[&str], cmd: &[&str]) -> anyhow::Result<Value> {
+    settle();
     let out = output(
         Command::new(trace)
             .args(args)
