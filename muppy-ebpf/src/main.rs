@@ -163,14 +163,14 @@ fn wakeup_flag() -> u32 {
     }
 }
 
+/// Sends one event. By value, so that its fields can be stored straight into the ring.
 #[inline(always)]
-fn emit<T: 'static>(ev: &T) {
+fn emit<T: 'static>(ev: T) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count_drop(Drop::RingFull);
         return;
     };
-    // SAFETY: T is one of the plain event structs.
-    entry.write(unsafe { core::ptr::read(ev) });
+    entry.write(ev);
     entry.submit(wakeup_flag().into());
 }
 
@@ -693,7 +693,7 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     if ev.kind != EventKind::Free as u32 && WANT_STACKS.load() != 0 {
         (ev.stack, ev.flags) = user_stack(ctx);
     }
-    emit(&ev);
+    emit(ev);
 }
 
 /// Sampling: reduces an allocator's event to what concerns sampled blocks. Returns false if
@@ -780,7 +780,7 @@ fn emit_free(id: u64, ptr: u64, ret: u64) {
     if SAMPLING.load() != 0 && !forget_sampled(ptr) {
         return; // an unsampled block: its allocation was never sent either
     }
-    emit(&FreeEvent {
+    emit(FreeEvent {
         kind: EventKind::Free as u32,
         pid: (id >> 32) as u32,
         addr: ptr,
@@ -927,7 +927,7 @@ pub fn map_exit(ctx: RawTracePointContext) -> u32 {
         ev.old_len = call.args[1];
         ev.len = call.args[2];
     }
-    emit(&ev);
+    emit(ev);
     0
 }
 
