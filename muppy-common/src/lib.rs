@@ -407,8 +407,9 @@ pub struct InFlight {
     pub nested: u32,
     /// Sampling: non-zero if this call's new block is sampled.
     pub sampled: u32,
-    /// Zero; keeps the layout free of implicit padding.
-    pub reserved: u32,
+    /// Probed calls that entered inside this one so far: more than any allocator makes means
+    /// the record is stale.
+    pub nested_calls: u32,
     /// In a per-thread slot: the thread id of the slot's last user, with the top bit set while
     /// that thread is inside a call (the slot is claimed). 0 in the fallback map.
     pub owner: u64,

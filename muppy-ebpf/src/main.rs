@@ -138,9 +138,14 @@ static PAGE_SIZE: Global<u64> = Global::new(4096);
 
 #[inline(always)]
 fn count_drop(reason: Drop) {
+    count_drops(reason, 1);
+}
+
+#[inline(always)]
+fn count_drops(reason: Drop, n: u64) {
     if let Some(slot) = DROPS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot; eBPF programs do not preempt each other on one CPU.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -200,17 +205,32 @@ fn caller(sp: u64, sp_offset: u64) -> u64 {
     unsafe { bpf_probe_read_user((sp + sp_offset) as *const u64) }.unwrap_or(0)
 }
 
+/// Probed calls one allocator call can make inside itself (glibc's realloc makes two at most;
+/// C++ delete one): a record that has seen more is stale.
+const MAX_NESTED_CALLS: u32 = 64;
+
 /// Whether a call entering with stack pointer `sp` runs inside the probed call `outer` of the
-/// same thread.
+/// same thread, counting it there if so.
 ///
 /// A deeper (lower) sp is a nested call; an equal one a tail call (glibc's realloc(NULL, n)
 /// jumps to malloc, reallocarray to realloc, libstdc++'s sized delete to delete). A higher sp
 /// means `outer` returned unseen and its record is stale. Return probes are attached before
 /// entry probes, so every entry seen has its return seen: a stale record needs a call left by
-/// longjmp or a thread killed inside the allocator.
+/// longjmp or a thread killed inside the allocator. Such a record would take every later call
+/// of its thread made from as deep or deeper for a nested one; past [`MAX_NESTED_CALLS`] it is
+/// known stale, and the calls it took are counted as lost, never silently.
 #[inline(always)]
-fn nested_in(outer: &InFlight, sp: u64) -> bool {
-    sp <= outer.sp
+fn nested_in(outer: &mut InFlight, sp: u64) -> bool {
+    if sp > outer.sp {
+        return false;
+    }
+    outer.nested_calls += 1;
+    if outer.nested_calls <= MAX_NESTED_CALLS {
+        return true;
+    }
+    // The calls it took before this one (this one goes on as a call of its own).
+    count_drops(Drop::EntryWithoutReturn, u64::from(MAX_NESTED_CALLS));
+    false
 }
 
 /// Why a free's caller is read ([`FreeEvent::caller`]): user space tells the program's frees
@@ -545,7 +565,7 @@ fn on_alloc_enter(ctx: &ProbeContext, func: u32) {
         func: func as u32,
         nested: 0,
         sampled,
-        reserved: 0,
+        nested_calls: 0,
         owner: 0,
         size,
         ptr_arg,
@@ -765,10 +785,16 @@ fn on_free_enter(ctx: &ProbeContext) {
         return;
     }
     let sp = stack_pointer(ctx);
-    if let Some(outer) = in_flight(id) {
+    if let Some(record) = in_flight(id) {
         // SAFETY: this thread's own record.
-        if nested_in(unsafe { &*outer.ptr() }, sp) {
+        let outer = unsafe { &mut *record.ptr() };
+        if nested_in(outer, sp) {
             return; // e.g. realloc(p, 0) freeing p: accounted at realloc's return
+        }
+        if sp <= outer.sp {
+            // Known stale (see nested_in): its own call is lost too.
+            count_drop(Drop::EntryWithoutReturn);
+            end_call(record, id as u32);
         }
     }
     emit_free(id, ptr, free_caller(ctx, sp));

@@ -1,7 +1,7 @@
 //! Every allocator entry point, traced from the command's first allocation: the summary must
 //! hold exactly the workload's ledger, nothing more (no temporaries, no failed calls).
 
-use muppy_tests::{ebpf_available, expected_rows, ledger, rows, trace, workload};
+use muppy_tests::{ebpf_available, expected_rows, ledger, ledger_rows, rows, trace, workload};
 
 #[test]
 fn every_entry_point_counts_exactly_once() {
@@ -53,4 +53,27 @@ fn table_output_names_sites_with_file_and_line() {
     assert!(lines[5].starts_with("total: 59 objects, 809.85 KB live in 13 sites (top 3 of 13 sites shown); lost_events: 0; unknown_frees: 0"), "{run}");
     // What was probed, in the summary itself.
     assert_eq!(lines[6], "probed: malloc from libc.so.6 (glibc)", "{run}");
+}
+
+#[test]
+fn a_call_left_by_longjmp_loses_only_counted_events() {
+    if !ebpf_available("a_call_left_by_longjmp_loses_only_counted_events") {
+        return;
+    }
+    let bin = workload("escape");
+    let run = trace(&["--format", "json", "--", bin.to_str().unwrap()], "");
+    assert_eq!(run.code, Some(0), "{run}");
+    let s = run.summary();
+    assert_eq!(
+        ledger_rows(&s, "escape"),
+        expected_rows(&ledger("escape")),
+        "{run}"
+    );
+    // The escaped call and the 64 calls its stale record took: lost, and said so.
+    assert_eq!(s["lost_events"], 65, "{run}");
+    assert!(
+        run.stderr
+            .contains("65 events were lost (65: an entry whose return was never seen)"),
+        "{run}"
+    );
 }
