@@ -18,11 +18,11 @@ use std::{
 };
 
 use aya::maps::MapData;
-
-use crate::clock::Ticks;
 use muppy_common::{
     EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
 };
+
+use crate::clock::Ticks;
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -128,7 +128,8 @@ pub struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    /// Maps the ring buffer `map`, whose data area is `size` bytes (a power of two).
+    /// Maps the ring buffer `map`, whose data area is `size` bytes (a power of two). With
+    /// `ticks`, the probes stamp events with tick counts, which [`Ring::drain`] turns into ns.
     pub fn new(map: MapData, size: u32, ticks: Option<Ticks>) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })

@@ -130,11 +130,10 @@ impl Snapshot {
         }
     }
 
-    /// The file's bytes.
-    pub fn encode<'a>(&'a self) -> Vec<u8> {
-        let mut p = Vec::new();
+    /// The numbers the payload starts with, in order (version 1 ended them before the last).
+    fn header_numbers(&self) -> [u64; 10] {
         let c = &self.counters;
-        for v in [
+        [
             u64::from(self.pid),
             self.now_ns,
             self.saved_unix_secs,
@@ -145,7 +144,13 @@ impl Snapshot {
             c.events,
             self.sample_bytes,
             c.age_resolution_ns,
-        ] {
+        ]
+    }
+
+    /// The file's bytes.
+    pub fn encode<'a>(&'a self) -> Vec<u8> {
+        let mut p = Vec::new();
+        for v in self.header_numbers() {
             put(&mut p, v);
         }
         put_str(&mut p, &self.label);
@@ -501,20 +506,9 @@ mod tests {
         s.counters.age_resolution_ns = 0;
         let v2 = s.encode();
         let payload = &v2[HEADER..v2.len() - 4];
-        let c = &s.counters;
         let mut head = Vec::new();
-        for v in [
-            u64::from(s.pid),
-            s.now_ns,
-            s.saved_unix_secs,
-            c.lost_events,
-            c.unknown_frees,
-            c.libc_unknown_frees,
-            c.lost_stacks,
-            c.events,
-            s.sample_bytes,
-        ] {
-            put(&mut head, v);
+        for v in &s.header_numbers()[..9] {
+            put(&mut head, *v);
         }
         // Version 1 is version 2 without the resolution after these.
         assert_eq!(payload[head.len()], 0);
