@@ -316,7 +316,7 @@ pub struct MapEvent {
     pub old_len: u64,
     /// mmap: the return address into the code that called the `mmap` wrapper.
     pub caller: u64,
-    /// `bpf_ktime_get_ns()` at the call's return.
+    /// When the call returned, as [`Event::ts_ns`].
     pub ts_ns: u64,
 }
 

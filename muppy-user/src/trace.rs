@@ -563,7 +563,7 @@ fn comm_text(ev: &muppy_common::Event) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`, which stamps blocks.
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock blocks are stamped in (see [`crate::clock`]).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
