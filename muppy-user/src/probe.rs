@@ -433,8 +433,8 @@ pub struct LibPlan {
     pub points: Vec<ProbePoint>,
     /// Allocator functions it does not define.
     pub missing: Vec<String>,
-    /// The heap library: file offset of the function that marks a thread's teardown (see
-    /// [`TEARDOWN_MARKERS`]), if it has one. Without it every free reads its caller.
+    /// The heap library: file offset of the function that marks a thread's teardown (glibc's
+    /// `__call_tls_dtors`), if it has one. Without it every free reads its caller.
     pub teardown: Option<u64>,
 }
 
