@@ -6,8 +6,8 @@
 //! allocator, after the block exists, so for those two the ring order is the heap order. A
 //! moving realloc is the exception: it releases the old block inside the call and is only
 //! recorded at its return, so another thread can be handed the old address (and its allocation
-//! recorded) first. [`LiveTable`] resolves that race with the timestamps the events carry; see
-//! [`LiveTable::apply`].
+//! recorded) first. [`LiveTable`] resolves that race by setting the older block aside as
+//! displaced until its late release arrives; see [`LiveTable::apply`].
 
 use std::{
     collections::HashMap,
