@@ -67,7 +67,8 @@ impl StackRef {
 pub struct Block {
     /// Bytes requested.
     pub size: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds when the allocating call returned.
+    /// `CLOCK_MONOTONIC` nanoseconds when the allocating call returned, or the latest it can
+    /// have (the end of its kernel tick; see [`crate::clock`]).
     pub ts_ns: u64,
     /// Where it was allocated: an index into [`LiveTable::traces`].
     pub trace: TraceId,
