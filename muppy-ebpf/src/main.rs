@@ -171,12 +171,23 @@ fn wakeup_flag() -> u32 {
 /// Sends one event. By value, so that its fields can be stored straight into the ring.
 #[inline(always)]
 fn emit<T: 'static>(ev: T) {
+    send(ev, false);
+}
+
+/// Sends one event, waking the reader at once if `wake`, else when [`wakeup_flag`] says.
+#[inline(always)]
+fn send<T: 'static>(ev: T, wake: bool) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count_drop(Drop::RingFull);
         return;
     };
     entry.write(ev);
-    entry.submit(wakeup_flag().into());
+    let flags = if wake {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        wakeup_flag()
+    };
+    entry.submit(flags.into());
 }
 
 #[inline(always)]
@@ -838,16 +849,12 @@ fn emit_proc(kind: EventKind, id: u64) {
     if is_tracer(id) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
-        count_drop(Drop::RingFull);
-        return;
-    };
-    entry.write(ProcEvent {
+    let ev = ProcEvent {
         kind: kind as u32,
         pid: (id >> 32) as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(BPF_RB_FORCE_WAKEUP.into());
+    };
+    send(ev, true);
 }
 
 /// Processes whose own memory mappings are traced (their tgids). Maintained by user space as

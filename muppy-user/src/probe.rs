@@ -224,13 +224,11 @@ pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
         path: maps_path,
         source,
     })?;
-    let preload: Vec<String> = fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter_map(|v| v.strip_prefix(b"LD_PRELOAD="))
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split([' ', ':'])
+    let preload: Vec<String> = loader_env(pid)
+        .iter()
+        .filter(|(k, _)| k == "LD_PRELOAD")
+        .flat_map(|(_, v)| {
+            v.split([' ', ':'])
                 .filter(|s| !s.is_empty())
                 .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
                 .collect::<Vec<_>>()
@@ -268,6 +266,20 @@ pub fn candidates_of_pid(pid: u32) -> Result<Candidates, ProbeError> {
     })
 }
 
+/// The variables of process `pid`'s environment that steer its dynamic loader
+/// (`LD_PRELOAD`, `LD_LIBRARY_PATH`); none if it cannot be read.
+pub fn loader_env(pid: u32) -> Vec<(String, String)> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            matches!(k, "LD_PRELOAD" | "LD_LIBRARY_PATH").then(|| (k.into(), v.into()))
+        })
+        .collect()
+}
+
 /// A path the kernel printed for a file of process `pid` (in its maps or exe link), made
 /// openable from here. The kernel prints paths from *our* root where it can: a file of a
 /// process chroot'ed below our root prints as the full path here; one in another mount
@@ -297,10 +309,8 @@ pub fn inner_path(pid: u32, seen: &Path) -> PathBuf {
 /// and only itself.
 pub fn candidates_of_program(program: &Path) -> Result<Candidates, ProbeError> {
     // A script runs its interpreter (`#!/bin/sh`), which is what loads an allocator first.
-    if let Some(interp) = script_interpreter(program) {
-        return candidates_in_root(&interp, Path::new("/"), &[]);
-    }
-    candidates_in_root(program, Path::new("/"), &[])
+    let runs = script_interpreter(program).unwrap_or_else(|| program.to_path_buf());
+    candidates_in_root(&runs, Path::new("/"), &[])
 }
 
 /// The interpreter a `#!` script names, if `program` is one.
@@ -766,6 +776,8 @@ pub struct Probes {
     ring_bytes: u32,
     /// Whether the tracepoint that ends a thread's teardown is attached.
     watching_teardowns: bool,
+    /// Whether every free reads its caller (see [`Probes::read_every_free_caller`]).
+    every_free_caller: bool,
     /// How the probes' tick counts become ns; `None`: they write ns.
     ticks: Option<crate::clock::Ticks>,
 }
@@ -920,6 +932,7 @@ impl Probes {
             empty: cfg.empty,
             ring_bytes: cfg.ring_bytes,
             watching_teardowns: false,
+            every_free_caller: false,
             ticks,
         })
     }
@@ -971,15 +984,20 @@ impl Probes {
     }
 
     /// From now on every free reads its caller: an allocator without a teardown marker is
-    /// probed (see [`LibPlan::teardown`]).
+    /// probed (see [`LibPlan::teardown`]). Once is enough.
     pub fn read_every_free_caller(&mut self) -> Result<(), ProbeError> {
+        if self.every_free_caller {
+            return Ok(());
+        }
         let map = self
             .ebpf
             .map_mut(FREE_CALLERS_MAP)
             .ok_or(ProbeError::Missing(FREE_CALLERS_MAP))?;
         let mut a = Array::<_, u64>::try_from(map).map_err(|e| map_err(FREE_CALLERS_MAP, e))?;
         a.set(FREE_CALLERS_ALWAYS, 1, 0)
-            .map_err(|e| map_err(FREE_CALLERS_MAP, e))
+            .map_err(|e| map_err(FREE_CALLERS_MAP, e))?;
+        self.every_free_caller = true;
+        Ok(())
     }
 
     fn attach_one(

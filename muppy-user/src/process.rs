@@ -206,9 +206,10 @@ impl Process {
         }
     }
 
-    /// Its trust counters, with the session-wide lost figures (the probes count those for all
-    /// processes together; each process's figures may be off by up to that many).
-    pub fn counters(&self, lost_events: u64, lost_stacks: u64) -> Counters {
+    /// Its trust counters: its own unknown frees and events, added to `session`'s figures
+    /// (lost events and stacks, which the probes count for all processes together, so each
+    /// process's figures may be off by up to that many; the age resolution).
+    pub fn counters(&self, session: Counters) -> Counters {
         let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         let (mut program, mut libc) = (0, 0);
         for (caller, n) in self.table.unknown_free_callers() {
@@ -219,12 +220,10 @@ impl Process {
             }
         }
         Counters {
-            lost_events,
             unknown_frees: program,
             libc_unknown_frees: libc,
-            lost_stacks,
             events: self.table.stats().events,
-            age_resolution_ns: 0,
+            ..session
         }
     }
 

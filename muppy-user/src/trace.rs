@@ -242,8 +242,6 @@ struct Session {
     sample_bytes: u64,
     /// Events from pids without a table (none are expected: the probes filter by process).
     foreign_events: u64,
-    /// An allocator without a teardown marker is probed: every free reads its caller.
-    free_callers_always: bool,
     view: ViewOptions,
 }
 
@@ -337,9 +335,8 @@ impl Session {
             is_new
         });
         self.probes.attach(&fresh, scope)?;
-        if plan.libs[0].teardown.is_none() && !self.free_callers_always {
+        if plan.libs[0].teardown.is_none() {
             self.probes.read_every_free_caller()?;
-            self.free_callers_always = true;
         }
         // Counted as probed once placed: a failed attach is tried again for the next process.
         self.attached.entry(key).or_default().extend(new);
@@ -354,15 +351,7 @@ impl Session {
                 path: format!("/proc/{pid}/exe"),
                 source,
             })?;
-        let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
-            .unwrap_or_default()
-            .split(|&b| b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                let (k, v) = kv.split_once('=')?;
-                matches!(k, "LD_PRELOAD" | "LD_LIBRARY_PATH").then(|| (k.into(), v.into()))
-            })
-            .collect();
+        let env = probe::loader_env(pid);
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         probe::plan(
             &probe::candidates_in_root(&probe::inner_path(pid, &exe), &root, &env)?,
@@ -397,14 +386,11 @@ impl Session {
                     old.end = Some(End::Exec(exe.clone()));
                     self.finish(old);
                 }
-                let plan = match self.resolve(pid) {
-                    Ok(plan) => match self.attach(pid, &plan) {
-                        Ok(()) => Some(plan),
-                        Err(e) => {
-                            note(format_args!("pid {pid} ({exe}) is not traced: {e}"));
-                            None
-                        }
-                    },
+                let plan = self
+                    .resolve(pid)
+                    .and_then(|plan| self.attach(pid, &plan).map(|()| plan));
+                let plan = match plan {
+                    Ok(plan) => Some(plan),
                     Err(e) => {
                         note(format_args!("pid {pid} ({exe}) is not traced: {e}"));
                         None
@@ -527,16 +513,18 @@ impl Session {
         }
     }
 
-    /// Every image, the live ones first, for the report: (process, whether it is live).
+    /// Every image, the live ones first, for the report.
     fn images(&self) -> Vec<&Process> {
         self.live.values().chain(&self.ended).collect()
     }
 
     fn counters(&self, p: &Process) -> crate::heap::Counters {
-        crate::heap::Counters {
+        p.counters(crate::heap::Counters {
+            lost_events: self.probes.lost_events(),
+            lost_stacks: self.probes.lost_stacks(),
             age_resolution_ns: self.probes.age_resolution_ns(),
-            ..p.counters(self.probes.lost_events(), self.probes.lost_stacks())
-        }
+            ..crate::heap::Counters::default()
+        })
     }
 
     /// The one image the session is about, when there is one: the root, with no other
@@ -645,7 +633,6 @@ pub async fn run(mode: Mode, opts: &Options) -> Result<Outcome, TraceError> {
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
         foreign_events: 0,
-        free_callers_always: false,
         view: opts.view.clone(),
     };
     if opts.mappings {
