@@ -25,6 +25,16 @@ fn expected_for(source: &str, functions: &[&str]) -> BTreeMap<String, (u64, u64)
     expected_rows(&l)
 }
 
+/// Runs `cmd` under muppy-trace with `flags` and JSON output; it must exit 0.
+fn launched(flags: &[&str], cmd: &[&str]) -> Run {
+    let mut args = flags.to_vec();
+    args.extend(["--format", "json", "--"]);
+    args.extend_from_slice(cmd);
+    let run = trace(&args, "");
+    assert_eq!(run.code, Some(0), "{run}");
+    run
+}
+
 /// The `process` lines and the per-process `summary` lines of a multi-process JSON report,
 /// the summaries by the (pid, comm) of their process image (an exec makes a second image
 /// under one pid).
@@ -58,17 +68,7 @@ fn children_get_their_own_tables_through_fork_and_exec() {
         return;
     }
     let (forks, exec) = (workload("forks"), workload("allocators_tcmalloc"));
-    let run = trace(
-        &[
-            "--format",
-            "json",
-            "--",
-            forks.to_str().unwrap(),
-            exec.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(run.code, Some(0), "{run}");
+    let run = launched(&[], &[forks.to_str().unwrap(), exec.to_str().unwrap()]);
     let (procs, sums) = report(&run);
     assert_eq!(procs.len(), 3, "{run}");
     let root = procs
@@ -124,18 +124,10 @@ fn without_follow_forks_only_the_command_is_traced() {
         return;
     }
     let (forks, exec) = (workload("forks"), workload("allocators"));
-    let run = trace(
-        &[
-            "--follow-forks=false",
-            "--format",
-            "json",
-            "--",
-            forks.to_str().unwrap(),
-            exec.to_str().unwrap(),
-        ],
-        "",
+    let run = launched(
+        &["--follow-forks=false"],
+        &[forks.to_str().unwrap(), exec.to_str().unwrap()],
     );
-    assert_eq!(run.code, Some(0), "{run}");
     let s = run.summary();
     assert_eq!(
         rows_in(&s, &["f_parent", "f_child", "a_malloc"]),
@@ -151,8 +143,7 @@ fn a_command_that_lives_50_ms_is_traced_and_named_after_it_exits() {
         return;
     }
     let bin = workload("short");
-    let run = trace(&["--format", "json", "--", bin.to_str().unwrap()], "");
-    assert_eq!(run.code, Some(0), "{run}");
+    let run = launched(&[], &[bin.to_str().unwrap()]);
     let s = run.summary();
     // One site is in a library the program loads with dlopen as it ends: named only if its
     // mappings were read while the process was held on its way out.
@@ -202,11 +193,9 @@ fn a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec() {
         return;
     }
     let root = container_root("ns-launch", &["allocators"]);
-    let run = trace(
+    let run = launched(
+        &[],
         &[
-            "--format",
-            "json",
-            "--",
             "unshare",
             "--fork",
             "--pid",
@@ -214,9 +203,7 @@ fn a_command_in_its_own_pid_and_mount_namespace_is_traced_through_exec() {
             &format!("--root={}", root.display()),
             "/allocators",
         ],
-        "",
     );
-    assert_eq!(run.code, Some(0), "{run}");
     let (procs, sums) = report(&run);
     let inner = procs
         .iter()
@@ -362,8 +349,7 @@ fn a_script_is_followed_through_its_interpreter_into_the_program() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = trace(&["--format", "json", "--", script.to_str().unwrap()], "");
-    assert_eq!(run.code, Some(0), "{run}");
+    let run = launched(&[], &[script.to_str().unwrap()]);
     let (procs, sums) = report(&run);
     let prog = procs
         .iter()
