@@ -7,15 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use muppy::{
-    heap::{Counters, Filter, Heap, Trace},
-    snapshot::Snapshot,
-    stacks::StackState,
-    summary::{self, GroupBy},
-    table::LiveTable,
-    tree,
-};
+use muppy::table::LiveTable;
 use muppy_common::{Event, EventKind, NO_STACK};
+use muppy_core::{
+    analysis::{self as summary, GroupBy, calltree as tree},
+    model::{Counters, Filter, Frame, Heap, StackState, Trace},
+    snapshot::Snapshot,
+};
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
@@ -47,14 +45,29 @@ fn main() {
         .unwrap_or(10_000_000);
     const TRACES: u64 = 1000;
     let traces: Vec<Trace> = (0..TRACES)
-        .map(|i| Trace {
-            frames: vec![
-                format!("site_{i} (work.c:{})", 10 + i),
-                format!("caller_{} (work.c:{})", i % 37, 5000 + i % 37),
-                "main (work.c:9000)".to_string(),
-            ],
-            function: format!("site_{i}"),
-            state: StackState::Walked,
+        .map(|i| {
+            let frame = |function: String, line: u64, addr: u64| Frame {
+                addr,
+                module: Some("work".into()),
+                offset: addr - 0x40_0000,
+                function: Some(function),
+                function_offset: 0x10,
+                file: Some("work.c".into()),
+                line: u32::try_from(line).ok(),
+                inlined: false,
+            };
+            Trace {
+                frames: vec![
+                    frame(format!("site_{i}"), 10 + i, 0x40_0000 + i),
+                    frame(
+                        format!("caller_{}", i % 37),
+                        5000 + i % 37,
+                        0x41_0000 + i % 37,
+                    ),
+                    frame("main".into(), 9000, 0x42_0000),
+                ],
+                state: StackState::Walked,
+            }
         })
         .collect();
     // Consecutive 64-byte-spaced addresses, the way a heap hands them out.

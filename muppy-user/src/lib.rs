@@ -1,28 +1,22 @@
-//! muppy: a memory-leak tracer for unmodified native processes.
+//! muppy's Linux collector: everything that needs the kernel, root or the traced process.
 //!
 //! The data path, one module each: [`probe`] (find the allocator, load and attach the eBPF
-//! probes) → [`ring`] (read their events) → [`table`] (live blocks per process, with call paths
-//! read by [`stacks`] and named by [`symbols`]) → [`heap`] (the blocks as the views see them,
-//! and the filter) → [`summary`] (summaries and diffs), [`tree`] (who allocated what) →
-//! [`output`] (tables, trees and JSON), chosen by [`view`]. [`snapshot`] saves a heap and reads
-//! it back for offline views. [`target`] starts or checks the traced process; [`trace`] runs a
-//! whole session.
+//! probes) → [`ring`] (read their events) → [`table`] and [`regions`] (live blocks and mappings
+//! per process, with call paths read by [`stacks`] and named by [`symbols`]) → [`process`]
+//! (one traced process image, seen as a `muppy_core::model::Heap`). [`target`] starts, checks
+//! and follows the traced processes (the one ptrace thread); [`session`] runs a whole session
+//! and emits what happens into a [`session::Sink`]. The model, the analyses and the printers
+//! are in `muppy-core`, which this crate depends on and which knows nothing of it.
 #![deny(missing_docs)]
 
 pub mod clock;
-pub mod heap;
-pub mod output;
 pub mod placement;
 pub mod probe;
 pub mod process;
 pub mod regions;
 pub mod ring;
-pub mod snapshot;
+pub mod session;
 pub mod stacks;
-pub mod summary;
 pub mod symbols;
 pub mod table;
 pub mod target;
-pub mod trace;
-pub mod tree;
-pub mod view;

@@ -756,7 +756,7 @@ fn set_pid(ebpf: &mut Ebpf, map: &str, pid: u32, on: bool) {
 }
 
 /// Which processes attached probes fire in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// One process (the kernel filters).
     One(NonZeroU32),

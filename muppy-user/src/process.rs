@@ -4,78 +4,32 @@
 //! A process that execs gets a new image (a new table, new names) under the same pid; the old
 //! image ends there, with what it had live at the exec, since exec discards that heap.
 
-use std::{
-    fs,
-    sync::{Arc, Mutex},
-};
+use std::fs;
 
 use muppy_common::{Event, EventKind};
+use muppy_core::model::{Counters, End, Frame, Heap, Identity, MapRow, Trace};
 
 use crate::{
-    heap::{Counters, Heap, Trace},
     probe::ProbePlan,
-    regions::{MapRow, Regions},
+    regions::Regions,
     stacks::StackReader,
     symbols::{Modules, SiteNamer},
     table::LiveTable,
-    target::Exit,
 };
 
-/// How a process image ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    /// The process exited (or a signal killed it).
-    Exit(Exit),
-    /// It exec'd this program, which replaced the image's heap.
-    Exec(String),
-    /// It is gone; how it ended was not seen (system-wide tracing).
-    Gone,
-}
-
-impl std::fmt::Display for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            End::Exit(e) => write!(f, "{e}"),
-            End::Exec(p) => write!(f, "exec'd {p}"),
-            End::Gone => write!(f, "exited"),
-        }
-    }
-}
-
-/// Who a process is, as `/proc` tells.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Identity {
-    /// Its pid as this (the host's) pid namespace sees it.
-    pub pid: u32,
-    /// Its pid in its own pid namespace, where that differs (a container).
-    pub ns_pid: Option<u32>,
-    /// Its command name (`/proc/PID/comm`).
-    pub comm: String,
-}
-
-impl Identity {
-    /// Reads `pid`'s name and namespace pid; what cannot be read stays empty.
-    pub fn of(pid: u32) -> Self {
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default();
-        let ns_pid = fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
-                line.split_whitespace().last()?.parse::<u32>().ok()
-            })
-            .filter(|&n| n != pid);
-        Self { pid, ns_pid, comm }
-    }
-
-    /// `1234` or `1234 (1 in its namespace)`.
-    pub fn pids(&self) -> String {
-        match self.ns_pid {
-            Some(n) => format!("{} ({n} in its namespace)", self.pid),
-            None => self.pid.to_string(),
-        }
-    }
+/// Reads `pid`'s name and namespace pid from `/proc`; what cannot be read stays empty.
+pub fn identity(pid: u32) -> Identity {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
+    let ns_pid = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
+            line.split_whitespace().last()?.parse::<u32>().ok()
+        })
+        .filter(|&n| n != pid);
+    Identity { pid, ns_pid, comm }
 }
 
 /// One process image and everything recorded about it.
@@ -88,8 +42,8 @@ pub struct Process {
     pub plan: Option<ProbePlan>,
     /// Its live blocks.
     pub table: LiveTable,
-    /// Its mappings, shared with the thread that refreshes them while it exits.
-    pub modules: Arc<Mutex<Modules>>,
+    /// Its executable mappings, kept as they were seen (also after they are unmapped).
+    pub modules: Modules,
     namer: SiteNamer,
     /// The table's traces, named, in the same order.
     pub traces: Vec<Trace>,
@@ -105,7 +59,7 @@ pub struct Process {
     /// Memory it mapped itself, outside the allocator.
     regions: Regions,
     /// The regions' sites, named, in the same order.
-    region_names: Vec<String>,
+    region_names: Vec<Frame>,
 }
 
 impl Process {
@@ -119,11 +73,11 @@ impl Process {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Self {
-            id: Identity::of(pid),
+            id: identity(pid),
             parent,
             plan,
             table: LiveTable::new(),
-            modules: Arc::new(Mutex::new(modules)),
+            modules,
             namer: SiteNamer::new(),
             traces: Vec::new(),
             heap_lib,
@@ -149,7 +103,7 @@ impl Process {
     /// What it has mapped itself, per site. The dynamic loader's mappings (zero-filled pages
     /// of libraries it loads, its own start-up allocator) are the loader's, not the program's.
     pub fn mappings(&self) -> Vec<MapRow> {
-        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let modules = &self.modules;
         self.regions.rows(|i| {
             let by_loader = modules
                 .find(self.regions.sites()[i])
@@ -161,7 +115,7 @@ impl Process {
                 self.region_names
                     .get(i)
                     .cloned()
-                    .unwrap_or_else(|| "[unknown]".into()),
+                    .unwrap_or_else(|| Frame::unknown(self.regions.sites()[i])),
             )
         })
     }
@@ -179,7 +133,7 @@ impl Process {
             return;
         }
         let paths: Vec<_> = keys.iter().map(|k| stacks.path(k)).collect();
-        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let modules = &mut self.modules;
         if paths
             .iter()
             .flat_map(|p| &p.addrs)
@@ -189,18 +143,16 @@ impl Process {
             let _ = modules.refresh();
         }
         for &a in new_regions {
-            self.region_names
-                .push(self.namer.frame(&modules, a).site.clone());
+            self.region_names.push(self.namer.frame(modules, a).clone());
         }
         for p in paths {
-            let names: Vec<_> = p
+            let frames = p
                 .addrs
                 .iter()
-                .map(|&a| self.namer.frame(&modules, a).clone())
+                .map(|&a| self.namer.frame(modules, a).clone())
                 .collect();
             self.traces.push(Trace {
-                function: names[0].function.clone(),
-                frames: names.into_iter().map(|n| n.site).collect(),
+                frames,
                 state: p.state,
             });
         }
@@ -210,10 +162,9 @@ impl Process {
     /// (lost events and stacks, which the probes count for all processes together, so each
     /// process's figures may be off by up to that many; the age resolution).
     pub fn counters(&self, session: Counters) -> Counters {
-        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         let (mut program, mut libc) = (0, 0);
         for (caller, n) in self.table.unknown_free_callers() {
-            if modules.in_module_named(caller, &self.heap_lib) {
+            if self.modules.in_module_named(caller, &self.heap_lib) {
                 libc += n;
             } else {
                 program += n;

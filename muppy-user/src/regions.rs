@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use muppy_common::{Event, EventKind};
+pub use muppy_core::model::MapRow;
+use muppy_core::{analysis::aggregate::largest_first, model::Frame};
 
 /// Mappings are whole pages: the kernel rounds lengths up.
 const PAGE: u64 = 4096;
@@ -29,17 +31,6 @@ pub struct Regions {
     /// Return addresses that mapped, in order of first use.
     sites: Vec<u64>,
     site_ids: HashMap<u64, u32>,
-}
-
-/// What one site has mapped and not unmapped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapRow {
-    /// The site, named.
-    pub site: String,
-    /// Ranges (a range split by a partial munmap counts twice).
-    pub regions: u64,
-    /// Bytes, whole pages.
-    pub bytes: u64,
 }
 
 impl Regions {
@@ -126,34 +117,40 @@ impl Regions {
         &self.sites
     }
 
-    /// Ranges and bytes per site, with `name` naming each site (by its index in
-    /// [`Regions::sites`]), or leaving it out with `None`; largest first.
-    pub fn rows(&self, name: impl Fn(usize) -> Option<String>) -> Vec<MapRow> {
+    /// Ranges and bytes per site, with `frame` giving each site's frame (by its index in
+    /// [`Regions::sites`]), or leaving it out with `None`; sites of one name are one row;
+    /// largest first.
+    pub fn rows(&self, frame: impl Fn(usize) -> Option<Frame>) -> Vec<MapRow> {
         let mut per: HashMap<u32, (u64, u64)> = HashMap::new();
         for r in self.map.values() {
             let e = per.entry(r.site).or_default();
             e.0 += 1;
             e.1 += r.len;
         }
-        let mut merged: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut merged: HashMap<String, (Frame, u64, u64)> = HashMap::new();
         for (site, (n, bytes)) in per {
-            let Some(named) = name(site as usize) else {
+            let Some(frame) = frame(site as usize) else {
                 continue;
             };
-            let e = merged.entry(named).or_default();
-            e.0 += n;
-            e.1 += bytes;
+            let e = merged
+                .entry(frame.name().to_string())
+                .or_insert((frame, 0, 0));
+            e.1 += n;
+            e.2 += bytes;
         }
-        let mut rows: Vec<MapRow> = merged
+        let mut rows: Vec<(String, MapRow)> = merged
             .into_iter()
-            .map(|(site, (regions, bytes))| MapRow {
-                site,
-                regions,
-                bytes,
+            .map(|(name, (site, regions, bytes))| {
+                let row = MapRow {
+                    site,
+                    regions,
+                    bytes,
+                };
+                (name, row)
             })
             .collect();
-        rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.site.cmp(&b.site)));
-        rows
+        largest_first(&mut rows, |(name, r)| (r.bytes.into(), 0, name.as_str()));
+        rows.into_iter().map(|(_, r)| r).collect()
     }
 }
 
@@ -174,9 +171,9 @@ mod tests {
     }
 
     fn rows(r: &Regions) -> Vec<(String, u64, u64)> {
-        r.rows(|i| Some(format!("{:#x}", r.sites()[i])))
+        r.rows(|i| Some(Frame::unknown(r.sites()[i])))
             .into_iter()
-            .map(|m| (m.site, m.regions, m.bytes))
+            .map(|m| (m.site.name().to_string(), m.regions, m.bytes))
             .collect()
     }
 
@@ -187,14 +184,17 @@ mod tests {
         r.apply(&ev(EventKind::Mmap, 0x40000, 100, 0, 0, 0xb));
         assert_eq!(
             rows(&r),
-            vec![("0xa".into(), 1, 4 * PAGE), ("0xb".into(), 1, PAGE)]
+            vec![
+                ("[unknown] (0xa)".into(), 1, 4 * PAGE),
+                ("[unknown] (0xb)".into(), 1, PAGE)
+            ]
         );
         // The middle two pages go: two ranges of one page each stay.
         r.apply(&ev(EventKind::Munmap, 0x11000, 2 * PAGE, 0, 0, 0));
-        assert_eq!(rows(&r)[0], ("0xa".into(), 2, 2 * PAGE));
+        assert_eq!(rows(&r)[0], ("[unknown] (0xa)".into(), 2, 2 * PAGE));
         // Moved and grown: the site stays.
         r.apply(&ev(EventKind::Mremap, 0x90000, 8 * PAGE, 0x40000, PAGE, 0));
-        assert_eq!(rows(&r)[0], ("0xb".into(), 1, 8 * PAGE));
+        assert_eq!(rows(&r)[0], ("[unknown] (0xb)".into(), 1, 8 * PAGE));
         // Unknown ranges are left alone; whole ranges go.
         r.apply(&ev(EventKind::Mremap, 0xf0000, PAGE, 0xe0000, PAGE, 0));
         r.apply(&ev(EventKind::Munmap, 0x0, 0x100000, 0, 0, 0));

@@ -5,19 +5,9 @@ use std::collections::HashMap;
 
 use aya::maps::{MapData, StackTraceMap};
 
-use crate::table::{StackRef, TraceKey};
+use muppy_core::model::StackState;
 
-/// Whether a call path has the frames above its site.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StackState {
-    /// Stack collection was off: the path is the site alone.
-    Off,
-    /// The stack did not fit in the stack map: the path is the site alone, and the summary's
-    /// `lost_stacks` counts it.
-    Lost,
-    /// The frame-pointer walk: every frame the walk reached.
-    Walked,
-}
+use crate::table::{StackRef, TraceKey};
 
 /// A call path as return addresses, innermost (the allocation site) first.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! Naming allocation sites.
+//! Naming allocation sites and the frames of call paths.
 //!
-//! A site is the function that called the allocator, found from the caller's return address:
-//! `function (file:line)` where debug info has the line, else `function+0xOFF (module)`, else
-//! `[unknown] (module+0xOFF)`, else `[unknown] (0xADDR)` when no mapped file covers the address.
+//! A return address becomes a structured [`Frame`]: the module and offset it falls in, and,
+//! where the files tell, the function, the offset into it, the source file and line (and
+//! whether that function was inlined). How a frame is shown is the printers' business
+//! (`Frame::name` gives the table form).
 //!
 //! Addresses are resolved through [`Modules`], a record of the target's executable file
 //! mappings that keeps each mapped file open. Symbolization reads the files through those open
@@ -24,6 +25,7 @@ use std::{
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
+use muppy_core::model::Frame;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 /// One executable file mapping of the target.
@@ -254,21 +256,10 @@ impl Modules {
     }
 }
 
-/// What a return address names: the site (`function (file:line)` and the other forms in the
-/// module docs) and the function alone, for grouping by function.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrameName {
-    /// The site: `function (file:line)`, `function+0xOFF (module)`, `[unknown] (...)`.
-    pub site: String,
-    /// The function's name; for an unknown frame, the site itself (unknown code is never
-    /// merged with other unknown code).
-    pub function: String,
-}
-
-/// Turns return addresses into site names, remembering each answer (per process: addresses
+/// Turns return addresses into frames, remembering each answer (per process: addresses
 /// differ between processes; what was parsed from the files is shared).
 pub struct SiteNamer {
-    cache: HashMap<u64, FrameName>,
+    cache: HashMap<u64, Frame>,
 }
 
 thread_local! {
@@ -295,13 +286,13 @@ impl SiteNamer {
         }
     }
 
-    /// The site name for the return address `ret` (see the module docs for the forms).
+    /// The name of the frame of the return address `ret`, as tables show it.
     pub fn name(&mut self, modules: &Modules, ret: u64) -> String {
-        self.frame(modules, ret).site.clone()
+        self.frame(modules, ret).name().to_string()
     }
 
-    /// Site and function for the return address `ret`.
-    pub fn frame(&mut self, modules: &Modules, ret: u64) -> &FrameName {
+    /// The frame of the return address `ret`.
+    pub fn frame(&mut self, modules: &Modules, ret: u64) -> &Frame {
         if !self.cache.contains_key(&ret) {
             let name = self.resolve(modules, ret);
             self.cache.insert(ret, name);
@@ -309,16 +300,17 @@ impl SiteNamer {
         &self.cache[&ret]
     }
 
-    fn resolve(&self, modules: &Modules, ret: u64) -> FrameName {
-        let unknown = |site: String| FrameName {
-            function: site.clone(),
-            site,
-        };
+    fn resolve(&self, modules: &Modules, ret: u64) -> Frame {
         let Some(module) = modules.find(ret) else {
-            return unknown(format!("[unknown] ({ret:#x})"));
+            return Frame::unknown(ret);
         };
         let off = module.file_offset(ret);
-        let unknown = || unknown(format!("[unknown] ({}+{off:#x})", module.name()));
+        let unknown = || Frame {
+            addr: ret,
+            module: Some(module.name().to_string()),
+            offset: off,
+            ..Frame::default()
+        };
         let (Some(path), Some(open)) = (module.readable_path(), module.file.as_ref()) else {
             return unknown();
         };
@@ -353,20 +345,27 @@ impl SiteNamer {
             else {
                 return unknown();
             };
-            let (func, code) = match sym.inlined.last() {
+            let (func, code, inlined) = match sym.inlined.last() {
                 Some(inl) => (
                     inl.name.as_ref(),
                     inl.code_info.as_ref().or(sym.code_info.as_deref()),
+                    true,
                 ),
-                None => (sym.name.as_ref(), sym.code_info.as_deref()),
+                None => (sym.name.as_ref(), sym.code_info.as_deref(), false),
             };
-            let site = match code.and_then(|c| c.line.map(|l| (c, l))) {
-                Some((c, line)) => format!("{func} ({}:{line})", Path::new(&c.file).display()),
-                None => format!("{func}+{:#x} ({})", sym.offset + 1, module.name()),
+            let (file, line) = match code.and_then(|c| c.line.map(|l| (c, l))) {
+                Some((c, line)) => (Some(Path::new(&c.file).display().to_string()), Some(line)),
+                None => (None, None),
             };
-            FrameName {
-                site,
-                function: func.to_string(),
+            Frame {
+                function: Some(func.to_string()),
+                function_offset: u64::try_from(sym.offset)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1),
+                file,
+                line,
+                inlined,
+                ..unknown()
             }
         })
     }

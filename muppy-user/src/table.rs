@@ -16,8 +16,8 @@ use std::{
 
 use muppy_common::{AllocFn, Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
 
-/// Index of a [`TraceKey`] in a [`LiveTable`]'s trace list.
-pub type TraceId = u32;
+use muppy_core::model::Blocks;
+pub use muppy_core::model::{Block, TraceId};
 
 /// How the probes identified where a block was allocated: the caller's return address (the
 /// *site*) and the user stack above it, as the stack map holds it.
@@ -60,20 +60,6 @@ impl StackRef {
             StackRef::Off
         }
     }
-}
-
-/// One live block, as the views see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
-    /// Bytes requested.
-    pub size: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds when the allocating call returned, or the latest it can
-    /// have (the end of its kernel tick; see [`crate::clock`]).
-    pub ts_ns: u64,
-    /// Where it was allocated: an index into [`LiveTable::traces`].
-    pub trace: TraceId,
-    /// The allocating thread.
-    pub tid: u32,
 }
 
 /// Counters that say how far the table can be trusted.
@@ -399,6 +385,18 @@ impl LiveTable {
     /// Trust counters.
     pub fn stats(&self) -> TableStats {
         self.stats
+    }
+}
+
+impl Blocks for LiveTable {
+    fn for_each_block(&self, f: &mut dyn FnMut(u64, &Block)) {
+        for (a, b) in self.blocks() {
+            f(a, &b);
+        }
+    }
+
+    fn block(&self, addr: u64) -> Option<Block> {
+        self.get(addr)
     }
 }
 

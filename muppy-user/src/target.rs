@@ -82,44 +82,7 @@ fn sys(call: &'static str) -> impl FnOnce(Errno) -> TargetError {
     move |errno| TargetError::Sys { call, errno }
 }
 
-/// How a target ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// It called exit with this code.
-    Code(i32),
-    /// A signal killed it.
-    Signal(i32),
-}
-
-impl Exit {
-    /// The exit code a shell would report: the code, or 128 + the signal.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-        }
-    }
-
-    /// `{"exit_code":N}` or `{"signal":N}`.
-    pub fn to_json(self) -> serde_json::Value {
-        match self {
-            Exit::Code(c) => serde_json::json!({ "exit_code": c }),
-            Exit::Signal(s) => serde_json::json!({ "signal": s }),
-        }
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exited with code {c}"),
-            Exit::Signal(s) => {
-                let name = Signal::try_from(*s).map_or("?", |s| s.as_str());
-                write!(f, "was killed by signal {s} ({name})")
-            }
-        }
-    }
-}
+pub use muppy_core::model::Exit;
 
 /// Checks that `pid` is a live user-space process other than this one.
 pub fn check_pid(pid: u32) -> Result<(), TargetError> {

@@ -5,6 +5,7 @@
 //! (128 + signal if a signal killed it); 2 for any error, with a one-line message on stderr.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -13,13 +14,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use muppy::{
-    heap::Filter,
-    output::SummaryExtras,
     probe::ProbeConfig,
+    session::{self, Mode, Options, SessionEvent, Sink, SinkError},
+};
+use muppy_core::{
+    analysis::{self, GroupBy, Summary},
+    model::Filter,
+    report::{self, Facts, Format, Print, ProcView, ReportError, View, ViewOptions},
     snapshot::Snapshot,
-    summary::GroupBy,
-    trace::{self, Format, Mode, Options},
-    view::{self, View, ViewOptions},
 };
 
 /// Trace heap allocations of an unmodified process and show what stays live: per site,
@@ -304,10 +306,11 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,
         },
+        top_procs: 5,
     })
 }
 
-fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
+fn options(t: &TraceArgs) -> anyhow::Result<Options> {
     let ring_mb = t.ring_mb.unwrap_or(if t.all { 16 } else { 2 });
     if !ring_mb.is_power_of_two() || ring_mb > 1024 {
         bail!("--ring-mb takes a power of two up to 1024, not {ring_mb}");
@@ -321,7 +324,6 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
     Ok(Options {
         interval: seconds(t.interval, "--interval")?,
         duration: seconds(t.duration, "--duration")?,
-        view,
         save: t.save.clone(),
         label: match t.pid {
             Some(pid) => format!("pid {pid}"),
@@ -341,49 +343,108 @@ fn options(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<Options> {
         },
         mappings: t.mmap,
         allocator: t.allocator.clone(),
-        follow_forks: t.follow_forks.unwrap_or(!t.command.is_empty()),
-        top_procs: t.top_procs,
     })
 }
 
-fn print(s: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
+/// What a printer's failure means here: a write that failed (a closed pipe, say) ends
+/// nothing, as a pager that quits early should not make an error; any other failure is one.
+fn shown(r: Result<(), ReportError>) -> Result<(), ReportError> {
+    match r {
+        Err(ReportError::Write(_)) => Ok(()),
+        other => other,
+    }
 }
 
-/// Shows a view of a saved snapshot.
+/// The command line's sink: notes on stderr, reports on stdout through the printer chosen
+/// once, and the diff at each tick against what the last tick showed.
+struct CliSink {
+    printer: Box<dyn Print>,
+    view: ViewOptions,
+    /// Per pid, the summary shown at the last tick.
+    prev: HashMap<u32, Summary>,
+}
+
+impl CliSink {
+    fn tick(&mut self, procs: &[ProcView], several: bool) -> Result<(), ReportError> {
+        for p in procs {
+            let cur = analysis::summarize(&p.heap, &self.view.filter, self.view.group_by);
+            let old = self.prev.remove(&p.id.pid).unwrap_or_else(|| Summary {
+                pid: p.id.pid,
+                group_by: self.view.group_by,
+                ..Summary::default()
+            });
+            let d = analysis::diff(&old, &cur);
+            self.prev.insert(p.id.pid, cur);
+            if !several {
+                shown(self.printer.diff(&d, None))?;
+            } else if !d.rows.is_empty() {
+                shown(self.printer.diff(&d, Some(&p.id)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for CliSink {
+    fn event(&mut self, ev: SessionEvent<'_>) -> Result<(), SinkError> {
+        match ev {
+            SessionEvent::Note(n) => eprintln!("muppy-trace: {n}"),
+            SessionEvent::Tick { procs, several } => self.tick(&procs, several)?,
+            SessionEvent::Ended(p) => shown(self.printer.ended(&p))?,
+            SessionEvent::Final {
+                procs,
+                several,
+                facts,
+            } => match (several, procs.as_slice()) {
+                (false, [p]) => shown(self.printer.view(p, &facts))?,
+                _ => shown(self.printer.processes(&procs, &facts))?,
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Shows a view of a saved snapshot given in place of a target.
 fn offline(file: &Path, t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
     if t.wants_target() || t.save.is_some() {
         bail!("give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both");
     }
+    show_snapshot(file, view)
+}
+
+/// Shows a view of a saved snapshot.
+fn show_snapshot(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     let snap = Snapshot::load(file)?;
-    print(&view::render(
-        &snap.heap(),
-        &view,
-        &SummaryExtras::default(),
-    )?);
+    let mut printer = report::printer(view, std::io::stdout());
+    shown(printer.view(&ProcView::of_heap(snap.heap()), &Facts::default()))?;
     Ok(0)
 }
 
-fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
-    let opts = options(t, view)?;
+fn live(t: &TraceArgs, mut view: ViewOptions) -> anyhow::Result<u8> {
+    let opts = options(t)?;
+    view.top_procs = t.top_procs;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("eBPF probes need root: run it with sudo");
     }
     // Fork the command before any thread exists; the runtime comes after.
     let mode = match (t.pid, t.command.is_empty(), t.all) {
-        (Some(pid), true, false) => Mode::Attach(pid),
-        (None, false, false) => trace::prepare_launch(&t.command, t.allocator.as_deref())?,
+        (Some(pid), true, false) => Mode::Attach {
+            pid,
+            follow: t.follow_forks.unwrap_or(false),
+        },
+        (None, false, false) => Mode::launch(
+            &t.command,
+            t.allocator.as_deref(),
+            t.follow_forks.unwrap_or(true),
+        )?,
         (None, true, true) => {
             if t.allocator.is_some() || t.follow_forks.is_some() {
                 bail!(
                     "--all traces every process with its own allocator; --allocator and --follow-forks do not apply"
                 );
             }
-            Mode::All
+            Mode::System
         }
         _ => bail!("say what to trace: --pid PID, --all, or -- CMD ARGS... (see --help)"),
     };
@@ -391,7 +452,12 @@ fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = rt.block_on(trace::run(mode, &opts))?;
+    let mut sink = CliSink {
+        printer: report::printer(view.clone(), std::io::stdout()),
+        view,
+        prev: HashMap::new(),
+    };
+    let outcome = rt.block_on(session::run(mode, &opts, &mut sink))?;
     Ok(outcome
         .exit
         .map_or(0, |e| u8::try_from(e.shell_code() & 0xff).unwrap_or(255)))
@@ -421,15 +487,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Some(Cmd::Summary { file, view }) => {
-            let snap = Snapshot::load(&file)?;
-            let v = view_options(&view, View::Summary)?;
-            print(&view::render(&snap.heap(), &v, &SummaryExtras::default())?);
-            Ok(0)
+            show_snapshot(&file, view_options(&view, View::Summary)?)
         }
         Some(Cmd::Diff { a, b, view }) => {
             let (a, b) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
             let v = view_options(&view, View::Summary)?;
-            print(&view::render_diff(&a.heap(), &b.heap(), &v));
+            let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
+            let d = analysis::diff(&summary(&a), &summary(&b));
+            shown(report::printer(v, std::io::stdout()).diff(&d, None))?;
             Ok(0)
         }
     }

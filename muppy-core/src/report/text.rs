@@ -1,19 +1,18 @@
-//! How muppy prints: sizes the way Pympler prints them, summary and diff tables in Pympler's
-//! three-column form, and JSON Lines for machines. The one place that decides how a figure looks.
+//! The text printer: sizes the way Pympler prints them, summary and diff tables in Pympler's
+//! three-column form, object tables, and trees in the form of `ConsoleBrowser.print_tree`.
+//! The one place that decides how a figure looks in a terminal.
+
+use std::{io, time::Duration};
 
 use prettytable::{
     Cell, Row as TRow, Table,
     format::{FormatBuilder, LinePosition, LineSeparator},
 };
-use std::time::Duration;
 
-use serde_json::json;
-
+use super::{Facts, ProcView, ReportError, View, ViewOptions, process_rows};
 use crate::{
-    heap::{Counters, Object, Trace},
-    regions::MapRow,
-    summary::{Diff, GroupBy, Key, Summary},
-    tree::Node,
+    analysis::{self, Diff, Key, Node, Object, Summary},
+    model::{Counters, Identity, MapRow, Trace},
 };
 
 const UNITS: [&str; 7] = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
@@ -87,10 +86,7 @@ fn cut_note(shown: usize, all: usize, noun: &str) -> String {
 
 /// A row key as a table cell: a stack shows one frame per line.
 fn key_cell(k: &Key) -> String {
-    match k {
-        Key::Stack(frames) => frames.join("\n"),
-        _ => k.text(),
-    }
+    k.names().join("\n")
 }
 
 /// The trust figures after a table's totals. Every counter that can make a figure wrong is
@@ -165,127 +161,7 @@ pub fn diff_table(d: &Diff, top: usize) -> String {
     out
 }
 
-/// Extra facts for the final JSON summary line.
-#[derive(Clone, Debug, Default)]
-pub struct SummaryExtras {
-    /// How the target ended, when it did: `{"exit_code":N}` or `{"signal":N}`.
-    pub exit: Option<serde_json::Value>,
-    /// The tracer's peak resident memory, in KiB.
-    pub tracer_peak_rss_kb: Option<u64>,
-    /// The tracer's resident memory at the end, in KiB.
-    pub tracer_rss_kb: Option<u64>,
-    /// CPU time the tracer used (user and system), in milliseconds.
-    pub tracer_cpu_ms: Option<u64>,
-    /// What was probed, for the reader: library path and functions.
-    pub probed: Option<serde_json::Value>,
-    /// The process's command name.
-    pub comm: Option<String>,
-    /// The process's pid in its own pid namespace, where that differs.
-    pub ns_pid: Option<u32>,
-    /// What the process mapped itself, outside the allocator, per site.
-    pub mappings: Vec<MapRow>,
-}
-
-/// A row's key as JSON fields: `"site"`, `"function"`, `"size"`, or `"site"` and `"stack"`.
-fn key_json(k: &Key, v: &mut serde_json::Value) {
-    match k {
-        Key::Site(s) => v["site"] = s.as_str().into(),
-        Key::Function(f) => v["function"] = f.as_str().into(),
-        Key::Size(n) => v["size"] = (*n).into(),
-        Key::Stack(frames) => {
-            v["site"] = frames.first().map_or("", String::as_str).into();
-            v["stack"] = frames.clone().into();
-        }
-    }
-}
-
-fn group_name(by: GroupBy) -> &'static str {
-    match by {
-        GroupBy::Site => "site",
-        GroupBy::Function => "function",
-        GroupBy::Stack => "stack",
-        GroupBy::Size => "size",
-    }
-}
-
-fn sampling_json(sample_bytes: u64, v: &mut serde_json::Value) {
-    v["estimated"] = (sample_bytes > 0).into();
-    if sample_bytes > 0 {
-        v["sample_bytes"] = sample_bytes.into();
-    }
-}
-
-fn counters_json(c: &Counters, v: &mut serde_json::Value) {
-    v["lost_events"] = c.lost_events.into();
-    v["unknown_frees"] = c.unknown_frees.into();
-    v["libc_unknown_frees"] = c.libc_unknown_frees.into();
-    v["lost_stacks"] = c.lost_stacks.into();
-    v["events"] = c.events.into();
-    v["age_resolution_ns"] = c.age_resolution_ns.into();
-}
-
-/// Rows as JSON objects: the key's fields, `objects` and `bytes` (signed in a diff).
-fn rows_json<'a, N: Into<serde_json::Value> + Copy + 'a>(
-    rows: impl Iterator<Item = (&'a Key, N, N)>,
-) -> Vec<serde_json::Value> {
-    rows.map(|(key, objects, bytes)| {
-        let mut v = json!({"objects": objects.into(), "bytes": bytes.into()});
-        key_json(key, &mut v);
-        v
-    })
-    .collect()
-}
-
-/// The final summary as one JSON line, with every row.
-pub fn summary_json(s: &Summary, extras: &SummaryExtras) -> String {
-    let (objects, bytes) = s.total();
-    let rows = rows_json(s.rows.iter().map(|r| (&r.key, r.objects, r.bytes)));
-    let mut v = json!({
-        "type": "summary",
-        "pid": s.pid,
-        "group_by": group_name(s.group_by),
-        "rows": rows,
-        "total": {"objects": objects, "bytes": bytes},
-    });
-    counters_json(&s.counters, &mut v);
-    sampling_json(s.sample_bytes, &mut v);
-    extras_json(extras, &mut v);
-    v.to_string()
-}
-
-/// The session facts of [`SummaryExtras`] as fields of `v`.
-fn extras_json(extras: &SummaryExtras, v: &mut serde_json::Value) {
-    if let Some(exit) = &extras.exit {
-        v["exit"] = exit.clone();
-    }
-    if let Some(rss) = extras.tracer_peak_rss_kb {
-        v["tracer_peak_rss_kb"] = rss.into();
-    }
-    if let Some(rss) = extras.tracer_rss_kb {
-        v["tracer_rss_kb"] = rss.into();
-    }
-    if let Some(ms) = extras.tracer_cpu_ms {
-        v["tracer_cpu_ms"] = ms.into();
-    }
-    if let Some(p) = &extras.probed {
-        v["probed"] = p.clone();
-    }
-    if let Some(c) = &extras.comm {
-        v["comm"] = c.as_str().into();
-    }
-    if let Some(n) = extras.ns_pid {
-        v["ns_pid"] = n.into();
-    }
-    if !extras.mappings.is_empty() {
-        let (regions, bytes) = map_totals(&extras.mappings);
-        v["mmap"] = json!({
-            "rows": extras.mappings.iter().map(|m| json!({"site": m.site, "regions": m.regions, "bytes": m.bytes})).collect::<Vec<_>>(),
-            "total": {"regions": regions, "bytes": bytes},
-        });
-    }
-}
-
-fn map_totals(rows: &[MapRow]) -> (u64, u64) {
+pub(super) fn map_totals(rows: &[MapRow]) -> (u64, u64) {
     rows.iter()
         .fold((0, 0), |a, m| (a.0 + m.regions, a.1 + m.bytes))
 }
@@ -299,7 +175,7 @@ pub fn mappings_table(rows: &[MapRow], top: usize) -> String {
     let mut t = table_with(&["mmap sites", "# regions", "total size"]);
     for r in rows.iter().take(top) {
         t.add_row(TRow::new(vec![
-            Cell::new(&r.site).style_spec("r"),
+            Cell::new(&r.site.name().to_string()).style_spec("r"),
             Cell::new(&r.regions.to_string()).style_spec("r"),
             Cell::new(&format_size(r.bytes)).style_spec("r"),
         ]));
@@ -312,24 +188,9 @@ pub fn mappings_table(rows: &[MapRow], top: usize) -> String {
     )
 }
 
-/// One row of the process table: who, how it stands, and what it holds live.
-#[derive(Clone, Debug)]
-pub struct ProcRow {
-    /// `1234` or `1234 (1 in its namespace)`.
-    pub pids: String,
-    /// Command name.
-    pub comm: String,
-    /// `running`, `exited with code 0`...
-    pub state: String,
-    /// Live blocks.
-    pub objects: u64,
-    /// Live bytes.
-    pub bytes: u64,
-}
-
 /// The process table that heads a report on several processes, largest first as given:
 /// `pid | comm | state | # objects | total size`, then the totals.
-pub fn processes_table(rows: &[ProcRow], top: usize, lost_events: u64) -> String {
+fn processes_table(rows: &[super::ProcRow], top: usize, lost_events: u64) -> String {
     let mut t = table_with(&["pid", "comm", "state", "# objects", "total size"]);
     for r in rows.iter().take(top) {
         t.add_row(TRow::new(vec![
@@ -349,31 +210,6 @@ pub fn processes_table(rows: &[ProcRow], top: usize, lost_events: u64) -> String
         rows.len(),
         cut_note(rows.len().min(top), rows.len(), "processes"),
     )
-}
-
-/// The closing JSON line of a report on several processes.
-pub fn processes_json(rows: &[ProcRow], lost_events: u64, extras: &SummaryExtras) -> String {
-    let (objects, bytes) = rows
-        .iter()
-        .fold((0, 0), |a, r| (a.0 + r.objects, a.1 + r.bytes));
-    let mut v = json!({
-        "type": "processes",
-        "count": rows.len(),
-        "total": {"objects": objects, "bytes": bytes},
-        "lost_events": lost_events,
-    });
-    extras_json(extras, &mut v);
-    v.to_string()
-}
-
-/// A diff as one JSON line, with every changed row.
-pub fn diff_json(d: &Diff) -> String {
-    let rows = rows_json(d.rows.iter().map(|r| (&r.key, r.objects, r.bytes)));
-    let mut v =
-        json!({"type": "diff", "pid": d.pid, "group_by": group_name(d.group_by), "rows": rows});
-    counters_json(&d.counters, &mut v);
-    sampling_json(d.sample_bytes, &mut v);
-    v.to_string()
 }
 
 /// An age as people read one: `"850 ms"`, `"12.3 s"`, `"4.0 min"`, `"2.5 h"`.
@@ -405,7 +241,7 @@ pub fn objects_table(
             Cell::new(&format_size(o.size)).style_spec("r"),
             Cell::new(&format_age(o.age)).style_spec("r"),
             Cell::new(&o.tid.to_string()).style_spec("r"),
-            Cell::new(traces[o.trace as usize].site()).style_spec("r"),
+            Cell::new(&traces[o.trace as usize].site().name().to_string()).style_spec("r"),
         ]));
     }
     let bytes: u64 = objects.iter().map(|o| o.size).sum();
@@ -425,25 +261,10 @@ pub fn objects_table(
     )
 }
 
-/// One live block as a JSON line.
-pub fn object_json(o: &Object, traces: &[Trace]) -> String {
-    let t = &traces[o.trace as usize];
-    json!({
-        "type": "object",
-        "addr": format!("{:#x}", o.addr),
-        "size": o.size,
-        "age_ms": u64::try_from(o.age.as_millis()).unwrap_or(u64::MAX),
-        "tid": o.tid,
-        "site": t.site(),
-        "stack": t.stack(),
-    })
-    .to_string()
-}
-
 fn node_label(n: &Node) -> String {
     format!(
         "{} [{}, {}]",
-        n.label,
+        n.name,
         n.objects,
         format_size_compact(n.bytes)
     )
@@ -508,28 +329,119 @@ fn print_node(
     }
 }
 
-fn node_json(n: &Node, depth: usize, maxdepth: usize) -> serde_json::Value {
-    let children: Vec<serde_json::Value> = if depth < maxdepth {
-        n.children
-            .iter()
-            .map(|c| node_json(c, depth + 1, maxdepth))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    json!({"frame": n.label, "objects": n.objects, "bytes": n.bytes, "children": children})
+/// Writes reports as tables and trees.
+pub struct TextPrinter<W> {
+    opts: ViewOptions,
+    out: W,
 }
 
-/// Trees as one JSON line: `{"type":"tree","roots":[{"frame","objects","bytes","children"}]}`.
-pub fn tree_json(pid: u32, roots: &[Node], maxdepth: usize) -> String {
-    let roots: Vec<serde_json::Value> = roots.iter().map(|r| node_json(r, 0, maxdepth)).collect();
-    json!({"type": "tree", "pid": pid, "roots": roots}).to_string()
+impl<W: io::Write> TextPrinter<W> {
+    /// A printer of `opts`'s view into `out`.
+    pub fn new(opts: ViewOptions, out: W) -> Self {
+        TextPrinter { opts, out }
+    }
+
+    fn write(&mut self, text: &str) -> Result<(), ReportError> {
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// The view of one heap, and what was probed for it where that is known.
+    fn heap_view(&self, p: &ProcView, probed: bool) -> Result<String, ReportError> {
+        let o = &self.opts;
+        Ok(match &o.view {
+            View::Summary => {
+                let s = analysis::summarize(&p.heap, &o.filter, o.group_by);
+                let probed = match (&p.probed, probed) {
+                    (Some(pr), true) => format!("probed: {}\n", pr.allocator),
+                    _ => String::new(),
+                };
+                summary_table(&s, o.top) + &probed + &mappings_table(&p.mappings, o.top)
+            }
+            View::Objects => objects_table(
+                &analysis::objects(&p.heap, &o.filter),
+                p.heap.traces,
+                o.top,
+                p.heap.counters.age_resolution_ns,
+            ),
+            View::Tree { addr, maxdepth } => {
+                tree_text(&super::tree_roots(&p.heap, &o.filter, *addr)?, *maxdepth)
+            }
+        })
+    }
+}
+
+/// A process's heading in a report on several.
+fn heading(p: &ProcView) -> String {
+    let mut h = format!("\n-- pid {} {}, {}", p.id.pids(), p.id.comm, p.state);
+    if let Some(parent) = p.parent {
+        h.push_str(&format!(", child of {parent}"));
+    }
+    if let Some(probed) = &p.probed {
+        h.push_str(&format!("; probed {}", probed.allocator));
+    }
+    h + " --\n"
+}
+
+impl<W: io::Write> super::Print for TextPrinter<W> {
+    fn view(&mut self, p: &ProcView, _facts: &Facts) -> Result<(), ReportError> {
+        let text = self.heap_view(p, true)?;
+        self.write(&text)
+    }
+
+    fn processes(&mut self, procs: &[ProcView], _facts: &Facts) -> Result<(), ReportError> {
+        let rows = process_rows(procs, &self.opts);
+        let lost = procs.first().map_or(0, |p| p.heap.counters.lost_events);
+        let mut out = processes_table(&rows, self.opts.top_procs, lost);
+        for r in rows.iter().take(self.opts.top_procs) {
+            let p = &procs[r.index];
+            if r.objects == 0 && p.mappings.is_empty() {
+                continue;
+            }
+            out.push_str(&heading(p));
+            out.push_str(&self.heap_view(p, false)?);
+        }
+        self.write(&out)
+    }
+
+    fn ended(&mut self, p: &ProcView) -> Result<(), ReportError> {
+        let s = analysis::summarize(&p.heap, &self.opts.filter, self.opts.group_by);
+        let (objects, bytes) = s.total();
+        let top = s.rows.first().map_or(String::new(), |r| {
+            format!(
+                "; largest: {} ({})",
+                r.key.text(),
+                format_size_compact(r.bytes)
+            )
+        });
+        let line = format!(
+            "pid {} {} {}: {objects} objects, {} still live{top}\n",
+            p.id.pids(),
+            p.id.comm,
+            p.state,
+            format_size_compact(bytes)
+        );
+        self.write(&line)
+    }
+
+    fn diff(&mut self, d: &Diff, who: Option<&Identity>) -> Result<(), ReportError> {
+        let table = diff_table(d, self.opts.top);
+        let text = match who {
+            Some(id) => format!("\n-- pid {} {} --\n{table}", id.pids(), id.comm),
+            None => table,
+        };
+        self.write(&text)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::DiffRow;
+    use crate::{
+        analysis::{GroupBy, Label},
+        model::Frame,
+    };
 
     #[test]
     fn sizes_print_like_pympler() {
@@ -554,7 +466,7 @@ mod tests {
             1,
             GroupBy::Site,
             rows.iter()
-                .map(|(k, o, b)| (Key::Site(k.to_string()), *o, *b)),
+                .map(|(k, o, b)| (Key::Site(Frame::from_name(k)), *o, *b)),
             Counters {
                 unknown_frees,
                 ..Counters::default()
@@ -576,38 +488,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn json_lines_carry_all_rows() {
-        let mut s = sites(&[("a", 2, 20)], 0);
-        s.pid = 9;
-        s.counters.lost_events = 1;
-        let v: serde_json::Value =
-            serde_json::from_str(&summary_json(&s, &SummaryExtras::default())).unwrap();
-        assert_eq!(v["type"], "summary");
-        assert_eq!(v["pid"], 9);
-        assert_eq!(v["rows"][0]["site"], "a");
-        assert_eq!(v["total"]["bytes"], 20);
-        assert_eq!(v["lost_events"], 1);
-        let d = Diff {
-            pid: 9,
-            group_by: GroupBy::Stack,
-            rows: vec![DiffRow {
-                key: Key::Stack(vec!["a".into(), "main".into()]),
-                objects: -1,
-                bytes: -10,
-            }],
-            counters: Counters::default(),
-            sample_bytes: 0,
-        };
-        let v: serde_json::Value = serde_json::from_str(&diff_json(&d)).unwrap();
-        assert_eq!(v["rows"][0]["objects"], -1);
-        assert_eq!(v["rows"][0]["site"], "a");
-        assert_eq!(v["rows"][0]["stack"][1], "main");
-    }
-
     fn node(label: &str, objects: u64, children: Vec<Node>) -> Node {
         Node {
-            label: label.into(),
+            label: Label::Frame(Frame::from_name(label)),
+            name: label.into(),
             objects,
             bytes: objects * 8,
             children,

@@ -8,27 +8,36 @@
 //!
 //! ```text
 //! "MUPPYSNP" | version: u32 LE | payload length: u64 LE | payload | CRC-32 of payload: u32 LE
-//! payload: pid, now_ns, saved_unix_secs, the five counters, sample_bytes, label,
+//! payload: pid, now_ns, saved_unix_secs, the five counters, sample_bytes, age_resolution_ns,
+//!          label,
 //!          strings (count, then length + UTF-8 each),
-//!          traces (count, then: state, function string, frame count, frame strings),
+//!          frames (count, then: addr, module, offset, function, function_offset, file, line,
+//!                  inlined; module, function and file are a string's index + 1, line is
+//!                  line + 1, 0 for none),
+//!          traces (count, then: state, frame count, frame indices),
 //!          blocks (count, then: address delta, size, age_ns, tid, trace)
 //! ```
+//!
+//! Version 2 stored each frame as its name (a string) and each trace's function; version 1
+//! was version 2 without the age resolution. Both still read: their names are parsed back into
+//! frames ([`Frame::from_name`]).
+//!
+//! Snapshots hold another process's addresses and symbols: they are written readable by their
+//! owner only (0600), as core dumps are.
 
 use std::{
     collections::HashMap,
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
-use crate::{
-    heap::{Blocks, Counters, Heap, Trace},
-    stacks::StackState,
-    table::Block,
-};
+use crate::model::{Block, Blocks, Counters, Frame, Heap, StackState, Trace};
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
-/// The snapshot format version this muppy writes. It reads this one and version 1, which had
-/// no age resolution (its ages were exact).
-pub const VERSION: u32 = 2;
+/// The snapshot format version this muppy writes. It reads this one and versions 1 and 2
+/// (frames as names; version 1 had no age resolution, its ages were exact).
+pub const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Why a snapshot could not be written or read.
@@ -148,21 +157,15 @@ impl Snapshot {
     }
 
     /// The file's bytes.
-    pub fn encode<'a>(&'a self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::new();
         for v in self.header_numbers() {
             put(&mut p, v);
         }
         put_str(&mut p, &self.label);
-        let mut strings: Vec<&str> = Vec::new();
-        let mut index: HashMap<&str, u64> = HashMap::new();
-        let mut intern = |s: &'a str| -> u64 {
-            *index.entry(s).or_insert_with(|| {
-                strings.push(s);
-                strings.len() as u64 - 1
-            })
-        };
-        let traces: Vec<(u64, u64, Vec<u64>)> = self
+        let mut strings = Interner::default();
+        let mut frames = Interner::default();
+        let traces: Vec<(u64, Vec<u64>)> = self
             .traces
             .iter()
             .map(|t| {
@@ -171,18 +174,37 @@ impl Snapshot {
                     StackState::Lost => 1,
                     StackState::Walked => 2,
                 };
-                let frames = t.frames.iter().map(|f| intern(f)).collect();
-                (state, intern(&t.function), frames)
+                (state, t.frames.iter().map(|f| frames.index(f)).collect())
             })
             .collect();
-        put(&mut p, strings.len() as u64);
-        for s in &strings {
+        let frames: Vec<[u64; 8]> = frames
+            .items
+            .iter()
+            .map(|f| {
+                let mut opt = |s: &Option<String>| s.as_ref().map_or(0, |s| strings.index(s) + 1);
+                [
+                    f.addr,
+                    opt(&f.module),
+                    f.offset,
+                    opt(&f.function),
+                    f.function_offset,
+                    opt(&f.file),
+                    f.line.map_or(0, |l| u64::from(l) + 1),
+                    u64::from(f.inlined),
+                ]
+            })
+            .collect();
+        put(&mut p, strings.items.len() as u64);
+        for s in &strings.items {
             put_str(&mut p, s);
         }
+        put(&mut p, frames.len() as u64);
+        for f in &frames {
+            f.iter().for_each(|v| put(&mut p, *v));
+        }
         put(&mut p, traces.len() as u64);
-        for (state, function, frames) in &traces {
+        for (state, frames) in &traces {
             put(&mut p, *state);
-            put(&mut p, *function);
             put(&mut p, frames.len() as u64);
             frames.iter().for_each(|f| put(&mut p, *f));
         }
@@ -196,21 +218,23 @@ impl Snapshot {
             put(&mut p, u64::from(b.tid));
             put(&mut p, u64::from(b.trace));
         }
-        let mut out = Vec::with_capacity(HEADER + p.len() + 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(&p);
-        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-        out
+        wrap(VERSION, &p)
     }
 
-    /// Writes the snapshot to `path`.
+    /// Writes the snapshot to `path`, readable by its owner only (a file that exists
+    /// already keeps its mode, as with any rewrite).
     pub fn save(&self, path: &Path) -> Result<(), SnapshotError> {
-        std::fs::write(path, self.encode()).map_err(|source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(&self.encode()))
+            .map_err(|source| SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// Reads a snapshot from `path`.
@@ -275,6 +299,44 @@ impl Blocks for Snapshot {
     }
 }
 
+/// Items stored once, by index in order of first use.
+struct Interner<T> {
+    items: Vec<T>,
+    index: HashMap<T, u64>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            items: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
+    fn index(&mut self, item: &T) -> u64 {
+        if let Some(&i) = self.index.get(item) {
+            return i;
+        }
+        let i = self.items.len() as u64;
+        self.items.push(item.clone());
+        self.index.insert(item.clone(), i);
+        i
+    }
+}
+
+/// A payload framed as a file: magic, version, length, payload, checksum.
+fn wrap(version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out
+}
+
 fn put(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
@@ -333,6 +395,22 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn stack_state(v: u64) -> Result<StackState, &'static str> {
+    Ok(match v {
+        0 => StackState::Off,
+        1 => StackState::Lost,
+        2 => StackState::Walked,
+        _ => return Err("unknown stack state"),
+    })
+}
+
+fn trace(frames: Vec<Frame>, state: StackState) -> Result<Trace, &'static str> {
+    if frames.is_empty() {
+        return Err("call path without frames");
+    }
+    Ok(Trace { frames, state })
+}
+
 fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
     let mut r = Reader { rest: payload };
     let pid = r.u32()?;
@@ -360,29 +438,60 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
             .map(|s| s.to_string())
             .ok_or("string index out of range")
     };
-    let n = r.count(4)?;
-    let mut traces = Vec::with_capacity(n);
-    for _ in 0..n {
-        let state = match r.u64()? {
-            0 => StackState::Off,
-            1 => StackState::Lost,
-            2 => StackState::Walked,
-            _ => return Err("unknown stack state"),
+    let traces = if version >= 3 {
+        let optional = |i: u64| -> Result<Option<String>, &'static str> {
+            i.checked_sub(1).map(string).transpose()
         };
-        let function = string(r.u64()?)?;
-        let frames = r.count(1)?;
-        if frames == 0 {
-            return Err("call path without frames");
+        let n = r.count(8)?;
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            frames.push(Frame {
+                addr: r.u64()?,
+                module: optional(r.u64()?)?,
+                offset: r.u64()?,
+                function: optional(r.u64()?)?,
+                function_offset: r.u64()?,
+                file: optional(r.u64()?)?,
+                line: match r.u64()? {
+                    0 => None,
+                    l => Some(u32::try_from(l - 1).map_err(|_| "line out of range")?),
+                },
+                inlined: match r.u64()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err("inlined is not 0 or 1"),
+                },
+            });
         }
-        let frames = (0..frames)
-            .map(|_| string(r.u64()?))
-            .collect::<Result<_, _>>()?;
-        traces.push(Trace {
-            frames,
-            function,
-            state,
-        });
-    }
+        let n = r.count(2)?;
+        let mut traces = Vec::with_capacity(n);
+        for _ in 0..n {
+            let state = stack_state(r.u64()?)?;
+            let count = r.count(1)?;
+            let frames = (0..count)
+                .map(|_| {
+                    let i = usize::try_from(r.u64()?).map_err(|_| "frame index out of range")?;
+                    frames.get(i).cloned().ok_or("frame index out of range")
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            traces.push(trace(frames, state)?);
+        }
+        traces
+    } else {
+        let n = r.count(4)?;
+        let mut traces = Vec::with_capacity(n);
+        for _ in 0..n {
+            let state = stack_state(r.u64()?)?;
+            // The site's function: derived from the frames since version 3.
+            string(r.u64()?)?;
+            let count = r.count(1)?;
+            let frames = (0..count)
+                .map(|_| Ok(Frame::from_name(&string(r.u64()?)?)))
+                .collect::<Result<Vec<_>, &'static str>>()?;
+            traces.push(trace(frames, state)?);
+        }
+        traces
+    };
     let n = r.count(5)?;
     let mut blocks = Vec::with_capacity(n);
     let mut addr = 0u64;
@@ -428,12 +537,20 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
 mod tests {
     use super::*;
 
+    fn frame(function: &str, file: &str, line: u32, addr: u64) -> Frame {
+        Frame {
+            addr,
+            module: Some("prog".into()),
+            offset: addr - 0x1000,
+            function: Some(function.into()),
+            function_offset: 0x1b,
+            file: Some(file.into()),
+            line: Some(line),
+            inlined: addr % 2 == 1,
+        }
+    }
+
     fn sample() -> Snapshot {
-        let t = |frames: &[&str], state| Trace {
-            frames: frames.iter().map(|s| s.to_string()).collect(),
-            function: "leaf".into(),
-            state,
-        };
         Snapshot {
             pid: 42,
             now_ns: 10_000_000_000,
@@ -449,8 +566,25 @@ mod tests {
             sample_bytes: 512,
             label: "./prog arg".into(),
             traces: vec![
-                t(&["leaf (a.c:3)", "main (a.c:9)"], StackState::Walked),
-                t(&["leaf (a.c:4)"], StackState::Lost),
+                Trace {
+                    frames: vec![
+                        frame("leaf", "a.c", 3, 0x1234),
+                        frame("main", "a.c", 9, 0x1301),
+                    ],
+                    state: StackState::Walked,
+                },
+                Trace {
+                    frames: vec![
+                        Frame {
+                            addr: 0x7f00_0000_1000,
+                            module: Some("libc.so.6".into()),
+                            offset: 0x9a0b1,
+                            ..Frame::default()
+                        },
+                        Frame::unknown(0x7f12),
+                    ],
+                    state: StackState::Lost,
+                },
             ],
             blocks: vec![
                 (
@@ -475,8 +609,56 @@ mod tests {
         }
     }
 
+    /// A snapshot in format version 2 (frames stored as names, each trace with its
+    /// function), or version 1 (the same without the age resolution), as older muppy wrote.
+    fn encode_legacy(s: &Snapshot, version: u32) -> Vec<u8> {
+        let mut p = Vec::new();
+        let numbers = s.header_numbers();
+        let numbers = if version == 1 {
+            &numbers[..9]
+        } else {
+            &numbers[..]
+        };
+        numbers.iter().for_each(|v| put(&mut p, *v));
+        put_str(&mut p, &s.label);
+        let mut strings = Interner::default();
+        let traces: Vec<(u64, u64, Vec<u64>)> = s
+            .traces
+            .iter()
+            .map(|t| {
+                let names: Vec<u64> = t
+                    .frames
+                    .iter()
+                    .map(|f| strings.index(&f.name().to_string()))
+                    .collect();
+                let function = strings.index(&t.site().function_name());
+                (t.state as u64, function, names)
+            })
+            .collect();
+        put(&mut p, strings.items.len() as u64);
+        strings.items.iter().for_each(|s| put_str(&mut p, s));
+        put(&mut p, traces.len() as u64);
+        for (state, function, frames) in &traces {
+            put(&mut p, *state);
+            put(&mut p, *function);
+            put(&mut p, frames.len() as u64);
+            frames.iter().for_each(|f| put(&mut p, *f));
+        }
+        put(&mut p, s.blocks.len() as u64);
+        let mut prev = 0;
+        for (addr, b) in &s.blocks {
+            put(&mut p, addr - prev);
+            prev = *addr;
+            put(&mut p, b.size);
+            put(&mut p, s.now_ns - b.ts_ns);
+            put(&mut p, u64::from(b.tid));
+            put(&mut p, u64::from(b.trace));
+        }
+        wrap(version, &p)
+    }
+
     #[test]
-    fn round_trips() {
+    fn round_trips_with_structured_frames() {
         let s = sample();
         let bytes = s.encode();
         assert_eq!(Snapshot::decode(&bytes, Path::new("f")).unwrap(), s);
@@ -500,26 +682,32 @@ mod tests {
         }
     }
 
+    /// Versions 1 and 2 stored names: they read back as frames with the same names, the
+    /// same blocks and figures (version 1 without the age resolution: its ages were exact).
     #[test]
-    fn reads_version_1_whose_ages_were_exact() {
-        let mut s = sample();
-        s.counters.age_resolution_ns = 0;
-        let v2 = s.encode();
-        let payload = &v2[HEADER..v2.len() - 4];
-        let mut head = Vec::new();
-        for v in &s.header_numbers()[..9] {
-            put(&mut head, *v);
+    fn reads_versions_1_and_2_whose_frames_were_names() {
+        let s = sample();
+        let names = |s: &Snapshot| -> Vec<Vec<String>> {
+            s.traces.iter().map(|t| t.stack_names()).collect()
+        };
+        for version in [1, 2] {
+            let old = Snapshot::decode(&encode_legacy(&s, version), Path::new("f")).unwrap();
+            assert_eq!(names(&old), names(&s), "v{version}");
+            assert_eq!(old.blocks, s.blocks);
+            assert_eq!(old.label, s.label);
+            let resolution = if version == 1 { 0 } else { 4_000_000 };
+            assert_eq!(
+                old.counters,
+                Counters {
+                    age_resolution_ns: resolution,
+                    ..s.counters
+                }
+            );
+            let site = old.traces[0].site();
+            assert_eq!(site.function.as_deref(), Some("leaf"));
+            assert_eq!((site.file.as_deref(), site.line), (Some("a.c"), Some(3)));
+            assert_eq!(old.traces[1].site().module.as_deref(), Some("libc.so.6"));
         }
-        // Version 1 is version 2 without the resolution after these.
-        assert_eq!(payload[head.len()], 0);
-        let mut p1 = payload[..head.len()].to_vec();
-        p1.extend_from_slice(&payload[head.len() + 1..]);
-        let mut v1 = MAGIC.to_vec();
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&(p1.len() as u64).to_le_bytes());
-        v1.extend_from_slice(&p1);
-        v1.extend_from_slice(&crc32fast::hash(&p1).to_le_bytes());
-        assert_eq!(Snapshot::decode(&v1, Path::new("f")).unwrap(), s);
     }
 
     #[test]
@@ -534,11 +722,11 @@ mod tests {
             msg(b"hello world"),
             "s.muppy: not a muppy snapshot (save one with --save FILE)"
         );
-        let mut v3 = bytes.clone();
-        v3[8] = 3;
+        let mut v4 = bytes.clone();
+        v4[8] = 4;
         assert_eq!(
-            msg(&v3),
-            "s.muppy: snapshot format version 3; this muppy reads versions 1 to 2"
+            msg(&v4),
+            "s.muppy: snapshot format version 4; this muppy reads versions 1 to 3"
         );
         assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
         let mut flipped = bytes.clone();
@@ -547,5 +735,18 @@ mod tests {
             msg(&flipped),
             "s.muppy: corrupt snapshot (checksum mismatch)"
         );
+    }
+
+    #[test]
+    fn saved_files_are_for_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::env::temp_dir().join(format!("muppy-snap-{}.muppy", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        sample().save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let back = Snapshot::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(back, sample());
     }
 }

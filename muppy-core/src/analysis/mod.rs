@@ -1,0 +1,16 @@
+//! The analyses over a [`crate::model::Heap`]: summaries, diffs, call trees and object lists,
+//! all from one weighted aggregation and one ordering ([`aggregate`]).
+
+pub mod aggregate;
+pub mod calltree;
+pub mod diff;
+pub mod objects;
+pub mod summary;
+
+pub use calltree::{Label, Node};
+pub use diff::{Diff, DiffRow, diff};
+pub use objects::{Object, objects};
+pub use summary::{GroupBy, Key, Row, Summary, summarize};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! The analyses on small heaps whose answers are known.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::*;
+use crate::model::{Block, Counters, Filter, Frame, Heap, StackState, Trace};
+
+fn trace(frames: &[&str], state: StackState) -> Trace {
+    Trace {
+        frames: frames.iter().map(|s| Frame::from_name(s)).collect(),
+        state,
+    }
+}
+
+fn block(size: u64, ts_ns: u64, trace: u32) -> Block {
+    Block {
+        size,
+        ts_ns,
+        trace,
+        tid: 1,
+    }
+}
+
+fn heap<'a>(blocks: &'a Vec<(u64, Block)>, traces: &'a [Trace], now_ns: u64) -> Heap<'a> {
+    Heap {
+        pid: 3,
+        blocks,
+        traces,
+        now_ns,
+        counters: Counters::default(),
+        sample_bytes: 0,
+    }
+}
+
+#[test]
+fn filters_by_any_frame_size_and_age() {
+    let traces = [
+        trace(&["leaf (a.c:1)", "path_a (a.c:9)"], StackState::Walked),
+        trace(&["leaf (a.c:1)", "path_b (a.c:19)"], StackState::Walked),
+    ];
+    let blocks = vec![
+        (0x10, block(8, 1_000_000_000, 0)),
+        (0x20, block(64, 1_000_000_000, 1)),
+        (0x30, block(128, 4_000_000_000, 1)),
+    ];
+    let heap = heap(&blocks, &traces, 5_000_000_000);
+    let addrs = |f: Filter| {
+        objects(&heap, &f)
+            .iter()
+            .map(|o| o.addr)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(addrs(Filter::default()), vec![0x30, 0x20, 0x10]);
+    let site = |re: &str| Filter {
+        site: Some(Regex::new(re).unwrap()),
+        ..Filter::default()
+    };
+    assert_eq!(addrs(site("path_b")), vec![0x30, 0x20]);
+    assert_eq!(addrs(site("^leaf")), vec![0x30, 0x20, 0x10]);
+    assert_eq!(addrs(site(r"\(a\.c:19\)$")), vec![0x30, 0x20]);
+    assert_eq!(addrs(site("nowhere")), Vec::<u64>::new());
+    let sizes = Filter {
+        min_size: Some(64),
+        max_size: Some(64),
+        ..Filter::default()
+    };
+    assert_eq!(addrs(sizes), vec![0x20]);
+    let old = Filter {
+        older_than: Some(Duration::from_secs(2)),
+        ..Filter::default()
+    };
+    assert_eq!(addrs(old), vec![0x20, 0x10]);
+    assert_eq!(
+        objects(&heap, &Filter::default())[0].age,
+        Duration::from_secs(1)
+    );
+}
+
+fn sites(rows: &[(&str, u64, u64)]) -> Summary {
+    Summary::from_figures(
+        7,
+        GroupBy::Site,
+        rows.iter()
+            .map(|(n, o, b)| (Key::Site(Frame::from_name(n)), *o, *b)),
+        Counters::default(),
+    )
+}
+
+fn texts<N: Copy>(rows: impl Iterator<Item = (String, N, N)>) -> Vec<(String, N, N)> {
+    rows.collect()
+}
+
+fn v<N>(k: &str, o: N, b: N) -> (String, N, N) {
+    (k.to_string(), o, b)
+}
+
+#[test]
+fn merges_same_keys_and_sorts_by_bytes() {
+    let sum = sites(&[("a", 1, 10), ("b", 2, 300), ("a", 3, 30), ("z", 0, 0)]);
+    let rows = texts(sum.rows.iter().map(|r| (r.key.text(), r.objects, r.bytes)));
+    assert_eq!(rows, vec![v("b", 2, 300), v("a", 4, 40)]);
+    assert_eq!(sum.total(), (6, 340));
+}
+
+/// Two return addresses in one line of code are one site: frames that show the same name
+/// are one group, whatever their addresses.
+#[test]
+fn frames_of_one_name_are_one_site() {
+    let at = |addr| Frame {
+        addr,
+        offset: addr,
+        ..Frame::from_name("leaf (a.c:3)")
+    };
+    let traces = [
+        Trace {
+            frames: vec![at(0x10)],
+            state: StackState::Off,
+        },
+        Trace {
+            frames: vec![at(0x18)],
+            state: StackState::Off,
+        },
+    ];
+    let blocks = vec![(1, block(10, 0, 0)), (2, block(20, 0, 1))];
+    let s = summarize(
+        &heap(&blocks, &traces, 0),
+        &Filter::default(),
+        GroupBy::Site,
+    );
+    assert_eq!(s.rows.len(), 1);
+    assert_eq!((s.rows[0].objects, s.rows[0].bytes), (2, 30));
+    assert_eq!(s.rows[0].key.text(), "leaf (a.c:3)");
+}
+
+#[test]
+fn diff_keeps_only_changed_rows_signed() {
+    let old = sites(&[("a", 4, 40), ("b", 2, 300), ("gone", 1, 8)]);
+    let new = sites(&[("a", 4, 40), ("b", 5, 750), ("new", 1, 16)]);
+    let d = diff(&old, &new);
+    let rows = texts(d.rows.iter().map(|r| (r.key.text(), r.objects, r.bytes)));
+    assert_eq!(
+        rows,
+        vec![v("b", 3, 450), v("new", 1, 16), v("gone", -1, -8)]
+    );
+    let a = sites(&[("a", 4, 40)]);
+    assert!(diff(&a, &a.clone()).rows.is_empty());
+}
+
+#[test]
+fn groups_by_site_function_stack_and_size() {
+    let traces = [
+        trace(&["leaf (a.c:3)", "a (a.c:10)"], StackState::Walked),
+        trace(&["leaf (a.c:3)", "b (a.c:20)"], StackState::Walked),
+        trace(&["leaf (a.c:4)"], StackState::Lost),
+    ];
+    let b = |size, trace| block(size, 0, trace);
+    let blocks = vec![(1, b(10, 0)), (2, b(10, 0)), (3, b(30, 1)), (4, b(100, 2))];
+    let heap = heap(&blocks, &traces, 0);
+    let rows = |by| {
+        texts(
+            summarize(&heap, &Filter::default(), by)
+                .rows
+                .into_iter()
+                .map(|r| (r.key.text(), r.objects, r.bytes)),
+        )
+    };
+    assert_eq!(
+        rows(GroupBy::Site),
+        vec![v("leaf (a.c:4)", 1, 100), v("leaf (a.c:3)", 3, 50)]
+    );
+    assert_eq!(rows(GroupBy::Function), vec![v("leaf", 4, 150)]);
+    assert_eq!(
+        rows(GroupBy::Stack),
+        vec![
+            v("leaf (a.c:4) <- [stack lost]", 1, 100),
+            v("leaf (a.c:3) <- b (a.c:20)", 1, 30),
+            v("leaf (a.c:3) <- a (a.c:10)", 2, 20),
+        ]
+    );
+    assert_eq!(
+        rows(GroupBy::Size),
+        vec![v("100 B", 1, 100), v("30 B", 1, 30), v("10 B", 2, 20)]
+    );
+}
+
+/// Sampled blocks stand for 1/p blocks each: the figures are the weighted sums, rounded.
+#[test]
+fn sampled_figures_are_weighted() {
+    let traces = [trace(&["leaf (a.c:3)"], StackState::Off)];
+    let blocks = vec![(1, block(1000, 0, 0))];
+    let mut h = heap(&blocks, &traces, 0);
+    h.sample_bytes = 1000;
+    // p = 1 - e^-1 = 0.632..., so one block of 1000 bytes stands for 1.58 blocks.
+    let s = summarize(&h, &Filter::default(), GroupBy::Site);
+    assert_eq!((s.rows[0].objects, s.rows[0].bytes), (2, 1582));
+    let t = calltree::build(&h, &Filter::default());
+    assert_eq!((t[0].objects, t[0].bytes), (2, 1582));
+}
+
+#[test]
+fn two_paths_to_one_site_branch_with_exact_counts() {
+    let traces = [
+        trace(&["leaf", "a3", "a2", "main"], StackState::Walked),
+        trace(&["leaf", "b3", "b2", "main"], StackState::Walked),
+    ];
+    let b = |size, trace| block(size, 0, trace);
+    let blocks = vec![(1, b(8, 0)), (2, b(8, 0)), (3, b(100, 1))];
+    let heap = heap(&blocks, &traces, 0);
+    let roots = calltree::build(&heap, &Filter::default());
+    assert_eq!(roots.len(), 1);
+    let leaf = &roots[0];
+    assert_eq!(
+        (leaf.name.as_str(), leaf.objects, leaf.bytes),
+        ("leaf", 3, 116)
+    );
+    let kids: Vec<_> = leaf
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c.objects, c.bytes))
+        .collect();
+    assert_eq!(kids, vec![("b3", 1, 100), ("a3", 2, 16)]);
+    assert_eq!(leaf.children[1].children[0].children[0].name, "main");
+    let one = calltree::build_for_block(&heap, 3).unwrap();
+    assert_eq!((one.name.as_str(), one.objects), ("0x3", 1));
+    assert_eq!(one.label, Label::Block(3));
+    assert_eq!(one.children[0].children[0].name, "b3");
+    assert!(calltree::build_for_block(&heap, 4).is_none());
+}

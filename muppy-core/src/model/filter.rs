@@ -1,0 +1,44 @@
+//! Which blocks a view covers, like Pympler's `muppy.filter(objects, Type, min, max)`.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::{
+    frame::Trace,
+    heap::{Block, age},
+};
+
+/// Which blocks a view covers.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Keep blocks whose call path has a frame whose name matches this.
+    pub site: Option<Regex>,
+    /// Keep blocks of at least this many bytes.
+    pub min_size: Option<u64>,
+    /// Keep blocks of at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Keep blocks allocated at least this long ago.
+    pub older_than: Option<Duration>,
+}
+
+impl Filter {
+    /// Per trace, whether its blocks can pass (the site pattern matches some frame's name).
+    pub fn traces(&self, traces: &[Trace]) -> Vec<bool> {
+        traces
+            .iter()
+            .map(|t| {
+                self.site
+                    .as_ref()
+                    .is_none_or(|re| t.frames.iter().any(|f| re.is_match(&f.name().to_string())))
+            })
+            .collect()
+    }
+
+    /// Whether a block passes the size and age limits.
+    pub fn block(&self, b: &Block, now_ns: u64) -> bool {
+        self.min_size.is_none_or(|m| b.size >= m)
+            && self.max_size.is_none_or(|m| b.size <= m)
+            && self.older_than.is_none_or(|d| age(b, now_ns) >= d)
+    }
+}

@@ -1,0 +1,12 @@
+//! The model: live blocks, structured frames and call paths, trust counters, filters, and
+//! the facts about a process that reports show.
+
+pub mod filter;
+pub mod frame;
+pub mod heap;
+pub mod process;
+
+pub use filter::Filter;
+pub use frame::{Frame, LOST_STACK, StackState, Trace};
+pub use heap::{Block, Blocks, Counters, Heap, TraceId};
+pub use process::{End, Exit, Identity, MapRow};

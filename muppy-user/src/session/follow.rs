@@ -1,0 +1,172 @@
+//! The session's side of the ptrace thread: the events it reports about followed processes,
+//! handled while the process concerned waits, and the watch on the target's end.
+
+use std::{path::PathBuf, sync::mpsc};
+
+use muppy_core::model::{End, Exit};
+use tokio::{io::unix::AsyncFd, sync::oneshot};
+
+use super::{Note, Session, TraceError, io};
+use crate::{
+    probe::{self, ProbeError, ProbePlan},
+    process::Process,
+    ring,
+    target::{self, Root, TargetError, TreeEvent},
+};
+
+/// How the session learns that the target ended.
+pub(super) enum ExitWatch {
+    /// A running process's pidfd.
+    Pidfd(AsyncFd<std::os::fd::OwnedFd>),
+    /// The ptrace thread's report of the root's end.
+    Child(oneshot::Receiver<Result<Exit, TargetError>>),
+    /// System-wide: no one process ends the session.
+    Never,
+}
+
+impl ExitWatch {
+    pub(super) async fn wait(&mut self) -> Result<Option<Exit>, TraceError> {
+        match self {
+            ExitWatch::Pidfd(fd) => {
+                let _guard = fd.readable().await.map_err(io("waiting for the target"))?;
+                Ok(None)
+            }
+            ExitWatch::Child(rx) => match rx.await {
+                Ok(r) => Ok(Some(r?)),
+                Err(_) => Ok(None),
+            },
+            ExitWatch::Never => std::future::pending().await,
+        }
+    }
+}
+
+/// A request from the ptrace thread: an event about a followed process, handled while that
+/// process waits; `done` is told when it may go on.
+pub(super) struct Request {
+    pub(super) event: TreeEvent,
+    pub(super) done: mpsc::SyncSender<()>,
+}
+
+/// The ptrace thread's report of the root's end, and whether seizing it worked.
+type Follower = (
+    oneshot::Receiver<Result<Exit, TargetError>>,
+    Result<(), TargetError>,
+);
+
+/// Starts the ptrace thread that follows `root` (and its children with `children`), sending
+/// each event to the session and waiting until it has been handled.
+pub(super) fn start(
+    root: Root,
+    children: bool,
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+) -> Result<Follower, TraceError> {
+    let (seized_tx, seized_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("muppy-ptrace".into())
+        .spawn(move || {
+            let r = target::follow(
+                root,
+                children,
+                |r| {
+                    let _ = seized_tx.send(r);
+                },
+                |event| {
+                    let (done, wait) = mpsc::sync_channel(1);
+                    if requests.send(Request { event, done }).is_ok() {
+                        let _ = wait.recv();
+                    }
+                },
+            );
+            let _ = exit_tx.send(r);
+        })
+        .map_err(io("starting the ptrace thread"))?;
+    let seized = seized_rx.recv().unwrap_or(Ok(()));
+    Ok((exit_rx, seized))
+}
+
+impl Session<'_> {
+    /// What a process that just exec'd will use, from its new executable, seen from inside
+    /// its root, with its own loader environment.
+    pub(super) fn resolve(&self, pid: u32) -> Result<ProbePlan, ProbeError> {
+        let exe =
+            std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|source| ProbeError::Read {
+                path: format!("/proc/{pid}/exe"),
+                source,
+            })?;
+        let env = probe::loader_env(pid);
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        probe::plan(
+            &probe::candidates_in_root(&probe::inner_path(pid, &exe), &root, &env)?,
+            self.allocator.as_deref(),
+        )
+    }
+
+    /// Handles what the ptrace thread saw, while the process concerned waits.
+    pub(super) fn handle(
+        &mut self,
+        event: TreeEvent,
+        ring: &mut ring::Ring,
+    ) -> Result<(), TraceError> {
+        self.drain(ring)?;
+        match event {
+            TreeEvent::Forked { parent, child } => {
+                let plan = self.live.get(&parent).and_then(|p| p.plan.clone());
+                if let Some(plan) = &plan
+                    && let Err(e) = self.attach(Some(child), plan)
+                {
+                    self.note(Note::NotTraced {
+                        pid: child,
+                        exe: None,
+                        why: e.to_string(),
+                    })?;
+                }
+                self.live
+                    .insert(child, Process::new(child, Some(parent), plan));
+            }
+            TreeEvent::Exec { pid } => {
+                if Some(pid) == self.root && self.root_exec_pending {
+                    self.root_exec_pending = false;
+                    return Ok(());
+                }
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let parent = self.live.get(&pid).and_then(|p| p.parent);
+                if let Some(mut old) = self.live.remove(&pid) {
+                    old.end = Some(End::Exec(exe.clone()));
+                    self.finish(old)?;
+                }
+                let plan = self
+                    .resolve(pid)
+                    .and_then(|plan| self.attach(Some(pid), &plan).map(|()| plan));
+                let plan = match plan {
+                    Ok(plan) => Some(plan),
+                    Err(e) => {
+                        self.note(Note::NotTraced {
+                            pid,
+                            exe: Some(exe),
+                            why: e.to_string(),
+                        })?;
+                        None
+                    }
+                };
+                self.live.insert(pid, Process::new(pid, parent, plan));
+            }
+            TreeEvent::Exiting { pid } => {
+                if let Some(p) = self.live.get_mut(&pid) {
+                    let _ = p.modules.refresh();
+                }
+            }
+            TreeEvent::Exited { pid, exit } => {
+                if let Some(mut p) = self.live.remove(&pid) {
+                    p.end = Some(End::Exit(exit));
+                    self.finish(p)?;
+                }
+                self.probes.map_pid(pid, false);
+                self.probes.follow_pid(pid, false);
+            }
+        }
+        Ok(())
+    }
+}

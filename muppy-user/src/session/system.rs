@@ -1,0 +1,105 @@
+//! System-wide tracing: finding the processes that start and end, and probing each allocator
+//! once for every process.
+
+use std::collections::HashSet;
+
+use super::{Note, Session, TraceError};
+use crate::{
+    probe::{self, Scope},
+    ring,
+};
+
+/// What system-wide tracing has looked at.
+#[derive(Debug, Default)]
+pub(super) struct SystemWide {
+    /// Processes whose files were looked at.
+    pub(super) scanned: HashSet<u32>,
+    /// Files (device, inode) whose allocators were planned.
+    seen_files: HashSet<(u64, u64)>,
+    /// Processes that were running when the session began (until they end).
+    pub(super) preexisting: HashSet<u32>,
+}
+
+impl SystemWide {
+    /// Forgets a process that ended (its pid may be reused).
+    pub(super) fn forget(&mut self, pid: u32) {
+        self.scanned.remove(&pid);
+        self.preexisting.remove(&pid);
+    }
+}
+
+impl Session<'_> {
+    /// Ends the processes that are gone (their exit was not seen).
+    pub(super) fn reap(&mut self, ring: &mut ring::Ring) -> Result<(), TraceError> {
+        let gone: Vec<u32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.drain(ring)?;
+        for pid in gone {
+            if let Some(mut p) = self.live.remove(&pid) {
+                p.end = Some(muppy_core::model::End::Gone);
+                self.finish(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes the allocators of processes started since the last look.
+    pub(super) fn discover(&mut self) -> Result<(), TraceError> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Ok(());
+        };
+        let me = std::process::id();
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            if pid != me {
+                self.discover_pid(pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes `pid`'s allocator in every process, if it is not probed yet. A process is looked
+    /// at once, and its files are read only if some are new to the session. Only system-wide.
+    pub(super) fn discover_pid(&mut self, pid: u32) -> Result<(), TraceError> {
+        use std::os::unix::fs::MetadataExt as _;
+        if self.kind != super::Kind::System || !self.system.scanned.insert(pid) {
+            return Ok(());
+        }
+        let Ok(c) = probe::candidates_of_pid(pid) else {
+            return Ok(());
+        };
+        let ids: Vec<(u64, u64)> = std::iter::once(&c.exe)
+            .chain(&c.libs)
+            .filter_map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+            .collect();
+        if !ids.is_empty() && ids.iter().all(|id| self.system.seen_files.contains(id)) {
+            return Ok(());
+        }
+        let Ok(plan) = probe::plan(&c, None) else {
+            return Ok(());
+        };
+        // Only files whose plan was made count as seen: another process may still plan them.
+        self.system.seen_files.extend(ids);
+        let probed = |s: &Self| s.attached.get(&Scope::All).map_or(0, HashSet::len);
+        let before = probed(self);
+        if let Err(e) = self.attach(None, &plan) {
+            self.note(Note::PlanFailed {
+                what: plan.describe(),
+                why: e.to_string(),
+            })?;
+        }
+        // Its allocator was probed only now: what it allocated before is not in its table.
+        if probed(self) > before
+            && let Some(p) = self.live.get_mut(&pid)
+        {
+            p.whole = false;
+        }
+        Ok(())
+    }
+}
