@@ -5,6 +5,7 @@
 //!   chosen probe points: the traps alone); muppy with stacks off and on; muppy sampling; and,
 //!   where installed, bpftrace with empty probes at the +0 entries and heaptrack.
 //! - Throughput: two threads allocating flat out for about five seconds, on the default ring.
+//! - Exit: how long `muppy-trace -- true` takes from start to exit.
 //! - Memory: tracer memory per live block with 10 million held, and its base resident size.
 //! - Idle: the tracer's CPU while its target does nothing.
 //! - Analysis: summary, diff, tree and snapshots of 10 million blocks (the library alone).
@@ -308,6 +309,20 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     figures["burst"] = json!({"threads": 2, "runs": bursts.len(),
         "highest_events_per_second_with_0_lost": best, "median_events_per_second": median_rate,
         "lost_events": lost});
+
+    // Start to exit of a command that is gone at once: what a user waits for, including
+    // loading the probes; their removal (≈0.1 s per probe) is left to a background child.
+    let exit_ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            settle();
+            let t = std::time::Instant::now();
+            output(Command::new(&trace).args(["--", "true"]))?;
+            Ok(t.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let exit_median = median(exit_ms.clone());
+    println!("muppy-trace -- true, start to exit: median {exit_median:.0} ms of {runs} runs");
+    figures["exit_ms"] = json!({"median": exit_median, "runs": exit_ms});
 
     // Memory: tracer growth per live block, and its size with next to nothing live.
     let hold_s = hold.display().to_string();
