@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Facts, Print, Probed, ProcView, ReportError, View, ViewOptions, process_rows};
 use crate::{
-    analysis::{self, Diff, GroupBy, Key, Node, Summary},
+    analysis::{self, Diff, Key, Node, Summary},
     model::{Counters, Exit, Identity, MapRow},
 };
 
@@ -439,10 +439,6 @@ fn rows<'a, N: Copy>(
     .collect()
 }
 
-fn group_name(by: GroupBy) -> &'static str {
-    by.name()
-}
-
 impl<W: io::Write> JsonPrinter<W> {
     /// A printer of `opts`'s view into `out`.
     pub fn new(opts: ViewOptions, out: W) -> Self {
@@ -475,7 +471,7 @@ impl<W: io::Write> JsonPrinter<W> {
             comm: Some(p.id.comm.as_str()).filter(|c| several || !c.is_empty()),
             ns_pid: p.id.ns_pid,
             state: (kind == "exited").then_some(p.state.as_str()),
-            group_by: group_name(s.group_by),
+            group_by: s.group_by.name(),
             rows: rows(s.rows.iter().map(|r| (&r.key, r.objects, r.bytes)), who),
             total: Total { objects, bytes },
             counters: CounterFields::of(&s.counters, s.sample_bytes),
@@ -575,7 +571,7 @@ impl<W: io::Write> Print for JsonPrinter<W> {
             pid: d.pid,
             comm: tag.map(|w| w.comm),
             ns_pid: tag.and_then(|w| w.ns_pid),
-            group_by: group_name(d.group_by),
+            group_by: d.group_by.name(),
             rows: rows(d.rows.iter().map(|r| (&r.key, r.objects, r.bytes)), tag),
             counters: CounterFields::of(&d.counters, d.sample_bytes),
         })
@@ -588,7 +584,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        analysis::DiffRow,
+        analysis::{DiffRow, GroupBy},
         model::{Block, Frame, Heap, StackState, Trace},
         report::{TracerUsage, printer},
     };
