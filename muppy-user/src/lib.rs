@@ -13,6 +13,7 @@ pub mod clock;
 pub mod placement;
 pub mod probe;
 pub mod process;
+pub mod pump;
 pub mod regions;
 pub mod ring;
 pub mod session;

@@ -4,7 +4,8 @@
 //!   configurations, medians of several runs: plain; the floor (empty programs at muppy's
 //!   chosen probe points: the traps alone); muppy with stacks off and on; muppy sampling; and,
 //!   where installed, bpftrace with empty probes at the +0 entries and heaptrack.
-//! - Throughput: two threads allocating flat out for about five seconds, on the default ring.
+//! - Throughput: two threads allocating flat out for about five seconds, on the default ring;
+//!   and 4, 8 and 16 threads (more than the CPUs) replacing blocks flat out, with what was lost.
 //! - Exit: how long `muppy-trace -- true` takes from start to exit.
 //! - Memory: tracer memory per live block with 10 million held, and its base resident size.
 //! - Idle: the tracer's CPU while its target does nothing.
@@ -163,6 +164,8 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     }
     let prog = compile_c("tests/workloads/bench_loop.c", "bench/bench_loop")?;
     let hold = compile_c("tests/workloads/hold.c", "bench/hold")?;
+    let busy = compile_c("tests/workloads/busy.c", "bench/busy")?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let libc = libc_of(&prog)?;
     let runs = runs.max(1);
     let pairs = "500000";
@@ -309,6 +312,19 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     figures["burst"] = json!({"threads": 2, "runs": bursts.len(),
         "highest_events_per_second_with_0_lost": best, "median_events_per_second": median_rate,
         "lost_events": lost});
+
+    // More busy threads than CPUs: each replaces its blocks flat out for five seconds.
+    let busy_s = busy.display().to_string();
+    let mut crowd = Vec::new();
+    for threads in [4, 8, 16] {
+        let t = threads.to_string();
+        let v = traced_summary(&trace, &["--no-stacks"], &[&busy_s, &t, "5"])?;
+        let eps = v["events"].as_f64().unwrap_or(0.0) / 5.0;
+        let lost = v["lost_events"].as_u64().unwrap_or(0);
+        println!("crowd, {threads} threads on {cpus} CPUs, 5 s: {eps:.0} events/s, lost {lost}");
+        crowd.push(json!({"threads": threads, "events_per_second": eps, "lost_events": lost}));
+    }
+    figures["crowd"] = json!({"cpus": cpus, "runs": crowd});
 
     // Start to exit of a command that is gone at once: what a user waits for, including
     // loading the probes; their removal (≈0.1 s per probe) is left to a background child.

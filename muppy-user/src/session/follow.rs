@@ -10,7 +10,7 @@ use super::{Note, Session, TraceError, io};
 use crate::{
     probe::{self, ProbeError, ProbePlan},
     process::Process,
-    ring,
+    pump::Pump,
     target::{self, Root, TargetError, TreeEvent},
 };
 
@@ -103,12 +103,8 @@ impl Session<'_> {
     }
 
     /// Handles what the ptrace thread saw, while the process concerned waits.
-    pub(super) fn handle(
-        &mut self,
-        event: TreeEvent,
-        ring: &mut ring::Ring,
-    ) -> Result<(), TraceError> {
-        self.drain(ring)?;
+    pub(super) fn handle(&mut self, event: TreeEvent, pump: &mut Pump) -> Result<(), TraceError> {
+        self.drain(pump, true)?;
         match event {
             TreeEvent::Forked { parent, child } => {
                 let plan = self.live.get(&parent).and_then(|p| p.plan.clone());

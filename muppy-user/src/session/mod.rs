@@ -24,7 +24,7 @@ use tokio::{
 use crate::{
     probe::{ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes, Scope},
     process::Process,
-    ring,
+    pump::Pump,
     stacks::StackReader,
     target::{self, Root, TargetError},
 };
@@ -162,12 +162,41 @@ impl Session<'_> {
         self.emit(SessionEvent::Note(note))
     }
 
-    fn drain(&mut self, ring: &mut ring::Ring) -> Result<(), TraceError> {
-        let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
-        let all = self.kind == Kind::System;
+    /// Applies the events the reader thread has sent; with `everything`, first asks it for
+    /// every event the probes have sent by now (before acting on a process that waits for us,
+    /// or reporting).
+    fn drain(&mut self, pump: &mut Pump, everything: bool) -> Result<(), TraceError> {
         let mut ended = Vec::new();
         let mut execd = Vec::new();
-        ring.drain(|ev| match EventKind::from_u32(ev.kind) {
+        let mut apply = |batch: Vec<muppy_common::Event>| {
+            for ev in &batch {
+                self.apply(ev, &mut ended, &mut execd);
+            }
+        };
+        if everything {
+            pump.sync(&mut apply);
+        } else {
+            pump.take(&mut apply);
+        }
+        for p in self.live.values_mut().chain(&mut ended) {
+            p.settle(&mut self.stacks);
+        }
+        for p in ended {
+            self.finish(p)?;
+        }
+        for pid in execd {
+            self.system.scanned.remove(&pid); // a new program
+            self.discover_pid(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event: to its process's table, or, system-wide, a process's exec or exit
+    /// (the image that ended goes to `ended`, a pid that exec'd to `execd`).
+    fn apply(&mut self, ev: &muppy_common::Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
+        let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
+        let all = self.kind == Kind::System;
+        match EventKind::from_u32(ev.kind) {
             // System-wide: a process's events before these belong to its old image, after
             // them to the new one (or to none).
             Some(EventKind::Exec) => {
@@ -207,18 +236,7 @@ impl Session<'_> {
                     .apply(ev),
                 None => *foreign += 1,
             },
-        });
-        for p in self.live.values_mut().chain(&mut ended) {
-            p.settle(&mut self.stacks);
         }
-        for p in ended {
-            self.finish(p)?;
-        }
-        for pid in execd {
-            self.system.scanned.remove(&pid); // a new program
-            self.discover_pid(pid)?;
-        }
-        Ok(())
     }
 
     /// Probes `plan` for process `pid`: the root gets probes of its own (the kernel filters,
@@ -539,21 +557,21 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     if opts.mappings {
         s.probes.watch_mappings()?;
     }
+    // The reader runs before any probe is attached: a busy process fills the ring within
+    // tens of milliseconds of the attach, while the session is still reading its mappings.
+    let mut pump = Pump::start(s.probes.take_ring()?).map_err(io("starting the ring reader"))?;
+    if !pump.realtime {
+        s.note(Note::NotRealtime)?;
+    }
     let (req_tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<Request>();
     let mut exit_watch = s.start(mode, opts, req_tx)?;
 
-    // SAFETY: the AsyncFd owns the ring buffer map and its fd.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(s.probes.take_ring()?, Interest::READABLE) }
-            .map_err(|e| io("polling the ring buffer")(e.into()))?;
     if opts.probe.stacks > 0 {
         s.stacks = StackReader::new(Some(s.probes.take_stacks()?));
     }
     let launched = kind == Kind::Launch;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
-    // Submits below the wake-up threshold do not wake us; poll for them.
-    let mut poll = tokio::time::interval(Duration::from_millis(50));
     // System-wide: look for ended processes and new allocators now and then.
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut report = tokio::time::interval(opts.interval.unwrap_or(Duration::from_secs(3600)));
@@ -564,22 +582,20 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     let mut exit = None;
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(io("polling the ring buffer"))?;
-                s.drain(guard.get_inner_mut())?;
-                guard.clear_ready();
+            r = pump.ready() => {
+                r.map_err(io("waiting for the ring reader"))?;
+                s.drain(&mut pump, false)?;
             }
-            _ = poll.tick() => s.drain(ring.get_mut())?,
             Some(req) = requests.recv() => {
-                s.handle(req.event, ring.get_mut())?;
+                s.handle(req.event, &mut pump)?;
                 let _ = req.done.send(());
             }
             _ = housekeeping.tick(), if kind == Kind::System => {
-                s.reap(ring.get_mut())?;
+                s.reap(&mut pump)?;
                 s.discover()?;
             }
             _ = report.tick(), if opts.interval.is_some() => {
-                s.drain(ring.get_mut())?;
+                s.drain(&mut pump, true)?;
                 s.tick()?;
             }
             r = exit_watch.wait() => {
@@ -618,10 +634,11 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     }
     // Requests still queued (a child forked as the root ended) must not stay blocked.
     while let Ok(req) = requests.try_recv() {
-        s.handle(req.event, ring.get_mut())?;
+        s.handle(req.event, &mut pump)?;
         let _ = req.done.send(());
     }
-    s.drain(ring.get_mut())?;
+    s.drain(&mut pump, true)?;
+    drop(pump);
     s.end(opts, exit)?;
     let root = s.root;
     remove_probes_in_background(s.probes);

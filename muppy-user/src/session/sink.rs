@@ -156,6 +156,9 @@ pub enum Note {
     },
     /// `--save` had no heap to save.
     NothingToSave,
+    /// The ring's reader could not be given a real-time priority: with more busy threads than
+    /// CPUs, the ring may fill while it waits for one.
+    NotRealtime,
 }
 
 impl fmt::Display for Note {
@@ -255,6 +258,9 @@ impl fmt::Display for Note {
             Note::NothingToSave => {
                 f.write_str("nothing to save: --save keeps the traced command's (or --pid's) heap")
             }
+            Note::NotRealtime => f.write_str(
+                "the ring's reader could not get a real-time priority; with more busy threads than CPUs, events may be lost",
+            ),
         }
     }
 }

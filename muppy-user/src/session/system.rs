@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::{Note, Session, TraceError};
 use crate::{
     probe::{self, Scope},
-    ring,
+    pump::Pump,
 };
 
 /// What system-wide tracing has looked at.
@@ -30,7 +30,7 @@ impl SystemWide {
 
 impl Session<'_> {
     /// Ends the processes that are gone (their exit was not seen).
-    pub(super) fn reap(&mut self, ring: &mut ring::Ring) -> Result<(), TraceError> {
+    pub(super) fn reap(&mut self, pump: &mut Pump) -> Result<(), TraceError> {
         let gone: Vec<u32> = self
             .live
             .keys()
@@ -40,7 +40,7 @@ impl Session<'_> {
         if gone.is_empty() {
             return Ok(());
         }
-        self.drain(ring)?;
+        self.drain(pump, true)?;
         for pid in gone {
             if let Some(mut p) = self.live.remove(&pid) {
                 p.end = Some(muppy_core::model::End::Gone);
