@@ -20,9 +20,8 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, COUNTDOWN_MAP, DROPS_MAP, Drop, FOLLOWED_MAP, FREE_CALLERS_ALWAYS, FREE_CALLERS_MAP,
-    INFLIGHT_MAP, INTERVALS, INTERVALS_MAP, MAP_PIDS_MAP, RING_MAP, SAMPLED_MAP, SLOTS_MAP,
-    STACKS_MAP, cookie,
+    AllocFn, Drop, FREE_CALLERS_ALWAYS, INTERVALS, cookie,
+    names::{GlobalName, global, map, program, tracepoint},
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -767,6 +766,17 @@ pub enum Scope {
     Followed,
 }
 
+/// Sets a global of [`muppy_common::names::global`] with a value of its own type.
+trait SetGlobal<'a> {
+    fn typed_global<T: aya::Pod>(&mut self, global: GlobalName<T>, value: &'a T) -> &mut Self;
+}
+
+impl<'a> SetGlobal<'a> for EbpfLoader<'a> {
+    fn typed_global<T: aya::Pod>(&mut self, global: GlobalName<T>, value: &'a T) -> &mut Self {
+        self.override_global(global.name, value, true)
+    }
+}
+
 /// Loaded probes: the programs, attached to one process, and the maps user space reads.
 pub struct Probes {
     ebpf: Ebpf,
@@ -829,14 +839,14 @@ pub fn sampling_gaps(mean: u64) -> Vec<u64> {
 /// Writes the sampling gaps and each CPU's first countdown.
 fn fill_sampling_maps(ebpf: &mut Ebpf, sample_bytes: u64, cpus: usize) -> Result<(), ProbeError> {
     let mut gaps: Array<_, u64> = ebpf
-        .map_mut(INTERVALS_MAP)
-        .ok_or(ProbeError::Missing(INTERVALS_MAP))?
+        .map_mut(map::SAMPLE_GAPS)
+        .ok_or(ProbeError::Missing(map::SAMPLE_GAPS))?
         .try_into()
-        .map_err(|e| map_err(INTERVALS_MAP, e))?;
+        .map_err(|e| map_err(map::SAMPLE_GAPS, e))?;
     let all = sampling_gaps(sample_bytes);
     for (i, gap) in (0u32..).zip(&all) {
         gaps.set(i, *gap, 0)
-            .map_err(|e| map_err(INTERVALS_MAP, e))?;
+            .map_err(|e| map_err(map::SAMPLE_GAPS, e))?;
     }
     // Each CPU starts a random gap away from its first sample, not at zero (which would sample
     // every CPU's first allocation whatever its size).
@@ -854,17 +864,17 @@ fn fill_sampling_maps(ebpf: &mut Ebpf, sample_bytes: u64, cpus: usize) -> Result
         })
         .collect();
     let mut countdown: PerCpuArray<_, i64> = ebpf
-        .map_mut(COUNTDOWN_MAP)
-        .ok_or(ProbeError::Missing(COUNTDOWN_MAP))?
+        .map_mut(map::COUNTDOWN)
+        .ok_or(ProbeError::Missing(map::COUNTDOWN))?
         .try_into()
-        .map_err(|e| map_err(COUNTDOWN_MAP, e))?;
+        .map_err(|e| map_err(map::COUNTDOWN, e))?;
     let values = aya::maps::PerCpuValues::try_from(starts).map_err(|e| ProbeError::Read {
         path: "per-CPU values".into(),
         source: e,
     })?;
     countdown
         .set(0, values, 0)
-        .map_err(|e| map_err(COUNTDOWN_MAP, e))
+        .map_err(|e| map_err(map::COUNTDOWN, e))
 }
 
 impl Probes {
@@ -885,31 +895,29 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             // The probes need no CO-RE relocation; drop the kernel's BTF (megabytes) at once.
             .btf(None)
-            .map_max_entries(RING_MAP, cfg.ring_bytes)
-            .map_max_entries(INFLIGHT_MAP, cfg.max_inflight)
-            .map_max_entries(SLOTS_MAP, cfg.slots.max(1))
-            .override_global("SLOT_MASK", &(cfg.slots.max(1) - 1), true)
-            .map_max_entries(STACKS_MAP, cfg.stacks.max(1))
-            .override_global("PAGE_SIZE", &page, true)
-            .override_global("WAKEUP_EVERY", &wakeup, true)
-            .override_global("WANT_STACKS", &want_stacks, true)
-            .override_global("SAMPLING", &sampling, true)
-            .override_global("TRACER_TGID", &std::process::id(), true)
-            .override_global("MAP_ALL", &u32::from(cfg.all_mappings), true)
-            .override_global("TICKS", &u32::from(ticks.is_some()), true)
-            .map_max_entries(SAMPLED_MAP, if sampling != 0 { cfg.max_sampled } else { 1 })
+            .map_max_entries(map::EVENTS, cfg.ring_bytes)
+            .map_max_entries(map::INFLIGHT, cfg.max_inflight)
+            .map_max_entries(map::SLOTS, cfg.slots.max(1))
+            .typed_global(global::SLOT_MASK, &(cfg.slots.max(1) - 1))
+            .map_max_entries(map::STACKS, cfg.stacks.max(1))
+            .typed_global(global::PAGE_SIZE, &page)
+            .typed_global(global::WAKEUP_EVERY, &wakeup)
+            .typed_global(global::WANT_STACKS, &want_stacks)
+            .typed_global(global::SAMPLING, &sampling)
+            .typed_global(global::TRACER_TGID, &std::process::id())
+            .typed_global(global::MAP_ALL, &u32::from(cfg.all_mappings))
+            .typed_global(global::TICKS, &u32::from(ticks.is_some()))
+            .map_max_entries(
+                map::SAMPLED,
+                if sampling != 0 { cfg.max_sampled } else { 1 },
+            )
             .load(PROBES_ELF)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let entries = AllocFn::ALL.map(AllocFn::entry_program);
-        let others = [
-            "alloc_exit",
-            "alloc_enter_shared",
-            "alloc_exit_shared",
-            "free_enter_shared",
-            "noop_enter",
-            "noop_exit",
-            "thread_teardown",
-        ];
+        // free_enter is AllocFn::Free's entry program, so it is in `entries` and not here.
+        let others = program::UPROBES
+            .into_iter()
+            .filter(|&p| p != program::FREE_ENTER);
         for name in entries.into_iter().chain(others) {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
@@ -923,9 +931,9 @@ impl Probes {
             fill_sampling_maps(&mut ebpf, cfg.sample_bytes, cpus)?;
         }
         let drops = ebpf
-            .take_map(DROPS_MAP)
-            .ok_or(ProbeError::Missing(DROPS_MAP))?;
-        let drops = PerCpuArray::try_from(drops).map_err(|e| map_err(DROPS_MAP, e))?;
+            .take_map(map::DROPS)
+            .ok_or(ProbeError::Missing(map::DROPS))?;
+        let drops = PerCpuArray::try_from(drops).map_err(|e| map_err(map::DROPS, e))?;
         Ok(Self {
             ebpf,
             drops,
@@ -952,11 +960,13 @@ impl Probes {
                 let name = point.name();
                 let cookie = cookie(func, point.ret_addr_sp_offset);
                 let (enter, exit) = match (self.empty, func == AllocFn::Free, shared) {
-                    (true, _, _) => ("noop_enter", "noop_exit"),
-                    (false, true, false) => ("free_enter", ""),
-                    (false, true, true) => ("free_enter_shared", ""),
-                    (false, false, false) => (func.entry_program(), "alloc_exit"),
-                    (false, false, true) => ("alloc_enter_shared", "alloc_exit_shared"),
+                    (true, _, _) => (program::NOOP_ENTER, program::NOOP_EXIT),
+                    (false, true, false) => (program::FREE_ENTER, ""),
+                    (false, true, true) => (program::FREE_ENTER_SHARED, ""),
+                    (false, false, false) => (func.entry_program(), program::ALLOC_EXIT),
+                    (false, false, true) => {
+                        (program::ALLOC_ENTER_SHARED, program::ALLOC_EXIT_SHARED)
+                    }
                 };
                 // free has no return probe; the floor measurement mirrors that.
                 if func != AllocFn::Free {
@@ -967,10 +977,17 @@ impl Probes {
             if let Some(offset) = lib.teardown.filter(|_| !self.empty) {
                 // The end of teardowns first, so that none is counted without its end.
                 if !self.watching_teardowns {
-                    self.attach_raw(&[("teardown_exit", "sched_process_exit")])?;
+                    self.attach_raw(&[(program::TEARDOWN_EXIT, tracepoint::SCHED_PROCESS_EXIT)])?;
                     self.watching_teardowns = true;
                 }
-                self.attach_one("thread_teardown", "teardown", &lib.path, offset, 0, scope)?;
+                self.attach_one(
+                    program::THREAD_TEARDOWN,
+                    "teardown",
+                    &lib.path,
+                    offset,
+                    0,
+                    scope,
+                )?;
             }
         }
         Ok(())
@@ -991,11 +1008,11 @@ impl Probes {
         }
         let map = self
             .ebpf
-            .map_mut(FREE_CALLERS_MAP)
-            .ok_or(ProbeError::Missing(FREE_CALLERS_MAP))?;
-        let mut a = Array::<_, u64>::try_from(map).map_err(|e| map_err(FREE_CALLERS_MAP, e))?;
+            .map_mut(map::FREE_CALLERS)
+            .ok_or(ProbeError::Missing(map::FREE_CALLERS))?;
+        let mut a = Array::<_, u64>::try_from(map).map_err(|e| map_err(map::FREE_CALLERS, e))?;
         a.set(FREE_CALLERS_ALWAYS, 1, 0)
-            .map_err(|e| map_err(FREE_CALLERS_MAP, e))?;
+            .map_err(|e| map_err(map::FREE_CALLERS, e))?;
         self.every_free_caller = true;
         Ok(())
     }
@@ -1028,15 +1045,18 @@ impl Probes {
     /// System-wide tracing: sends process exec and exit events (sched tracepoints).
     pub fn watch_processes(&mut self) -> Result<(), ProbeError> {
         self.attach_raw(&[
-            ("proc_exec", "sched_process_exec"),
-            ("proc_exit", "sched_process_exit"),
+            (program::PROC_EXEC, tracepoint::SCHED_PROCESS_EXEC),
+            (program::PROC_EXIT, tracepoint::SCHED_PROCESS_EXIT),
         ])
     }
 
     /// Traces the memory mappings that processes make themselves (system call tracepoints):
     /// those of every process with `all`, else of the processes [`Probes::map_pid`] names.
     pub fn watch_mappings(&mut self) -> Result<(), ProbeError> {
-        self.attach_raw(&[("map_enter", "sys_enter"), ("map_exit", "sys_exit")])
+        self.attach_raw(&[
+            (program::MAP_ENTER, tracepoint::SYS_ENTER),
+            (program::MAP_EXIT, tracepoint::SYS_EXIT),
+        ])
     }
 
     /// Attaches each (program, raw tracepoint) pair.
@@ -1060,22 +1080,22 @@ impl Probes {
     /// Starts (`on`) or stops following process `pid` through the probes attached with
     /// [`Scope::Followed`].
     pub fn follow_pid(&mut self, pid: u32, on: bool) {
-        set_pid(&mut self.ebpf, FOLLOWED_MAP, pid, on);
+        set_pid(&mut self.ebpf, map::FOLLOWED, pid, on);
     }
 
     /// Starts (`on`) or stops tracing the memory mappings of process `pid`.
     pub fn map_pid(&mut self, pid: u32, on: bool) {
-        set_pid(&mut self.ebpf, MAP_PIDS_MAP, pid, on);
+        set_pid(&mut self.ebpf, map::MAP_PIDS, pid, on);
     }
 
     /// Takes the ring buffer the probes write events into, mapped for reading.
     pub fn take_ring(&mut self) -> Result<crate::ring::Ring, ProbeError> {
         let map = self
             .ebpf
-            .take_map(RING_MAP)
-            .ok_or(ProbeError::Missing(RING_MAP))?;
+            .take_map(map::EVENTS)
+            .ok_or(ProbeError::Missing(map::EVENTS))?;
         let aya::maps::Map::RingBuf(data) = map else {
-            return Err(ProbeError::Missing(RING_MAP));
+            return Err(ProbeError::Missing(map::EVENTS));
         };
         crate::ring::Ring::new(data, self.ring_bytes, self.ticks).map_err(|source| {
             ProbeError::Read {
@@ -1089,9 +1109,9 @@ impl Probes {
     pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
         let map = self
             .ebpf
-            .take_map(STACKS_MAP)
-            .ok_or(ProbeError::Missing(STACKS_MAP))?;
-        StackTraceMap::try_from(map).map_err(|e| map_err(STACKS_MAP, e))
+            .take_map(map::STACKS)
+            .ok_or(ProbeError::Missing(map::STACKS))?;
+        StackTraceMap::try_from(map).map_err(|e| map_err(map::STACKS, e))
     }
 
     fn drops(&self, reason: u32) -> u64 {
@@ -1210,5 +1230,74 @@ mod tests {
             super::plan(&c, Some("no-such-allocator")),
             Err(ProbeError::NoSuchAllocator { .. })
         ));
+    }
+
+    /// The names the loader finds maps, globals and programs by are the object's, both ways:
+    /// a name misspelt on either side fails here, without root, not at load time.
+    #[test]
+    fn the_names_table_matches_the_embedded_object() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        let mut obj = aya_obj::Object::parse(PROBES_ELF).expect("the embedded object parses");
+
+        let mut in_object: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let mut in_table = map::ALL.to_vec();
+        in_object.sort_unstable();
+        in_table.sort_unstable();
+        assert_eq!(in_object, in_table, "maps: the object's against names::map");
+
+        let mut in_object: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        let mut in_table: Vec<&str> = AllocFn::ALL
+            .map(AllocFn::entry_program)
+            .into_iter()
+            .chain(program::UPROBES)
+            .chain(program::RAW_TRACEPOINTS)
+            .collect();
+        in_object.sort_unstable();
+        in_table.sort_unstable();
+        in_table.dedup(); // free_enter is both AllocFn::Free's entry program and a UPROBE
+        assert_eq!(
+            in_object, in_table,
+            "programs: the object's against names::program"
+        );
+
+        // Each global the loader sets exists with its type's size (what `override_global`
+        // checks at load)...
+        for (name, size) in global::ALL {
+            let value = vec![0u8; size];
+            let globals = std::collections::HashMap::from([(name, (value.as_slice(), true))]);
+            obj.patch_map_data(globals)
+                .unwrap_or_else(|e| panic!("global {name} ({size} bytes): {e}"));
+        }
+        // ...and every global of the object is one the loader sets.
+        let elf = object::File::parse(PROBES_ELF).expect("the embedded object is ELF");
+        let mut in_object: Vec<&str> = elf
+            .symbols()
+            .filter(|s| s.is_global() && s.kind() == object::SymbolKind::Data)
+            .filter(|s| {
+                s.section_index()
+                    .and_then(|i| elf.section_by_index(i).ok())
+                    .and_then(|sec| {
+                        sec.name().ok().map(|n| {
+                            n.starts_with(".data")
+                                || n.starts_with(".bss")
+                                || n.starts_with(".rodata")
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+            .filter_map(|s| s.name().ok())
+            .collect();
+        let mut in_table: Vec<&str> = global::ALL.iter().map(|(n, _)| *n).collect();
+        in_object.sort_unstable();
+        in_table.sort_unstable();
+        assert_eq!(
+            in_object, in_table,
+            "globals: the object's against names::global"
+        );
     }
 }
