@@ -205,8 +205,8 @@ pub struct Event {
     pub size: u64,
     /// The return address into the code that called the allocator: the allocation *site*.
     pub caller: u64,
-    /// 0 from the probes; a decoded mremap's old length (see [`MapEvent`]).
-    pub old_len: u64,
+    /// Zero: keeps the record at the 72 bytes the reader tells it by.
+    pub reserved: u64,
     /// Allocations (and mappings): when the call returned, in `CLOCK_MONOTONIC` ns once
     /// decoded. The probes write the kernel's tick count instead where user space asked for
     /// it (`TICKS` in muppy-ebpf; the ring reader converts). 0 for frees.
@@ -260,16 +260,6 @@ pub struct ProcEvent {
     pub pid: u32,
     /// `comm`, NUL-padded.
     pub comm: [u8; 16],
-}
-
-impl ProcEvent {
-    /// The name back from an [`Event`]'s `addr` and `caller`, NUL-padded.
-    pub fn comm_of(ev: &Event) -> [u8; 16] {
-        let mut c = [0u8; 16];
-        c[..8].copy_from_slice(&ev.addr.to_le_bytes());
-        c[8..].copy_from_slice(&ev.caller.to_le_bytes());
-        c
-    }
 }
 
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == core::mem::size_of::<FreeEvent>());

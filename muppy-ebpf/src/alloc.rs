@@ -145,7 +145,7 @@ pub fn on_alloc_exit(ctx: &RetProbeContext) {
         old_addr: 0,
         size: rec.size,
         caller,
-        old_len: 0,
+        reserved: 0,
         ts_ns: timestamp(),
         stack: NO_STACK,
         flags: 0,

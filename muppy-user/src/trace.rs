@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use muppy_common::EventKind;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -19,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    event::Event,
     output::{self, SummaryExtras},
     probe::{self, ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes, Scope},
     process::{End, Process},
@@ -255,44 +255,43 @@ impl Session {
         );
         let mut ended = Vec::new();
         let mut execd = Vec::new();
-        ring.drain(|ev| match EventKind::from_u32(ev.kind) {
+        ring.drain(|ev| match *ev {
             // --all: a process's events before these belong to its old image, after them to
             // the new one (or to none).
-            Some(EventKind::Exec) => {
-                let comm = comm_text(ev);
-                if let Some(mut old) = live.remove(&ev.pid) {
+            Event::Exec { pid, ref comm } => {
+                if let Some(mut old) = live.remove(&pid) {
                     old.end = Some(End::Exec(comm.clone()));
                     ended.push(old);
                 }
-                let mut p = Process::new(ev.pid, None, None);
+                let mut p = Process::new(pid, None, None);
                 if p.id.comm.is_empty() {
-                    p.id.comm = comm; // already gone
+                    p.id.comm = comm.clone(); // already gone
                 }
-                live.insert(ev.pid, p);
-                execd.push(ev.pid);
+                live.insert(pid, p);
+                execd.push(pid);
             }
-            Some(EventKind::Exit) => {
-                preexisting.remove(&ev.pid); // its pid may be reused by a new process
-                if let Some(mut p) = live.remove(&ev.pid) {
+            Event::Exit { pid, ref comm } => {
+                preexisting.remove(&pid); // its pid may be reused by a new process
+                if let Some(mut p) = live.remove(&pid) {
                     if p.id.comm.is_empty() {
-                        p.id.comm = comm_text(ev);
+                        p.id.comm = comm.clone();
                     }
                     p.end = Some(End::Gone);
                     ended.push(p);
                 }
             }
-            _ => match live.get_mut(&ev.pid) {
-                Some(p) => p.apply(ev),
+            Event::Change { pid, ref change } => match live.get_mut(&pid) {
+                Some(p) => p.apply(change),
                 // A process that ran before the session began is traced from mid-run: what it
                 // allocated before is not in its table. One started since (forked) is whole.
                 None if all => live
-                    .entry(ev.pid)
+                    .entry(pid)
                     .or_insert_with(|| {
-                        let mut p = Process::new(ev.pid, None, None);
-                        p.whole = !preexisting.contains(&ev.pid);
+                        let mut p = Process::new(pid, None, None);
+                        p.whole = !preexisting.contains(&pid);
                         p
                     })
-                    .apply(ev),
+                    .apply(change),
                 None => *foreign += 1,
             },
         });
@@ -542,13 +541,6 @@ impl Session {
             .get(&self.root)
             .or_else(|| self.ended.iter().rev().find(|p| p.id.pid == self.root))
     }
-}
-
-/// The command name a process event carries.
-fn comm_text(ev: &muppy_common::Event) -> String {
-    let c = muppy_common::ProcEvent::comm_of(ev);
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock blocks are stamped in (see [`crate::clock`]).
