@@ -110,6 +110,10 @@ pub fn on_alloc_enter(ctx: &ProbeContext, func: u32) {
 
 /// An allocating function (or operator delete) returned.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id; posix_memalign returns an int"
+)]
 pub fn on_alloc_exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
     if is_tracer(id) {
@@ -203,6 +207,10 @@ pub fn on_alloc_exit(ctx: &RetProbeContext) {
 /// tried again whole, which hashes to another bucket. Only if both are refused is the stack
 /// lost, and that is counted, never guessed.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "stack ids are below the stack map's size, a u32"
+)]
 fn user_stack(ctx: &RetProbeContext) -> (u32, u32) {
     let skip_caller = 1;
     if let Ok(id) = ctx.get_stackid(&STACKS, (BPF_F_USER_STACK | skip_caller).into()) {

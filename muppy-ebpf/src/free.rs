@@ -47,6 +47,10 @@ pub fn free_caller(ctx: &ProbeContext, sp: u64) -> u64 {
 /// glibc's `__call_tls_dtors`, entered as a thread (or the process, at exit) begins its
 /// teardown: from here until the thread exits, frees read their caller.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn on_thread_teardown() {
     let id = bpf_get_current_pid_tgid();
     if is_tracer(id) {
@@ -65,6 +69,10 @@ pub fn on_thread_teardown() {
 
 /// A task exited: if it was in teardown, it no longer is.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn on_teardown_exit() {
     let tid = bpf_get_current_pid_tgid() as u32;
     if TEARDOWN_TIDS.remove(tid).is_ok()
@@ -77,6 +85,10 @@ pub fn on_teardown_exit() {
 
 /// `free` was entered.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn on_free_enter(ctx: &ProbeContext) {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     if ptr == 0 {

@@ -94,6 +94,10 @@ fn slot_of(tid: u32) -> Option<*mut InFlight> {
 
 /// The record of the call this thread is inside, if any.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn in_flight(id: u64) -> Option<Record> {
     let tid = id as u32;
     if let Some(slot) = slot_of(tid)
@@ -128,6 +132,10 @@ pub fn end_call(rec: Record, tid: u32) {
 /// Stores the record of a new outermost call: in this thread's slot if no other thread's call
 /// holds it, else in the fallback map.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn begin_call(id: u64, mut rec: InFlight) {
     let tid = id as u32;
     let mine = u64::from(tid) | BUSY;

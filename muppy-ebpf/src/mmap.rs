@@ -51,6 +51,10 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) {
 
 /// A system call returns: sends the mapping change if it succeeded.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn on_sys_exit(ctx: &RawTracePointContext) {
     let regs: u64 = ctx.arg(0);
     let nr = reg(regs, REG_ORIG_AX);

@@ -16,6 +16,10 @@ pub fn on_exec() {
 /// A task exited: if it was a process's main thread, its table can be reported and freed once
 /// the events before it are read.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
 pub fn on_exit() {
     let id = bpf_get_current_pid_tgid();
     if id as u32 == (id >> 32) as u32 {
