@@ -16,6 +16,11 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build passes every line the nested cargo prints on stderr as a `cargo:warning`, so
+    // its progress lines ("Compiling core", "Finished") would read as warnings; quiet, it
+    // prints only diagnostics and errors.
+    // SAFETY: the build script is single-threaded until build_ebpf spawns the nested cargo.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

@@ -6,25 +6,10 @@
 #![no_std]
 #![deny(missing_docs)]
 
-/// Name of the ring buffer map that carries [`Event`]s.
-pub const RING_MAP: &str = "EVENTS";
-/// Name of the per-CPU array of [`Drop`] counters.
-pub const DROPS_MAP: &str = "DROPS";
-/// Name of the hash map of allocator calls in flight whose thread's slot was taken, keyed by
-/// `pid_tgid`.
-pub const INFLIGHT_MAP: &str = "INFLIGHT";
-/// Name of the array of per-thread in-flight slots, indexed by thread id modulo its size.
-pub const SLOTS_MAP: &str = "SLOTS";
-/// Name of the kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that [`Event::stack`] indexes.
-pub const STACKS_MAP: &str = "STACKS";
-/// Name of the hash set of sampled live blocks (with `--sample-bytes`).
-pub const SAMPLED_MAP: &str = "SAMPLED";
-/// Name of the per-CPU countdown of bytes to the next sample.
-pub const COUNTDOWN_MAP: &str = "COUNTDOWN";
-/// Name of the array of sampling intervals (bytes), drawn at random by the probes.
-pub const INTERVALS_MAP: &str = "INTERVALS";
-/// Entries in [`INTERVALS_MAP`]: quantiles of the exponential distribution, so that a random
-/// index gives an exponentially distributed gap between samples.
+pub mod names;
+
+/// Entries in the [`names::map::SAMPLE_GAPS`] map: quantiles of the exponential distribution,
+/// so that a random index gives an exponentially distributed gap between samples.
 pub const INTERVALS: u32 = 4096;
 
 /// [`Event::stack`] when the event has no stack: stacks are off, or the stack was lost
@@ -103,26 +88,6 @@ impl AllocFn {
         }
     }
 
-    /// The entry program probing this function on the traced process's own probes (free
-    /// has its own program, `free_enter`; probes shared by followed children use
-    /// `alloc_enter_shared` with the function in the attach cookie).
-    pub const fn entry_program(self) -> &'static str {
-        match self {
-            AllocFn::Malloc => "enter_malloc",
-            AllocFn::Calloc => "enter_calloc",
-            AllocFn::Realloc => "enter_realloc",
-            AllocFn::Reallocarray => "enter_reallocarray",
-            AllocFn::PosixMemalign => "enter_posix_memalign",
-            AllocFn::AlignedAlloc => "enter_aligned_alloc",
-            AllocFn::Memalign => "enter_memalign",
-            AllocFn::Valloc => "enter_valloc",
-            AllocFn::Pvalloc => "enter_pvalloc",
-            AllocFn::Free => "free_enter",
-            AllocFn::New => "enter_new",
-            AllocFn::Delete => "enter_delete",
-        }
-    }
-
     /// The C symbol name, or the C++ operator's name.
     pub const fn symbol(self) -> &'static str {
         match self {
@@ -141,6 +106,26 @@ impl AllocFn {
         }
     }
 }
+
+/// Defines [`AllocFn::entry_program`] from the one list of entry programs.
+macro_rules! entry_program_names {
+    ($($program:ident => $func:ident),* $(,)?) => {
+        impl AllocFn {
+            /// The entry program probing this function on the traced process's own probes
+            /// (free has its own program, [`names::program::FREE_ENTER`]; probes shared by
+            /// followed children use [`names::program::ALLOC_ENTER_SHARED`] with the function
+            /// in the attach cookie).
+            pub const fn entry_program(self) -> &'static str {
+                match self {
+                    $(AllocFn::$func => stringify!($program),)*
+                    AllocFn::Free => names::program::FREE_ENTER,
+                }
+            }
+        }
+    };
+}
+
+crate::entry_programs!(entry_program_names);
 
 /// Packs what an entry probe needs to know about its attach point into the 64-bit cookie:
 /// the function (low 32 bits) and how many bytes above the stack pointer the caller's return
@@ -220,8 +205,8 @@ pub struct Event {
     pub size: u64,
     /// The return address into the code that called the allocator: the allocation *site*.
     pub caller: u64,
-    /// 0 from the probes; a decoded mremap's old length (see [`MapEvent`]).
-    pub old_len: u64,
+    /// Zero: keeps the record at the 72 bytes the reader tells it by.
+    pub reserved: u64,
     /// Allocations (and mappings): when the call returned, in `CLOCK_MONOTONIC` ns once
     /// decoded. The probes write the kernel's tick count instead where user space asked for
     /// it (`TICKS` in muppy-ebpf; the ring reader converts). 0 for frees.
@@ -236,8 +221,8 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
 /// A free as the `free` probe sends it: a third of an [`Event`]'s size, since half of all
-/// events are frees and the ring's bandwidth is what the probes pay for. Decodes to an
-/// [`Event`] of kind [`EventKind::Free`] with the other fields 0.
+/// events are frees and the ring's bandwidth is what the probes pay for. Told apart from the
+/// other records by its length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FreeEvent {
@@ -250,25 +235,22 @@ pub struct FreeEvent {
     /// The return address into the code that called `free`, or 0 where the probe did not
     /// read it: reading the caller's stack costs as much as the rest of the probe, and the
     /// caller only matters for a free of a block the table does not hold, which outside
-    /// thread teardown only the program makes (see [`FREE_CALLERS_MAP`]).
+    /// thread teardown only the program makes (see [`names::map::FREE_CALLERS`]).
     pub caller: u64,
 }
 
-/// Map of two counters that decide whether the free probe reads its caller: index
-/// [`FREE_CALLERS_TEARDOWNS`], threads now between the start of their teardown (glibc's
-/// `__call_tls_dtors`, after which glibc frees its per-thread caches: blocks no probe saw
-/// allocated) and their exit; index [`FREE_CALLERS_ALWAYS`], non-zero when a probed allocator
-/// has no such marker, so that every free reads its caller.
-pub const FREE_CALLERS_MAP: &str = "FREE_CALLERS";
-/// [`FREE_CALLERS_MAP`] index: threads in teardown.
+/// [`names::map::FREE_CALLERS`] index: threads in teardown. The map holds two counters that
+/// decide whether the free probe reads its caller: this one, threads now between the start of
+/// their teardown (glibc's `__call_tls_dtors`, after which glibc frees its per-thread caches:
+/// blocks no probe saw allocated) and their exit; and [`FREE_CALLERS_ALWAYS`], non-zero when a
+/// probed allocator has no such marker, so that every free reads its caller.
 pub const FREE_CALLERS_TEARDOWNS: u32 = 0;
-/// [`FREE_CALLERS_MAP`] index: read the caller of every free.
+/// [`names::map::FREE_CALLERS`] index: read the caller of every free.
 pub const FREE_CALLERS_ALWAYS: u32 = 1;
 
 /// A process exec'd or exited ([`EventKind::Exec`], [`EventKind::Exit`]), with its command
 /// name then: the process may be gone before user space can ask `/proc`. The same size as a
-/// [`FreeEvent`], told apart by `kind`; decoded into an [`Event`] whose `addr` and `caller`
-/// hold the name's bytes (see [`ProcEvent::comm_of`]).
+/// [`FreeEvent`], told apart by `kind`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcEvent {
@@ -280,21 +262,11 @@ pub struct ProcEvent {
     pub comm: [u8; 16],
 }
 
-impl ProcEvent {
-    /// The name back from an [`Event`]'s `addr` and `caller`, NUL-padded.
-    pub fn comm_of(ev: &Event) -> [u8; 16] {
-        let mut c = [0u8; 16];
-        c[..8].copy_from_slice(&ev.addr.to_le_bytes());
-        c[8..].copy_from_slice(&ev.caller.to_le_bytes());
-        c
-    }
-}
-
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == core::mem::size_of::<FreeEvent>());
 
 /// A memory-mapping system call the program made directly ([`EventKind::Mmap`],
-/// [`EventKind::Munmap`], [`EventKind::Mremap`]), seen at the system call tracepoints. Decoded
-/// into an [`Event`] with `size` = `len` and, for mremap, `old_len`.
+/// [`EventKind::Munmap`], [`EventKind::Mremap`]), seen at the system call tracepoints. Told
+/// apart from the other records by its length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapEvent {
@@ -334,12 +306,6 @@ pub struct MapCall {
     /// The return address into the caller of the wrapper.
     pub caller: u64,
 }
-
-/// Name of the hash set of processes followed through probes shared by every process.
-pub const FOLLOWED_MAP: &str = "FOLLOWED";
-
-/// Name of the hash set of processes whose memory-mapping calls are traced.
-pub const MAP_PIDS_MAP: &str = "MAP_PIDS";
 
 /// Size of [`FreeEvent`] in bytes, for decoding.
 pub const FREE_EVENT_SIZE: usize = core::mem::size_of::<FreeEvent>();

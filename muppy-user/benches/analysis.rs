@@ -7,8 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use muppy::table::LiveTable;
-use muppy_common::{Event, EventKind, NO_STACK};
+use muppy::{
+    event::{Alloc, Free, HeapChange},
+    table::{LiveTable, StackRef},
+};
 use muppy_core::{
     analysis::{self as summary, GroupBy, calltree as tree},
     model::{Counters, Filter, Frame, Heap, StackState, Trace},
@@ -21,21 +23,24 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (v, t.elapsed())
 }
 
-fn event(kind: EventKind, addr: u64, size: u64, caller: u64) -> Event {
-    Event {
-        kind: kind as u32,
-        func: 0,
-        pid: 1,
-        tid: 1 + u32::from((addr >> 4).is_multiple_of(8)),
+fn alloc(addr: u64, size: u64, caller: u64) -> HeapChange {
+    HeapChange::Alloc(Alloc {
         addr,
-        old_addr: 0,
         size,
+        tid: 1 + u32::from((addr >> 4).is_multiple_of(8)),
         caller,
-        old_len: 0,
         ts_ns: 1_000_000_000 + addr,
-        stack: NO_STACK,
-        flags: 0,
-    }
+        stack: StackRef::Off,
+    })
+}
+
+fn free(addr: u64, caller: u64) -> HeapChange {
+    HeapChange::Free(Free {
+        addr,
+        caller,
+        by_realloc: false,
+        ts_ns: 0,
+    })
 }
 
 fn main() {
@@ -75,12 +80,7 @@ fn main() {
     let mut table = LiveTable::new();
     let (_, apply) = timed(|| {
         for i in 0..blocks {
-            table.apply(&event(
-                EventKind::Alloc,
-                addr(i),
-                16 + i % 240,
-                0x40_0000 + i % TRACES,
-            ));
+            table.apply(&alloc(addr(i), 16 + i % 240, 0x40_0000 + i % TRACES));
         }
     });
     fn heap<'a>(t: &'a LiveTable, traces: &'a [Trace], now_ns: u64) -> Heap<'a> {
@@ -103,13 +103,8 @@ fn main() {
         timed(|| summary::summarize(&heap(&table, &traces, now), &all, GroupBy::Size));
     // Grow by a tenth and free a tenth, then diff.
     for i in 0..blocks / 10 {
-        table.apply(&event(EventKind::Free, addr(i), 0, 0x1));
-        table.apply(&event(
-            EventKind::Alloc,
-            addr(blocks + i),
-            32,
-            0x40_0000 + i % 7,
-        ));
+        table.apply(&free(addr(i), 0x1));
+        table.apply(&alloc(addr(blocks + i), 32, 0x40_0000 + i % 7));
     }
     let ((after, d), diff) = timed(|| {
         let after = summary::summarize(&heap(&table, &traces, now), &all, GroupBy::Site);

@@ -1,15 +1,17 @@
 //! muppy's Linux collector: everything that needs the kernel, root or the traced process.
 //!
 //! The data path, one module each: [`probe`] (find the allocator, load and attach the eBPF
-//! probes) → [`ring`] (read their events) → [`table`] and [`regions`] (live blocks and mappings
-//! per process, with call paths read by [`stacks`] and named by [`symbols`]) → [`process`]
-//! (one traced process image, seen as a `muppy_core::model::Heap`). [`target`] starts, checks
-//! and follows the traced processes (the one ptrace thread); [`session`] runs a whole session
-//! and emits what happens into a [`session::Sink`]. The model, the analyses and the printers
-//! are in `muppy-core`, which this crate depends on and which knows nothing of it.
+//! probes) → [`ring`] (read their records, decoded once into [`event`]s, emptied by the
+//! real-time [`pump`] thread) → [`table`] and [`regions`] (live blocks and mappings per
+//! process, with call paths read by [`stacks`] and named by [`symbols`]) → [`process`] (one
+//! traced process image, seen as a `muppy_core::model::Heap`). [`target`] starts, checks and
+//! follows the traced processes (the one ptrace thread); [`session`] runs a whole session and
+//! emits what happens into a [`session::Sink`]. The model, the analyses and the printers are
+//! in `muppy-core`, which this crate depends on and which knows nothing of it.
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod event;
 pub mod placement;
 pub mod probe;
 pub mod process;

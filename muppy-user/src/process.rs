@@ -6,7 +6,6 @@
 
 use std::fs;
 
-use muppy_common::{Event, EventKind};
 use muppy_core::model::{Counters, End, Frame, Heap, Identity, MapRow, Trace};
 
 use crate::{
@@ -89,15 +88,13 @@ impl Process {
         }
     }
 
-    /// Applies one of its events.
-    pub fn apply(&mut self, ev: &Event) {
-        match EventKind::from_u32(ev.kind) {
-            Some(EventKind::Mmap | EventKind::Munmap | EventKind::Mremap) => {
-                self.regions.apply(ev);
-            }
-            _ => self.table.apply(ev),
+    /// Applies one of its changes.
+    pub fn apply(&mut self, change: &crate::event::Change) {
+        match change {
+            crate::event::Change::Map(m) => self.regions.apply(m),
+            crate::event::Change::Heap(h) => self.table.apply(h),
         }
-        self.latest_ns = self.latest_ns.max(ev.ts_ns);
+        self.latest_ns = self.latest_ns.max(change.ts_ns());
     }
 
     /// What it has mapped itself, per site. The dynamic loader's mappings (zero-filled pages

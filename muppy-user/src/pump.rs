@@ -19,10 +19,9 @@ use std::{
     thread::JoinHandle,
 };
 
-use muppy_common::Event;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::ring::Ring;
+use crate::{event::Event, ring::Ring};
 
 /// Events queued between the thread and the session at most (≈70 MiB). Past it the thread
 /// stops emptying the ring until the session catches up, so a session that cannot keep up on
@@ -211,7 +210,7 @@ fn run(
         let must = asked > answered;
         if must || shared.queued.load(Ordering::Relaxed) < MAX_QUEUED {
             let mut batch = Vec::new();
-            ring.drain(|ev| batch.push(*ev));
+            ring.drain(|ev| batch.push(ev));
             if !batch.is_empty() {
                 shared.queued.fetch_add(batch.len(), Ordering::Relaxed);
                 if tx.send(Msg::Events(batch)).is_err() {

@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use muppy_common::{Event, EventKind};
 pub use muppy_core::model::MapRow;
 use muppy_core::{analysis::aggregate::largest_first, model::Frame};
+
+use crate::event::MapChange;
 
 /// Mappings are whole pages: the kernel rounds lengths up.
 const PAGE: u64 = 4096;
@@ -34,25 +35,32 @@ pub struct Regions {
 }
 
 impl Regions {
-    /// Applies a mapping event; other events are ignored.
-    pub fn apply(&mut self, ev: &Event) {
-        match EventKind::from_u32(ev.kind) {
-            Some(EventKind::Mmap) => {
-                let site = self.site(ev.caller);
-                self.insert(ev.addr, pages(ev.size), site);
+    /// Applies a mapping change.
+    pub fn apply(&mut self, change: &MapChange) {
+        match *change {
+            MapChange::Mmap {
+                addr, len, caller, ..
+            } => {
+                let site = self.site(caller);
+                self.insert(addr, pages(len), site);
             }
-            Some(EventKind::Munmap) => {
-                self.remove(ev.addr, pages(ev.size));
+            MapChange::Munmap { addr, len, .. } => {
+                self.remove(addr, pages(len));
             }
-            Some(EventKind::Mremap) => {
+            MapChange::Mremap {
+                old_addr,
+                old_len,
+                addr,
+                len,
+                ..
+            } => {
                 // A region the program mapped keeps its site where it moves; one it did not
                 // map (an allocator's, or older than the trace) stays out.
-                if let Some(site) = self.site_at(ev.old_addr) {
-                    self.remove(ev.old_addr, pages(ev.old_len));
-                    self.insert(ev.addr, pages(ev.size), site);
+                if let Some(site) = self.site_at(old_addr) {
+                    self.remove(old_addr, pages(old_len));
+                    self.insert(addr, pages(len), site);
                 }
             }
-            _ => {}
         }
     }
 
@@ -158,15 +166,32 @@ impl Regions {
 mod tests {
     use super::*;
 
-    fn ev(kind: EventKind, addr: u64, size: u64, old: u64, old_len: u64, caller: u64) -> Event {
-        Event {
-            kind: kind as u32,
-            addr,
-            size,
-            old_addr: old,
-            old_len,
-            caller,
-            ..Event::default()
+    enum EventKind {
+        Mmap,
+        Munmap,
+        Mremap,
+    }
+
+    fn ev(kind: EventKind, addr: u64, len: u64, old: u64, old_len: u64, caller: u64) -> MapChange {
+        match kind {
+            EventKind::Mmap => MapChange::Mmap {
+                addr,
+                len,
+                caller,
+                ts_ns: 0,
+            },
+            EventKind::Munmap => MapChange::Munmap {
+                addr,
+                len,
+                ts_ns: 0,
+            },
+            EventKind::Mremap => MapChange::Mremap {
+                old_addr: old,
+                old_len,
+                addr,
+                len,
+                ts_ns: 0,
+            },
         }
     }
 

@@ -19,10 +19,15 @@ use std::{
 
 use aya::maps::MapData;
 use muppy_common::{
-    EVENT_SIZE, Event, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
+    AllocFn, EVENT_SIZE, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent, NO_STACK,
+    ProcEvent, STACK_HAS_CALLER, STACK_LOST,
 };
 
-use crate::clock::Ticks;
+use crate::{
+    clock::Ticks,
+    event::{Alloc, Change, Event, Free, HeapChange, MapChange},
+    table::StackRef,
+};
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -30,30 +35,77 @@ const HEADER: u64 = 8;
 /// Records consumed between two publications of the consumer position.
 const PUBLISH_EVERY: usize = 512;
 
-/// Decodes one ring record, an [`Event`], a [`FreeEvent`] or a [`MapEvent`] (told apart by
-/// length; the short form also carries process exec and exit); `None` if it is none of them.
-pub fn decode(bytes: &[u8]) -> Option<Event> {
+/// Decodes one ring record, a [`muppy_common::Event`], a [`FreeEvent`] or [`ProcEvent`] (the
+/// same length, told apart by kind) or a [`MapEvent`] (told apart from the others by length),
+/// into what it means; `None` if it is none of them. `ns` turns the probes' timestamps
+/// (non-zero ones) into `CLOCK_MONOTONIC` ns. The only place the wire records are read.
+pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64) -> Option<Event> {
+    let ts = |t: u64| if t != 0 { ns(t) } else { 0 };
     if bytes.len() == MAP_EVENT_SIZE {
         // SAFETY: the length is checked; MapEvent is plain integers.
         let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<MapEvent>()) };
-        return Some(Event {
-            kind: m.kind,
+        let ts_ns = ts(m.ts_ns);
+        let change = match EventKind::from_u32(m.kind)? {
+            EventKind::Mmap => MapChange::Mmap {
+                addr: m.addr,
+                len: m.len,
+                caller: m.caller,
+                ts_ns,
+            },
+            EventKind::Munmap => MapChange::Munmap {
+                addr: m.addr,
+                len: m.len,
+                ts_ns,
+            },
+            EventKind::Mremap => MapChange::Mremap {
+                old_addr: m.old_addr,
+                old_len: m.old_len,
+                addr: m.addr,
+                len: m.len,
+                ts_ns,
+            },
+            _ => return None,
+        };
+        return Some(Event::Change {
             pid: m.pid,
-            tid: m.tid,
-            addr: m.addr,
-            old_addr: m.old_addr,
-            size: m.len,
-            caller: m.caller,
-            old_len: m.old_len,
-            ts_ns: m.ts_ns,
-            stack: muppy_common::NO_STACK,
-            ..Event::default()
+            change: Change::Map(change),
         });
     }
     if bytes.len() >= EVENT_SIZE {
         // SAFETY: the length is checked, Event is plain integers, and the read tolerates any
         // alignment.
-        return Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) });
+        let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<muppy_common::Event>()) };
+        let block = Alloc {
+            addr: e.addr,
+            size: e.size,
+            tid: e.tid,
+            caller: e.caller,
+            ts_ns: ts(e.ts_ns),
+            stack: stack_ref(e.stack, e.flags),
+        };
+        let change = match EventKind::from_u32(e.kind)? {
+            EventKind::Alloc => HeapChange::Alloc(block),
+            EventKind::Realloc => HeapChange::Realloc {
+                old: e.old_addr,
+                new: block,
+            },
+            // Sent at a realloc's return (realloc(p, 0)), or by sampling for the old block of
+            // a realloc.
+            EventKind::Free => HeapChange::Free(Free {
+                addr: e.addr,
+                caller: e.caller,
+                by_realloc: matches!(
+                    AllocFn::from_u32(e.func),
+                    Some(AllocFn::Realloc | AllocFn::Reallocarray)
+                ),
+                ts_ns: block.ts_ns,
+            }),
+            _ => return None,
+        };
+        return Some(Event::Change {
+            pid: e.pid,
+            change: Change::Heap(change),
+        });
     }
     if bytes.len() < FREE_EVENT_SIZE {
         return None;
@@ -61,25 +113,41 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     // SAFETY: as above, for the shorter struct.
     let f = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FreeEvent>()) };
     match EventKind::from_u32(f.kind)? {
-        EventKind::Free => Some(Event {
-            kind: f.kind,
-            func: muppy_common::AllocFn::Free as u32,
+        EventKind::Free => Some(Event::Change {
             pid: f.pid,
-            addr: f.addr,
-            caller: f.caller,
-            stack: muppy_common::NO_STACK,
-            ..Event::default()
+            change: Change::Heap(HeapChange::Free(Free {
+                addr: f.addr,
+                caller: f.caller,
+                by_realloc: false,
+                ts_ns: 0,
+            })),
         }),
-        // A ProcEvent: its name's bytes travel in addr and caller.
-        EventKind::Exec | EventKind::Exit => Some(Event {
-            kind: f.kind,
-            pid: f.pid,
-            addr: f.addr,
-            caller: f.caller,
-            stack: muppy_common::NO_STACK,
-            ..Event::default()
-        }),
+        kind @ (EventKind::Exec | EventKind::Exit) => {
+            // SAFETY: ProcEvent has FreeEvent's length (asserted in muppy-common).
+            let p = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) };
+            let end = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
+            let comm = String::from_utf8_lossy(&p.comm[..end]).into_owned();
+            Some(if kind == EventKind::Exec {
+                Event::Exec { pid: p.pid, comm }
+            } else {
+                Event::Exit { pid: p.pid, comm }
+            })
+        }
         _ => None,
+    }
+}
+
+/// Where an allocation's stack is, from the record's `stack` and `flags`.
+fn stack_ref(stack: u32, flags: u32) -> StackRef {
+    if stack != NO_STACK {
+        StackRef::Map {
+            id: stack,
+            has_caller: flags & STACK_HAS_CALLER != 0,
+        }
+    } else if flags & STACK_LOST != 0 {
+        StackRef::Lost
+    } else {
+        StackRef::Off
     }
 }
 
@@ -159,7 +227,7 @@ impl Ring {
     }
 
     /// Hands every committed event to `sink`, in ring order; returns how many.
-    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+    pub fn drain(&mut self, mut sink: impl FnMut(Event)) -> usize {
         let data = self
             .producer
             .addr
@@ -190,13 +258,9 @@ impl Ring {
             if len_flags & DISCARD == 0 {
                 // SAFETY: the record lies within the double mapping (off < size, len < size).
                 let bytes = unsafe { std::slice::from_raw_parts(data.add(off + 8), len as usize) };
-                if let Some(mut ev) = decode(bytes) {
-                    if let Some(t) = &self.ticks
-                        && ev.ts_ns != 0
-                    {
-                        ev.ts_ns = t.ns(ev.ts_ns);
-                    }
-                    sink(&ev);
+                let ticks = self.ticks.as_ref();
+                if let Some(ev) = decode(bytes, |t| ticks.map_or(t, |k| k.ns(t))) {
+                    sink(ev);
                     n += 1;
                 }
             }
@@ -222,38 +286,118 @@ impl AsRawFd for Ring {
 mod tests {
     use super::*;
 
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: viewing a plain-integer struct as bytes.
+        unsafe { std::slice::from_raw_parts((&raw const *v).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
     #[test]
     fn decodes_unaligned_records_and_rejects_short_ones() {
-        let ev = Event {
-            kind: 1,
-            func: 2,
+        let ev = muppy_common::Event {
+            kind: EventKind::Realloc as u32,
+            func: AllocFn::Realloc as u32,
             pid: 3,
             tid: 4,
             addr: 5,
             old_addr: 6,
             size: 7,
             caller: 8,
-            old_len: 9,
+            reserved: 0,
             ts_ns: 10,
             stack: 11,
-            flags: 12,
+            flags: STACK_HAS_CALLER,
         };
-        // SAFETY: viewing a plain-integer struct as bytes.
-        let raw = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), EVENT_SIZE) };
         let mut buf = vec![0u8; 1];
-        buf.extend_from_slice(raw);
-        assert_eq!(decode(&buf[1..]), Some(ev));
-        assert_eq!(decode(&buf[1..FREE_EVENT_SIZE]), None);
+        buf.extend_from_slice(&bytes(&ev));
+        let new = Alloc {
+            addr: 5,
+            size: 7,
+            tid: 4,
+            caller: 8,
+            ts_ns: 20,
+            stack: StackRef::Map {
+                id: 11,
+                has_caller: true,
+            },
+        };
+        assert_eq!(
+            decode(&buf[1..], |t| t * 2),
+            Some(Event::Change {
+                pid: 3,
+                change: Change::Heap(HeapChange::Realloc { old: 6, new }),
+            })
+        );
+        assert_eq!(decode(&buf[1..FREE_EVENT_SIZE], |t| t), None);
         let free = FreeEvent {
             kind: EventKind::Free as u32,
             pid: 3,
             addr: 0x10,
             caller: 0x20,
         };
-        // SAFETY: as above.
-        let raw =
-            unsafe { std::slice::from_raw_parts((&raw const free).cast::<u8>(), FREE_EVENT_SIZE) };
-        let ev = decode(raw).unwrap();
-        assert_eq!((ev.kind, ev.pid, ev.addr, ev.caller), (2, 3, 0x10, 0x20));
+        assert_eq!(
+            decode(&bytes(&free), |t| t),
+            Some(Event::Change {
+                pid: 3,
+                change: Change::Heap(HeapChange::Free(Free {
+                    addr: 0x10,
+                    caller: 0x20,
+                    by_realloc: false,
+                    ts_ns: 0,
+                })),
+            })
+        );
+    }
+
+    #[test]
+    fn a_realloc_free_is_late_and_a_process_event_carries_its_name() {
+        let ev = muppy_common::Event {
+            kind: EventKind::Free as u32,
+            func: AllocFn::Reallocarray as u32,
+            addr: 0x10,
+            ts_ns: 5,
+            stack: NO_STACK,
+            ..muppy_common::Event::default()
+        };
+        let Some(Event::Change {
+            change: Change::Heap(HeapChange::Free(f)),
+            ..
+        }) = decode(&bytes(&ev), |t| t)
+        else {
+            panic!("not a free");
+        };
+        assert!(f.by_realloc && f.addr == 0x10 && f.ts_ns == 5);
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"make");
+        let exec = ProcEvent {
+            kind: EventKind::Exec as u32,
+            pid: 9,
+            comm,
+        };
+        assert_eq!(
+            decode(&bytes(&exec), |t| t),
+            Some(Event::Exec {
+                pid: 9,
+                comm: "make".into()
+            })
+        );
+        let munmap = MapEvent {
+            kind: EventKind::Munmap as u32,
+            pid: 9,
+            addr: 0x1000,
+            len: 0x2000,
+            ts_ns: 3,
+            ..MapEvent::default()
+        };
+        assert_eq!(
+            decode(&bytes(&munmap), |t| t + 1),
+            Some(Event::Change {
+                pid: 9,
+                change: Change::Map(MapChange::Munmap {
+                    addr: 0x1000,
+                    len: 0x2000,
+                    ts_ns: 4,
+                }),
+            })
+        );
     }
 }

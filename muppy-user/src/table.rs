@@ -14,10 +14,10 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use muppy_common::{AllocFn, Event, EventKind, NO_STACK, STACK_HAS_CALLER, STACK_LOST};
-
 use muppy_core::model::Blocks;
 pub use muppy_core::model::{Block, TraceId};
+
+use crate::event::{Alloc, HeapChange};
 
 /// How the probes identified where a block was allocated: the caller's return address (the
 /// *site*) and the user stack above it, as the stack map holds it.
@@ -44,22 +44,6 @@ pub enum StackRef {
         /// Whether the stored stack starts at the caller.
         has_caller: bool,
     },
-}
-
-impl StackRef {
-    /// What an event's `stack` and `flags` fields say.
-    pub fn of(ev: &Event) -> Self {
-        if ev.stack != NO_STACK {
-            StackRef::Map {
-                id: ev.stack,
-                has_caller: ev.flags & STACK_HAS_CALLER != 0,
-            }
-        } else if ev.flags & STACK_LOST != 0 {
-            StackRef::Lost
-        } else {
-            StackRef::Off
-        }
-    }
 }
 
 /// Counters that say how far the table can be trusted.
@@ -227,27 +211,21 @@ impl LiveTable {
     /// address only when a realloc released it inside the call and another thread got the
     /// address before the realloc returned. With no events lost, a displaced block therefore
     /// always awaits its realloc, and no clock is needed to tell the two blocks apart.
-    pub fn apply(&mut self, ev: &Event) {
+    pub fn apply(&mut self, change: &HeapChange) {
         self.stats.events += 1;
-        match EventKind::from_u32(ev.kind) {
-            Some(EventKind::Alloc) => self.insert(ev),
-            Some(EventKind::Free) => {
-                let late = matches!(
-                    AllocFn::from_u32(ev.func),
-                    Some(AllocFn::Realloc | AllocFn::Reallocarray)
-                );
-                if late {
-                    self.release_realloc_source(ev.addr, ev.caller);
-                } else if self.remove(ev.addr).is_none() {
-                    self.count_unknown_free(ev.caller);
+        match change {
+            HeapChange::Alloc(block) => self.insert(block),
+            HeapChange::Free(free) => {
+                if free.by_realloc {
+                    self.release_realloc_source(free.addr, free.caller);
+                } else if self.remove(free.addr).is_none() {
+                    self.count_unknown_free(free.caller);
                 }
             }
-            Some(EventKind::Realloc) => {
-                self.release_realloc_source(ev.old_addr, ev.caller);
-                self.insert(ev);
+            HeapChange::Realloc { old, new } => {
+                self.release_realloc_source(*old, new.caller);
+                self.insert(new);
             }
-            // Process and mapping events are not heap changes.
-            _ => self.stats.events -= 1,
         }
     }
 
@@ -294,11 +272,11 @@ impl LiveTable {
         Some(block)
     }
 
-    fn insert(&mut self, ev: &Event) {
+    fn insert(&mut self, ev: &Alloc) {
         let origin = self.intern_origin(Origin {
             key: TraceKey {
                 caller: ev.caller,
-                stack: StackRef::of(ev),
+                stack: ev.stack,
             },
             tid: ev.tid,
         });
@@ -403,21 +381,39 @@ impl Blocks for LiveTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Free;
 
-    fn ev(kind: EventKind, addr: u64, old: u64, size: u64, caller: u64, ts: u64) -> Event {
-        Event {
-            kind: kind as u32,
-            func: 0,
-            pid: 1,
-            tid: 1,
+    #[derive(Clone, Copy)]
+    enum EventKind {
+        Alloc,
+        Free,
+        Realloc,
+    }
+
+    fn block(addr: u64, size: u64, caller: u64, ts: u64) -> Alloc {
+        Alloc {
             addr,
-            old_addr: old,
             size,
+            tid: 1,
             caller,
-            old_len: 0,
             ts_ns: ts,
-            stack: NO_STACK,
-            flags: 0,
+            stack: StackRef::Off,
+        }
+    }
+
+    fn ev(kind: EventKind, addr: u64, old: u64, size: u64, caller: u64, ts: u64) -> HeapChange {
+        match kind {
+            EventKind::Alloc => HeapChange::Alloc(block(addr, size, caller, ts)),
+            EventKind::Realloc => HeapChange::Realloc {
+                old,
+                new: block(addr, size, caller, ts),
+            },
+            EventKind::Free => HeapChange::Free(Free {
+                addr,
+                caller,
+                by_realloc: false,
+                ts_ns: ts,
+            }),
         }
     }
 
@@ -526,9 +522,12 @@ mod tests {
         let mut t = LiveTable::new();
         t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
         t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8));
-        let mut free = ev(EventKind::Free, 0x10, 0, 0, 0xc, 0);
-        free.func = AllocFn::Realloc as u32;
-        t.apply(&free);
+        t.apply(&HeapChange::Free(Free {
+            addr: 0x10,
+            caller: 0xc,
+            by_realloc: true,
+            ts_ns: 0,
+        }));
         assert_eq!(live(&t), vec![(0x10, 24, 0xb)]);
         // A plain free of the address is the new owner's.
         t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xd, 0));
@@ -539,19 +538,23 @@ mod tests {
     #[test]
     fn same_site_with_other_stack_is_another_trace() {
         let mut t = LiveTable::new();
-        let mut a = ev(EventKind::Alloc, 0x100, 0, 10, 0xa, 2);
-        a.stack = 7;
-        t.apply(&a);
+        let mut a = block(0x100, 10, 0xa, 2);
+        a.stack = StackRef::Map {
+            id: 7,
+            has_caller: false,
+        };
+        t.apply(&HeapChange::Alloc(a));
         a.addr = 0x200;
-        t.apply(&a);
+        t.apply(&HeapChange::Alloc(a));
         a.addr = 0x300;
-        a.stack = 8;
-        a.flags = STACK_HAS_CALLER;
-        t.apply(&a);
+        a.stack = StackRef::Map {
+            id: 8,
+            has_caller: true,
+        };
+        t.apply(&HeapChange::Alloc(a));
         a.addr = 0x400;
-        a.stack = NO_STACK;
-        a.flags = STACK_LOST;
-        t.apply(&a);
+        a.stack = StackRef::Lost;
+        t.apply(&HeapChange::Alloc(a));
         let stacks: Vec<StackRef> = t.traces().iter().map(|k| k.stack).collect();
         assert_eq!(
             stacks,

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use muppy_common::EventKind;
 use muppy_core::{
     model::{Counters, End, Exit},
     report::{Facts, ProbeOffset, Probed, ProbedLibrary, ProcView, TracerUsage},
@@ -22,6 +21,7 @@ use tokio::{
 };
 
 use crate::{
+    event::Event,
     probe::{ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes, Scope},
     process::Process,
     pump::Pump,
@@ -168,7 +168,7 @@ impl Session<'_> {
     fn drain(&mut self, pump: &mut Pump, everything: bool) -> Result<(), TraceError> {
         let mut ended = Vec::new();
         let mut execd = Vec::new();
-        let mut apply = |batch: Vec<muppy_common::Event>| {
+        let mut apply = |batch: Vec<Event>| {
             for ev in &batch {
                 self.apply(ev, &mut ended, &mut execd);
             }
@@ -193,47 +193,46 @@ impl Session<'_> {
 
     /// Applies one event: to its process's table, or, system-wide, a process's exec or exit
     /// (the image that ended goes to `ended`, a pid that exec'd to `execd`).
-    fn apply(&mut self, ev: &muppy_common::Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
+    fn apply(&mut self, ev: &Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
         let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
         let all = self.kind == Kind::System;
-        match EventKind::from_u32(ev.kind) {
+        match *ev {
             // System-wide: a process's events before these belong to its old image, after
             // them to the new one (or to none).
-            Some(EventKind::Exec) => {
-                let comm = comm_text(ev);
-                if let Some(mut old) = live.remove(&ev.pid) {
+            Event::Exec { pid, ref comm } => {
+                if let Some(mut old) = live.remove(&pid) {
                     old.end = Some(End::Exec(comm.clone()));
                     ended.push(old);
                 }
-                let mut p = Process::new(ev.pid, None, None);
+                let mut p = Process::new(pid, None, None);
                 if p.id.comm.is_empty() {
-                    p.id.comm = comm; // already gone
+                    p.id.comm = comm.clone(); // already gone
                 }
-                live.insert(ev.pid, p);
-                execd.push(ev.pid);
+                live.insert(pid, p);
+                execd.push(pid);
             }
-            Some(EventKind::Exit) => {
-                system.preexisting.remove(&ev.pid); // its pid may be reused by a new process
-                if let Some(mut p) = live.remove(&ev.pid) {
+            Event::Exit { pid, ref comm } => {
+                system.preexisting.remove(&pid); // its pid may be reused by a new process
+                if let Some(mut p) = live.remove(&pid) {
                     if p.id.comm.is_empty() {
-                        p.id.comm = comm_text(ev);
+                        p.id.comm = comm.clone();
                     }
                     p.end = Some(End::Gone);
                     ended.push(p);
                 }
             }
-            _ => match live.get_mut(&ev.pid) {
-                Some(p) => p.apply(ev),
+            Event::Change { pid, ref change } => match live.get_mut(&pid) {
+                Some(p) => p.apply(change),
                 // A process that ran before the session began is traced from mid-run: what it
                 // allocated before is not in its table. One started since (forked) is whole.
                 None if all => live
-                    .entry(ev.pid)
+                    .entry(pid)
                     .or_insert_with(|| {
-                        let mut p = Process::new(ev.pid, None, None);
-                        p.whole = !system.preexisting.contains(&ev.pid);
+                        let mut p = Process::new(pid, None, None);
+                        p.whole = !system.preexisting.contains(&pid);
                         p
                     })
-                    .apply(ev),
+                    .apply(change),
                 None => *foreign += 1,
             },
         }
@@ -717,13 +716,6 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
         }
     }
-}
-
-/// The command name a process event carries.
-fn comm_text(ev: &muppy_common::Event) -> String {
-    let c = muppy_common::ProcEvent::comm_of(ev);
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock blocks are stamped in (see [`crate::clock`]).

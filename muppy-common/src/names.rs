@@ -1,0 +1,214 @@
+//! The only table of the names by which user space finds the probes' maps, globals and
+//! programs in the eBPF object.
+//!
+//! On the eBPF side each name is the item's own identifier (`#[map] static EVENTS`,
+//! `static SLOT_MASK: Global<u32>`, `pub fn alloc_exit`), so nothing there spells it as a
+//! string; the loader uses only the constants here. A unit test in muppy-user parses the
+//! embedded object and checks both directions: every name here is in the object, and every map,
+//! global and program of the object is here. The entry programs of the allocator functions are
+//! one list, [`entry_programs!`](crate::entry_programs), that both sides expand.
+
+/// Maps (`#[map] static NAME` in muppy-ebpf's `maps.rs`).
+pub mod map {
+    /// The ring buffer that carries events to user space. Sized by user space.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-thread in-flight slots, indexed by thread id modulo their count.
+    pub const SLOTS: &str = "SLOTS";
+    /// Allocator calls in flight whose thread's slot was taken, keyed by `pid_tgid`.
+    pub const INFLIGHT: &str = "INFLIGHT";
+    /// The count of calls in flight in [`INFLIGHT`].
+    pub const FALLBACKS: &str = "FALLBACKS";
+    /// The kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that an allocation's stack id
+    /// indexes.
+    pub const STACKS: &str = "STACKS";
+    /// Per-CPU counters of events that could not be delivered, by [`crate::Drop`] reason.
+    pub const DROPS: &str = "DROPS";
+    /// Per-CPU count of submits since the CPU last woke the reader.
+    pub const SUBMITS: &str = "SUBMITS";
+    /// Sampling: the hash set of sampled live blocks.
+    pub const SAMPLED: &str = "SAMPLED";
+    /// Sampling: [`crate::INTERVALS`] gaps between samples in bytes, drawn at random.
+    pub const SAMPLE_GAPS: &str = "SAMPLE_GAPS";
+    /// Sampling: per CPU, bytes left until the next sample.
+    pub const COUNTDOWN: &str = "COUNTDOWN";
+    /// The two counters that decide whether a free reads its caller
+    /// ([`crate::FREE_CALLERS_TEARDOWNS`], [`crate::FREE_CALLERS_ALWAYS`]).
+    pub const FREE_CALLERS: &str = "FREE_CALLERS";
+    /// Threads between the start of their teardown and their exit.
+    pub const TEARDOWN_TIDS: &str = "TEARDOWN_TIDS";
+    /// The hash set of processes followed through probes shared by every process.
+    pub const FOLLOWED: &str = "FOLLOWED";
+    /// The hash set of processes whose memory-mapping calls are traced.
+    pub const MAP_PIDS: &str = "MAP_PIDS";
+    /// Memory-mapping calls between their entry and their return.
+    pub const MAP_CALLS: &str = "MAP_CALLS";
+
+    /// Every map.
+    pub const ALL: [&str; 15] = [
+        EVENTS,
+        SLOTS,
+        INFLIGHT,
+        FALLBACKS,
+        STACKS,
+        DROPS,
+        SUBMITS,
+        SAMPLED,
+        SAMPLE_GAPS,
+        COUNTDOWN,
+        FREE_CALLERS,
+        TEARDOWN_TIDS,
+        FOLLOWED,
+        MAP_PIDS,
+        MAP_CALLS,
+    ];
+}
+
+/// The name of a global the loader sets before load, and its type: the loader can only give it
+/// a `T`, and the test checks the object's variable has `T`'s size.
+#[derive(Debug)]
+pub struct GlobalName<T> {
+    /// The variable's symbol.
+    pub name: &'static str,
+    ty: core::marker::PhantomData<T>,
+}
+
+impl<T> GlobalName<T> {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            ty: core::marker::PhantomData,
+        }
+    }
+
+    /// The name and the size of its value, for a list of globals of any type.
+    pub const fn erased(&self) -> (&'static str, usize) {
+        (self.name, core::mem::size_of::<T>())
+    }
+}
+
+impl<T> Clone for GlobalName<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for GlobalName<T> {}
+
+/// Globals (`#[unsafe(no_mangle)] static NAME: Global<T>` in muppy-ebpf's `maps.rs`), all set
+/// by user space at load.
+pub mod global {
+    use super::GlobalName;
+
+    /// Entries of the [`SLOTS`](super::map::SLOTS) map - 1.
+    pub const SLOT_MASK: GlobalName<u32> = GlobalName::new("SLOT_MASK");
+    /// Every this many submits on one CPU, a submit wakes the reader.
+    pub const WAKEUP_EVERY: GlobalName<u64> = GlobalName::new("WAKEUP_EVERY");
+    /// Non-zero: sample allocations byte-weighted.
+    pub const SAMPLING: GlobalName<u32> = GlobalName::new("SAMPLING");
+    /// Non-zero: record a user stack with every allocation.
+    pub const WANT_STACKS: GlobalName<u32> = GlobalName::new("WANT_STACKS");
+    /// The tracer's own process, whose allocations are never recorded.
+    pub const TRACER_TGID: GlobalName<u32> = GlobalName::new("TRACER_TGID");
+    /// Non-zero: stamp events with the kernel's tick count instead of ns.
+    pub const TICKS: GlobalName<u32> = GlobalName::new("TICKS");
+    /// The target's page size, for pvalloc.
+    pub const PAGE_SIZE: GlobalName<u64> = GlobalName::new("PAGE_SIZE");
+    /// Non-zero: trace the memory mappings of every process.
+    pub const MAP_ALL: GlobalName<u32> = GlobalName::new("MAP_ALL");
+
+    /// Every global: name and size in bytes.
+    pub const ALL: [(&str, usize); 8] = [
+        SLOT_MASK.erased(),
+        WAKEUP_EVERY.erased(),
+        SAMPLING.erased(),
+        WANT_STACKS.erased(),
+        TRACER_TGID.erased(),
+        TICKS.erased(),
+        PAGE_SIZE.erased(),
+        MAP_ALL.erased(),
+    ];
+}
+
+/// Programs (`pub fn name` in muppy-ebpf's `main.rs`), besides the entry programs of
+/// [`entry_programs!`](crate::entry_programs), which
+/// [`AllocFn::entry_program`](crate::AllocFn::entry_program) names.
+pub mod program {
+    /// The return probe of every allocating function (and of operator delete).
+    pub const ALLOC_EXIT: &str = "alloc_exit";
+    /// `free`'s entry.
+    pub const FREE_ENTER: &str = "free_enter";
+    /// The entry probe shared by followed processes, the function in its cookie.
+    pub const ALLOC_ENTER_SHARED: &str = "alloc_enter_shared";
+    /// [`ALLOC_EXIT`] for followed processes.
+    pub const ALLOC_EXIT_SHARED: &str = "alloc_exit_shared";
+    /// [`FREE_ENTER`] for followed processes.
+    pub const FREE_ENTER_SHARED: &str = "free_enter_shared";
+    /// The empty entry probe (the benchmark's floor).
+    pub const NOOP_ENTER: &str = "noop_enter";
+    /// The empty return probe.
+    pub const NOOP_EXIT: &str = "noop_exit";
+    /// glibc's thread teardown begins.
+    pub const THREAD_TEARDOWN: &str = "thread_teardown";
+    /// A task exited: its teardown, if any, ended. At
+    /// [`SCHED_PROCESS_EXIT`](super::tracepoint::SCHED_PROCESS_EXIT).
+    pub const TEARDOWN_EXIT: &str = "teardown_exit";
+    /// A process exec'd. At [`SCHED_PROCESS_EXEC`](super::tracepoint::SCHED_PROCESS_EXEC).
+    pub const PROC_EXEC: &str = "proc_exec";
+    /// A process exited. At [`SCHED_PROCESS_EXIT`](super::tracepoint::SCHED_PROCESS_EXIT).
+    pub const PROC_EXIT: &str = "proc_exit";
+    /// A memory-mapping system call entered. At [`SYS_ENTER`](super::tracepoint::SYS_ENTER).
+    pub const MAP_ENTER: &str = "map_enter";
+    /// A memory-mapping system call returned. At [`SYS_EXIT`](super::tracepoint::SYS_EXIT).
+    pub const MAP_EXIT: &str = "map_exit";
+
+    /// Every uprobe and uretprobe program but the entry programs, loaded at start.
+    pub const UPROBES: [&str; 8] = [
+        ALLOC_EXIT,
+        FREE_ENTER,
+        ALLOC_ENTER_SHARED,
+        ALLOC_EXIT_SHARED,
+        FREE_ENTER_SHARED,
+        NOOP_ENTER,
+        NOOP_EXIT,
+        THREAD_TEARDOWN,
+    ];
+
+    /// Every raw tracepoint program, loaded when first attached.
+    pub const RAW_TRACEPOINTS: [&str; 5] =
+        [TEARDOWN_EXIT, PROC_EXEC, PROC_EXIT, MAP_ENTER, MAP_EXIT];
+}
+
+/// The kernel's raw tracepoints the tracepoint programs attach to.
+pub mod tracepoint {
+    /// A task exits.
+    pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+    /// A process execs.
+    pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+    /// A system call is entered.
+    pub const SYS_ENTER: &str = "sys_enter";
+    /// A system call returns.
+    pub const SYS_EXIT: &str = "sys_exit";
+}
+
+/// The entry programs, one per allocating function (and operator delete), as
+/// `program_name => AllocFn variant` pairs handed to the macro `$then`: muppy-ebpf expands it
+/// into the programs themselves, this crate into [`AllocFn::entry_program`](crate::AllocFn::entry_program).
+/// `free` has its own program, [`program::FREE_ENTER`].
+#[macro_export]
+macro_rules! entry_programs {
+    ($then:ident) => {
+        $then! {
+            enter_malloc => Malloc,
+            enter_calloc => Calloc,
+            enter_realloc => Realloc,
+            enter_reallocarray => Reallocarray,
+            enter_posix_memalign => PosixMemalign,
+            enter_aligned_alloc => AlignedAlloc,
+            enter_memalign => Memalign,
+            enter_valloc => Valloc,
+            enter_pvalloc => Pvalloc,
+            enter_new => New,
+            enter_delete => Delete,
+        }
+    };
+}

@@ -1,0 +1,41 @@
+//! Process events for system-wide tracing (raw tracepoints: no tracefs needed): exec and exit,
+//! with the command name, sent at once.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use muppy_common::{EventKind, ProcEvent};
+
+use crate::{emit::send, scope::is_tracer};
+
+/// A process exec'd: user space reads its new program's name and mappings (and probes its
+/// allocator) while it is young.
+#[inline(always)]
+pub fn on_exec() {
+    emit_proc(EventKind::Exec, bpf_get_current_pid_tgid());
+}
+
+/// A task exited: if it was a process's main thread, its table can be reported and freed once
+/// the events before it are read.
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a pid_tgid's low half is the thread id"
+)]
+pub fn on_exit() {
+    let id = bpf_get_current_pid_tgid();
+    if id as u32 == (id >> 32) as u32 {
+        emit_proc(EventKind::Exit, id);
+    }
+}
+
+#[inline(always)]
+fn emit_proc(kind: EventKind, id: u64) {
+    if is_tracer(id) {
+        return;
+    }
+    let ev = ProcEvent {
+        kind: kind as u32,
+        pid: (id >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    send(ev, true);
+}
