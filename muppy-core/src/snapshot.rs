@@ -208,17 +208,23 @@ impl Snapshot {
             put(&mut p, frames.len() as u64);
             frames.iter().for_each(|f| put(&mut p, *f));
         }
-        put(&mut p, self.blocks.len() as u64);
+        self.put_blocks(&mut p);
+        wrap(VERSION, &p)
+    }
+
+    /// The blocks, as every version stores them: count, then per block its address's delta
+    /// from the one before, size, age, thread and trace.
+    fn put_blocks(&self, p: &mut Vec<u8>) {
+        put(p, self.blocks.len() as u64);
         let mut prev = 0;
         for (addr, b) in &self.blocks {
-            put(&mut p, addr - prev);
+            put(p, addr - prev);
             prev = *addr;
-            put(&mut p, b.size);
-            put(&mut p, self.now_ns.saturating_sub(b.ts_ns));
-            put(&mut p, u64::from(b.tid));
-            put(&mut p, u64::from(b.trace));
+            put(p, b.size);
+            put(p, self.now_ns.saturating_sub(b.ts_ns));
+            put(p, u64::from(b.tid));
+            put(p, u64::from(b.trace));
         }
-        wrap(VERSION, &p)
     }
 
     /// Writes the snapshot to `path`, readable by its owner only (a file that exists
@@ -644,16 +650,7 @@ mod tests {
             put(&mut p, frames.len() as u64);
             frames.iter().for_each(|f| put(&mut p, *f));
         }
-        put(&mut p, s.blocks.len() as u64);
-        let mut prev = 0;
-        for (addr, b) in &s.blocks {
-            put(&mut p, addr - prev);
-            prev = *addr;
-            put(&mut p, b.size);
-            put(&mut p, s.now_ns - b.ts_ns);
-            put(&mut p, u64::from(b.tid));
-            put(&mut p, u64::from(b.trace));
-        }
+        s.put_blocks(&mut p);
         wrap(version, &p)
     }
 
