@@ -16,10 +16,13 @@ use std::{
 use muppy::target::{Frozen, Root, TargetError, Tracer, TreeEvent};
 use muppy_tests::{Lines, workload};
 
-const THREADS_AT_LEAST: usize = 1 + 4 + 3 + 1; // main, spinners, sleepers, spawner
+/// Main, spinners and spawner; the sleepers come on top.
+const THREADS_BUT_SLEEPERS: usize = 1 + 4 + 1;
 const MARKER: u64 = 0x6d75_7070_7946_5a21;
 
 struct Workload {
+    /// How many threads it has at least.
+    threads: usize,
     child: Child,
     stdin: ChildStdin,
     lines: Lines,
@@ -46,7 +49,12 @@ fn hex(line: &str, key: &str) -> u64 {
 }
 
 fn start() -> Workload {
+    start_with(3)
+}
+
+fn start_with(sleepers: usize) -> Workload {
     let mut child = Command::new(workload("freeze"))
+        .arg(sleepers.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -55,6 +63,7 @@ fn start() -> Workload {
     let lines = Lines::new(child.stdout.take().expect("stdout"));
     let ready = lines.wait_for("ready").pop().expect("ready line");
     Workload {
+        threads: THREADS_BUT_SLEEPERS + sleepers,
         pid: u32::try_from(hex(&ready, "pid=")).expect("pid"),
         marker: hex(&ready, "marker="),
         heap: hex(&ready, "heap="),
@@ -159,7 +168,7 @@ fn maps(pid: u32) -> Vec<(u64, u64, String, String)> {
 fn check_all_stopped(w: &Workload, frozen: &Frozen) {
     let tids: BTreeSet<u32> = frozen.threads.iter().map(|t| t.tid).collect();
     assert!(
-        tids.len() >= THREADS_AT_LEAST,
+        tids.len() >= w.threads,
         "only {} threads frozen: {tids:?}",
         tids.len()
     );
@@ -221,10 +230,18 @@ fn check_memory(tracer: &Tracer, w: &Workload) {
         )
         .expect("read");
     let took = t.elapsed();
+    // Again, now that this process's buffer pages are faulted in too.
+    let t = Instant::now();
+    let again = tracer
+        .read(w.pid, std::slice::from_ref(&(w.heap..w.heap + w.size)))
+        .expect("read");
+    let warm = t.elapsed();
+    assert_eq!(again[0].bytes, read[1].bytes);
     eprintln!(
-        "read {} MiB in {took:?}: {:.2} GB/s",
+        "read {} MiB in {took:?} ({:.2} GB/s), again in {warm:?} ({:.2} GB/s)",
         w.size >> 20,
-        w.size as f64 / took.as_secs_f64() / 1e9
+        w.size as f64 / took.as_secs_f64() / 1e9,
+        w.size as f64 / warm.as_secs_f64() / 1e9
     );
     let marker = read[0].get(w.marker, 8).expect("marker readable");
     assert_eq!(
@@ -327,6 +344,15 @@ fn freezes_a_plain_pid_reads_it_and_lets_it_go_on() {
     let w = start();
     let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
     let sent = freeze_rounds(&tracer, &w, false, 5);
+    drop(tracer);
+    w.finish(sent, false);
+}
+
+#[test]
+fn freezes_hundreds_of_threads() {
+    let w = start_with(300);
+    let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
+    let sent = freeze_rounds(&tracer, &w, false, 3);
     drop(tracer);
     w.finish(sent, false);
 }

@@ -2,7 +2,8 @@
  * sleeping threads, and a thread that keeps creating short-lived threads, so a freeze that
  * misses a thread leaves it running. Prints where its marker, a 16 MiB patterned heap buffer, a
  * page that cannot be read and its SIGUSR1 count live; on a line on stdin it stops its threads
- * and prints what it counted and whether its memory is as it left it. */
+ * and prints what it counted and whether its memory is as it left it. argv[1]: how many sleeping
+ * threads (3 by default). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -13,7 +14,7 @@
 #include <unistd.h>
 
 #define SPINNERS 4
-#define SLEEPERS 3
+#define MAX_SLEEPERS 1000
 #define BIG (16UL << 20)
 
 volatile unsigned long marker = 0x6d75707079465a21UL;
@@ -37,7 +38,7 @@ static void *spinner(void *arg) {
 static void *sleeper(void *arg) {
     (void)arg;
     atomic_store(&sleeper_tid, gettid());
-    while (!atomic_load(&stop)) usleep(1000);
+    while (!atomic_load(&stop)) usleep(10000);
     return 0;
 }
 
@@ -59,7 +60,9 @@ static void *spawner(void *arg) {
     return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int sleepers = argc > 1 ? atoi(argv[1]) : 3;
+    if (sleepers < 1 || sleepers > MAX_SLEEPERS) return 2;
     struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, 0);
@@ -71,10 +74,10 @@ int main(void) {
     guard[2 * page] = 0x22;
     mprotect(guard + page, page, PROT_NONE);
 
-    pthread_t th[SPINNERS + SLEEPERS + 1];
+    static pthread_t th[SPINNERS + MAX_SLEEPERS + 1];
     int n = 0;
     for (long i = 0; i < SPINNERS; i++) pthread_create(&th[n++], 0, spinner, (void *)i);
-    for (long i = 0; i < SLEEPERS; i++) pthread_create(&th[n++], 0, sleeper, 0);
+    for (long i = 0; i < sleepers; i++) pthread_create(&th[n++], 0, sleeper, 0);
     pthread_create(&th[n++], 0, spawner, 0);
     while (atomic_load(&spawned) < 10 || !atomic_load(&sleeper_tid)) usleep(1000);
 
