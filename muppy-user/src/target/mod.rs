@@ -5,6 +5,7 @@
 
 mod launch;
 pub mod memory;
+mod mmaps;
 pub mod tracer;
 
 use std::{

@@ -35,11 +35,12 @@ use nix::{
     unistd::Pid,
 };
 
-use super::{Exit, TargetError, check_pid, memory, sys};
+use super::{Exit, TargetError, check_pid, memory, mmaps::MapWatch, sys};
+use crate::symbols::MapsEntry;
 
 /// What happens to the processes followed, told while the process concerned is held still: it
 /// goes on once the event's [`Release`] is dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TreeEvent {
     /// `parent` forked `child`, which has not run yet.
     Forked {
@@ -47,6 +48,16 @@ pub enum TreeEvent {
         parent: u32,
         /// The new process.
         child: u32,
+    },
+    /// The process has exec'd, and these are the executable file mappings its old image made
+    /// while followed (its libraries, mapped by ld.so after its own exec), which the exec has
+    /// just removed: name the old image's call paths with them. Told just before [`Exec`]
+    /// (`TreeEvent::Exec`), only when there are some.
+    OldImage {
+        /// The process.
+        pid: u32,
+        /// The old image's mappings, as the kernel reported them when they were made.
+        mappings: Vec<MapsEntry>,
     },
     /// The process has exec'd a new program, which has not run yet.
     Exec {
@@ -406,6 +417,8 @@ struct Core<'a> {
     root: Option<i32>,
     /// Frozen processes and their tasks.
     frozen: HashMap<i32, Vec<i32>>,
+    /// Per followed process (with `children`), its executable mappings as they are made.
+    watches: HashMap<i32, MapWatch>,
     /// Requests that came while a freeze waited for its stops.
     deferred: VecDeque<Msg>,
     root_exit: Option<Exit>,
@@ -439,6 +452,7 @@ impl<'a> Core<'a> {
             leaders: HashSet::new(),
             root: None,
             frozen: HashMap::new(),
+            watches: HashMap::new(),
             deferred: VecDeque::new(),
             root_exit: None,
             ended: None,
@@ -466,7 +480,17 @@ impl<'a> Core<'a> {
         }
         self.leaders.insert(pid);
         self.root = Some(pid);
+        self.watch(pid);
         Ok(())
+    }
+
+    /// Starts recording the mappings a followed process makes, to name its image after an exec.
+    fn watch(&mut self, pid: i32) {
+        if self.options.contains(ptrace::Options::PTRACE_O_TRACEEXEC)
+            && let Some(w) = MapWatch::open(pid)
+        {
+            self.watches.insert(pid, w);
+        }
     }
 
     /// Follows the tracees and serves the inbox until the root ends (and, with `serve`, the
@@ -579,6 +603,7 @@ impl<'a> Core<'a> {
             WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
                 let t = p.as_raw();
                 self.tasks.remove(&t);
+                self.watches.remove(&t);
                 if self.leaders.remove(&t) {
                     let exit = match status {
                         WaitStatus::Exited(_, code) => Exit::Code(code),
@@ -632,6 +657,7 @@ impl<'a> Core<'a> {
                     // A clone without CLONE_THREAD is a process too.
                     if tgid == new {
                         self.leaders.insert(new);
+                        self.watch(new);
                         let parent = self.tasks.get(&t).map_or(t, |task| task.tgid);
                         self.tell(
                             TreeEvent::Forked {
@@ -657,6 +683,15 @@ impl<'a> Core<'a> {
                 let task = self.tasks.entry(t).or_insert_with(|| Task::new(t, true));
                 task.tgid = t;
                 task.stop = Some(Stop::Plain);
+                if let Some(mappings) = self.watches.get_mut(&t).and_then(MapWatch::before_exec) {
+                    self.tell(
+                        TreeEvent::OldImage {
+                            pid: t as u32,
+                            mappings,
+                        },
+                        &[t],
+                    );
+                }
                 self.tell(TreeEvent::Exec { pid: t as u32 }, &[t]);
                 self.settle(t)?;
             }
