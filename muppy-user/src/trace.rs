@@ -361,8 +361,19 @@ impl Session {
 
     /// Handles what the ptrace thread saw, while the process concerned waits.
     fn handle(&mut self, event: TreeEvent, ring: &mut ring::Ring) {
+        // [pre-exec images, target-thread] The old image's mappings, gone with its exec: known
+        // before its last events are drained and named.
+        if let TreeEvent::OldImage { pid, mappings } = &event
+            && let Some(p) = self.live.get(pid)
+        {
+            p.modules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(mappings.clone());
+        }
         self.drain(ring);
         match event {
+            TreeEvent::OldImage { .. } => {} // [pre-exec images] handled above
             TreeEvent::Forked { parent, child } => {
                 let plan = self.live.get(&parent).and_then(|p| p.plan.clone());
                 if let Some(plan) = &plan
