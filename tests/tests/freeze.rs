@@ -349,6 +349,43 @@ fn freezes_a_plain_pid_reads_it_and_lets_it_go_on() {
 }
 
 #[test]
+fn a_stopped_process_stays_stopped_and_dropping_the_tracer_resumes() {
+    let w = start();
+    let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
+    // Stopped by job control before the freeze: stopped (T) again after it, until SIGCONT.
+    // SAFETY: kill sends SIGSTOP to the workload.
+    assert_eq!(unsafe { libc::kill(w.pid as i32, libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !task_states(w.pid)
+        .iter()
+        .all(|(_, s)| matches!(s, 'T' | 'Z' | 'X'))
+    {
+        assert!(Instant::now() < deadline, "SIGSTOP did not stop it");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let frozen = tracer.freeze(w.pid).expect("freeze a stopped process");
+    check_all_stopped(&w, &frozen);
+    tracer.resume(w.pid).expect("resume");
+    std::thread::sleep(Duration::from_millis(50));
+    let states = task_states(w.pid);
+    assert!(
+        states.iter().all(|(_, s)| matches!(s, 'T' | 'Z' | 'X')),
+        "a job-control stop must outlast the freeze: {states:?}"
+    );
+    // SAFETY: kill sends SIGCONT to the workload.
+    assert_eq!(unsafe { libc::kill(w.pid as i32, libc::SIGCONT) }, 0);
+    // Frozen, then the handle dropped without a resume: every thread goes on, untraced.
+    let frozen = tracer.freeze(w.pid).expect("freeze");
+    check_all_stopped(&w, &frozen);
+    drop(tracer);
+    check_none_stays_stopped(&w);
+    for t in &frozen.threads {
+        assert_eq!(tracer_pid(t.tid), 0, "thread {} still traced", t.tid);
+    }
+    w.finish(0, false);
+}
+
+#[test]
 fn freezes_hundreds_of_threads() {
     let w = start_with(300);
     let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
