@@ -182,7 +182,7 @@ impl Tracer {
     /// `children`), telling `on` each event; `ended` is told how the root ended (or why
     /// following failed) and the thread then ends once the handle is dropped too. Without a
     /// root it only serves requests. Returns once the root is seized, with the error if that
-    /// failed.
+    /// failed (a launched root is then still waited for, and `ended` told its exit).
     pub fn start(
         root: Option<Root>,
         children: bool,
@@ -215,6 +215,12 @@ impl Tracer {
                 let failed = seized.is_err();
                 let _ = seized_tx.send(seized);
                 if failed {
+                    drop(core);
+                    // Without ptrace the exit cannot be held, but our child can still be
+                    // waited for.
+                    if let Some(Root::Launched(pid)) = root {
+                        ended(wait_plain(Pid::from_raw(i32::try_from(pid).unwrap_or(0))));
+                    }
                     return;
                 }
                 if root.is_some() {
