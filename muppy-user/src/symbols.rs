@@ -158,7 +158,7 @@ pub struct Modules {
 }
 
 /// One line of `/proc/PID/maps` for an executable file mapping.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapsEntry {
     /// Start address.
     pub start: u64,
@@ -208,7 +208,14 @@ impl Modules {
     /// maps cannot be read (the process is gone).
     pub fn refresh(&mut self) -> io::Result<()> {
         let text = fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
-        for e in parse_maps(&text) {
+        self.add(parse_maps(&text));
+        Ok(())
+    }
+
+    /// Adds mappings learnt otherwise than from `/proc/PID/maps` now (an image's, after an exec
+    /// removed them: see [`crate::target::TreeEvent::OldImage`]), as [`Modules::refresh`] does.
+    pub fn add(&mut self, entries: Vec<MapsEntry>) {
+        for e in entries {
             let known = self.modules.iter().any(|m| {
                 m.start == e.start && m.end == e.end && m.offset == e.offset && m.path == e.path
             });
@@ -227,7 +234,6 @@ impl Modules {
                 file,
             });
         }
-        Ok(())
     }
 
     /// Opens the mapped file itself (through map_files, which works across mount namespaces

@@ -370,3 +370,49 @@ fn a_script_is_followed_through_its_interpreter_into_the_program() {
         "{run}"
     );
 }
+
+#[test]
+fn an_image_is_named_after_its_exec_removed_its_mappings() {
+    if !ebpf_available("an_image_is_named_after_its_exec_removed_its_mappings") {
+        return;
+    }
+    // env execs preexec, which loads its library, allocates from it and execs allocators at
+    // once: when muppy hears of that exec, preexec's mappings are already gone.
+    let (preexec, next) = (workload("preexec"), workload("allocators"));
+    let run = launched(
+        &[],
+        &["env", preexec.to_str().unwrap(), next.to_str().unwrap()],
+    );
+    let (procs, sums) = report(&run);
+    let image = |comm: &str| {
+        sums.iter()
+            .find(|((_, c), _)| c == comm)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("no {comm} image\n{run}"))
+    };
+    assert!(
+        procs
+            .iter()
+            .any(|p| p["comm"] == "preexec" && p["state"].as_str().unwrap().starts_with("exec'd")),
+        "{run}"
+    );
+    assert_eq!(
+        rows_in(image("preexec"), &["preexec_keep"]),
+        expected_for("lib/preexec_lib", &["preexec_keep"]),
+        "{run}"
+    );
+    assert_eq!(
+        ledger_rows(image("allocators"), "allocators"),
+        expected_rows(&ledger("allocators")),
+        "{run}"
+    );
+    // No site of an image that exec'd is a bare address: each is in a module it had mapped
+    // (env's libc rows among them).
+    for comm in ["env", "preexec"] {
+        let bare: Vec<String> = muppy_tests::rows(image(comm))
+            .into_keys()
+            .filter(|s| s.starts_with("[unknown] (0x"))
+            .collect();
+        assert!(bare.is_empty(), "{comm}: {bare:?}\n{run}");
+    }
+}

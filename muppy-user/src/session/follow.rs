@@ -1,7 +1,7 @@
 //! The session's side of the ptrace thread: the events it reports about followed processes,
 //! handled while the process concerned waits, and the watch on the target's end.
 
-use std::{path::PathBuf, sync::mpsc};
+use std::path::PathBuf;
 
 use muppy_core::model::{End, Exit};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
@@ -11,7 +11,7 @@ use crate::{
     probe::{self, ProbeError, ProbePlan},
     process::Process,
     pump::Pump,
-    target::{self, Root, TargetError, TreeEvent},
+    target::{Release, Root, TargetError, Tracer, TreeEvent},
 };
 
 /// How the session learns that the target ended.
@@ -41,48 +41,36 @@ impl ExitWatch {
 }
 
 /// A request from the ptrace thread: an event about a followed process, handled while that
-/// process waits; `done` is told when it may go on.
+/// process waits; dropping `done` lets it go on.
 pub(super) struct Request {
     pub(super) event: TreeEvent,
-    pub(super) done: mpsc::SyncSender<()>,
+    pub(super) done: Release,
 }
 
-/// The ptrace thread's report of the root's end, and whether seizing it worked.
+/// The ptrace thread's report of the root's end, and its handle (freeze, read, resume) if
+/// seizing the root worked.
 type Follower = (
     oneshot::Receiver<Result<Exit, TargetError>>,
-    Result<(), TargetError>,
+    Result<Tracer, TargetError>,
 );
 
 /// Starts the ptrace thread that follows `root` (and its children with `children`), sending
-/// each event to the session and waiting until it has been handled.
+/// each event to the session, the process concerned held until the session drops the
+/// request's release.
 pub(super) fn start(
     root: Root,
     children: bool,
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
-) -> Result<Follower, TraceError> {
-    let (seized_tx, seized_rx) = mpsc::channel();
+) -> Follower {
     let (exit_tx, exit_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("muppy-ptrace".into())
-        .spawn(move || {
-            let r = target::follow(
-                root,
-                children,
-                |r| {
-                    let _ = seized_tx.send(r);
-                },
-                |event| {
-                    let (done, wait) = mpsc::sync_channel(1);
-                    if requests.send(Request { event, done }).is_ok() {
-                        let _ = wait.recv();
-                    }
-                },
-            );
-            let _ = exit_tx.send(r);
-        })
-        .map_err(io("starting the ptrace thread"))?;
-    let seized = seized_rx.recv().unwrap_or(Ok(()));
-    Ok((exit_rx, seized))
+    let tracer = Tracer::start(
+        Some(root),
+        children,
+        // A request the session no longer takes is dropped, and its release with it.
+        move |event, done| drop(requests.send(Request { event, done })),
+        move |r| drop(exit_tx.send(r)),
+    );
+    (exit_rx, tracer)
 }
 
 impl Session<'_> {
@@ -104,8 +92,16 @@ impl Session<'_> {
 
     /// Handles what the ptrace thread saw, while the process concerned waits.
     pub(super) fn handle(&mut self, event: TreeEvent, pump: &mut Pump) -> Result<(), TraceError> {
+        // The old image's mappings, gone with its exec: known before its last events are
+        // drained and named.
+        if let TreeEvent::OldImage { pid, mappings } = &event
+            && let Some(p) = self.live.get_mut(pid)
+        {
+            p.modules.add(mappings.clone());
+        }
         self.drain(pump, true)?;
         match event {
+            TreeEvent::OldImage { .. } => {} // handled above
             TreeEvent::Forked { parent, child } => {
                 let plan = self.live.get(&parent).and_then(|p| p.plan.clone());
                 if let Some(plan) = &plan

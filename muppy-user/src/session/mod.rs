@@ -26,7 +26,7 @@ use crate::{
     process::Process,
     pump::Pump,
     stacks::StackReader,
-    target::{self, Root, TargetError},
+    target::{self, Root, TargetError, Tracer},
 };
 
 mod follow;
@@ -145,6 +145,9 @@ struct Session<'s> {
     attached: HashMap<Scope, HashSet<PointId>>,
     /// System-wide: what has been looked at.
     system: SystemWide,
+    /// The ptrace thread, where one follows the target: the only user of ptrace, which can
+    /// also freeze the target, read its memory and resume it.
+    tracer: Option<Tracer>,
     /// The launched command's own exec is still to come (its plan is in place already).
     root_exec_pending: bool,
     allocator: Option<String>,
@@ -385,8 +388,8 @@ impl Session<'_> {
                 let who = format!("pid {}", p.id.pids());
                 self.live.insert(pid, p);
                 let watch = if follow {
-                    let (rx, seized) = follow::start(Root::Running(pid), true, requests)?;
-                    seized?;
+                    let (rx, tracer) = follow::start(Root::Running(pid), true, requests);
+                    self.tracer = Some(tracer?);
                     ExitWatch::Child(rx)
                 } else {
                     // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
@@ -414,9 +417,10 @@ impl Session<'_> {
                 self.root_exec_pending = follow;
                 self.attach(Some(pid), &plan)?;
                 self.tell_plan(&plan, opts.verbose)?;
-                let (rx, seized) = follow::start(Root::Launched(pid), follow, requests)?;
-                if let Err(e) = seized {
-                    self.note(Note::NotFollowed { why: e.to_string() })?;
+                let (rx, tracer) = follow::start(Root::Launched(pid), follow, requests);
+                match tracer {
+                    Ok(t) => self.tracer = Some(t),
+                    Err(e) => self.note(Note::NotFollowed { why: e.to_string() })?,
                 }
                 launched.release()?;
                 self.note(Note::Tracing {
@@ -548,6 +552,7 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         ended: Vec::new(),
         attached: HashMap::new(),
         system: SystemWide::default(),
+        tracer: None,
         root_exec_pending: false,
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
@@ -587,7 +592,7 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
             }
             Some(req) = requests.recv() => {
                 s.handle(req.event, &mut pump)?;
-                let _ = req.done.send(());
+                drop(req.done);
             }
             _ = housekeeping.tick(), if kind == Kind::System => {
                 s.reap(&mut pump)?;
@@ -634,7 +639,7 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     // Requests still queued (a child forked as the root ended) must not stay blocked.
     while let Ok(req) = requests.try_recv() {
         s.handle(req.event, &mut pump)?;
-        let _ = req.done.send(());
+        drop(req.done);
     }
     s.drain(&mut pump, true)?;
     drop(pump);

@@ -1,0 +1,198 @@
+//! Reading a target's memory from outside, in large pieces, with `process_vm_readv`.
+//!
+//! Needs no ptrace stop, only the right to trace the process (root here); to read a
+//! consistent image, freeze the process first ([`super::Tracer::freeze`]). Holes (unmapped
+//! pages, `PROT_NONE` guards, `[vvar]`, device mappings) are reported, never an error.
+
+use std::ops::Range;
+
+use nix::errno::Errno;
+
+use super::TargetError;
+
+/// The biggest piece one `process_vm_readv` asks for: 1 MiB reads run at ≈6 GB/s warm (see
+/// the research notes), and a fault costs at most one piece's retry.
+const PIECE: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// What was read of one requested range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// The range asked for.
+    pub range: Range<u64>,
+    /// Its bytes: `range.end - range.start` of them, zero where `unreadable`.
+    pub bytes: Vec<u8>,
+    /// The parts that could not be read, in address order, page-aligned inside `range`.
+    pub unreadable: Vec<Range<u64>>,
+}
+
+impl Memory {
+    /// The bytes at `addr..addr + len`, if all of them lie in the range and were read.
+    pub fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr.checked_add(u64::try_from(len).ok()?)?;
+        if addr < self.range.start || end > self.range.end {
+            return None;
+        }
+        if self
+            .unreadable
+            .iter()
+            .any(|h| h.start < end && addr < h.end)
+        {
+            return None;
+        }
+        let at = usize::try_from(addr - self.range.start).ok()?;
+        self.bytes.get(at..at + len)
+    }
+
+    /// How many bytes were read.
+    pub fn readable_len(&self) -> u64 {
+        let holes: u64 = self.unreadable.iter().map(|h| h.end - h.start).sum();
+        (self.range.end - self.range.start) - holes
+    }
+}
+
+/// Reads each of `ranges` from `pid`'s memory. A range that reaches past the address space,
+/// or is larger than this process can hold, is an error; unreadable pages inside a range are
+/// listed in [`Memory::unreadable`] and left as zeros.
+pub fn read(pid: u32, ranges: &[Range<u64>]) -> Result<Vec<Memory>, TargetError> {
+    let target = i32::try_from(pid).map_err(|_| TargetError::NoSuchProcess { pid })?;
+    ranges
+        .iter()
+        .map(|r| read_range(target, pid, r.clone()))
+        .collect()
+}
+
+fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, TargetError> {
+    let len = range
+        .end
+        .checked_sub(range.start)
+        .and_then(|l| usize::try_from(l).ok())
+        .ok_or(TargetError::BadRange {
+            start: range.start,
+            end: range.end,
+        })?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| TargetError::BadRange {
+            start: range.start,
+            end: range.end,
+        })?;
+    bytes.resize(len, 0);
+    let mut unreadable: Vec<Range<u64>> = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let piece_end = range.end.min((at / PIECE + 1) * PIECE);
+        let n = read_some(target, pid, at, &mut bytes, range.start, piece_end)?;
+        at += n;
+        if at < piece_end {
+            // A fault at `at`: that page cannot be read. Skip to the next page.
+            let hole_end = range.end.min((at / PAGE + 1) * PAGE);
+            match unreadable.last_mut() {
+                Some(h) if h.end == at => h.end = hole_end,
+                _ => unreadable.push(at..hole_end),
+            }
+            at = hole_end;
+        }
+    }
+    Ok(Memory {
+        range,
+        bytes,
+        unreadable,
+    })
+}
+
+/// Reads from `at` up to `end` (one piece) into `buf` (which starts at `base`); returns how
+/// many bytes were read before the first fault (0 when the first page faults).
+fn read_some(
+    target: i32,
+    pid: u32,
+    at: u64,
+    buf: &mut [u8],
+    base: u64,
+    end: u64,
+) -> Result<u64, TargetError> {
+    let from = usize::try_from(at - base).unwrap_or(usize::MAX);
+    let to = usize::try_from(end - base).unwrap_or(usize::MAX);
+    let Some(local) = buf.get_mut(from..to) else {
+        return Ok(0);
+    };
+    let local_iov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: local.len(),
+    };
+    let remote_iov = libc::iovec {
+        iov_base: usize::try_from(at).unwrap_or(usize::MAX) as *mut libc::c_void,
+        iov_len: local.len(),
+    };
+    loop {
+        // SAFETY: one local iovec over `local`, which we borrow mutably for the call; the
+        // remote one is only an address in the target, checked by the kernel.
+        let n = unsafe {
+            libc::process_vm_readv(target, &raw const local_iov, 1, &raw const remote_iov, 1, 0)
+        };
+        let r = if n < 0 { Err(Errno::last()) } else { Ok(n) };
+        match r {
+            // The kernel stops at the first page it cannot read and says how far it got.
+            Ok(n) => return Ok(u64::try_from(n).unwrap_or(0)),
+            Err(Errno::EFAULT | Errno::EIO) => return Ok(0),
+            Err(Errno::EINTR) => {}
+            Err(Errno::ESRCH) => return Err(TargetError::NoSuchProcess { pid }),
+            Err(errno) => {
+                return Err(TargetError::Sys {
+                    call: "process_vm_readv",
+                    errno,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_reports_holes() {
+        // SAFETY: a fresh private anonymous mapping of three pages, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                3 * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: writing inside the mapping, then making its middle page unreadable.
+        unsafe {
+            std::ptr::write_bytes(base.cast::<u8>(), 0xab, 3 * 4096);
+            assert_eq!(
+                libc::mprotect(base.byte_add(4096), 4096, libc::PROT_NONE),
+                0
+            );
+        }
+        let start = base as u64;
+        let wanted = std::iter::once(start + 10..start + 3 * 4096 - 10).collect::<Vec<_>>();
+        let r = read(std::process::id(), &wanted);
+        // SAFETY: unmapping what was mapped above.
+        unsafe { libc::munmap(base, 3 * 4096) };
+        let m = &r.unwrap()[0];
+        assert_eq!(m.unreadable, vec![start + 4096..start + 2 * 4096]);
+        assert_eq!(m.get(start + 10, 4), Some(&[0xab; 4][..]));
+        assert_eq!(m.get(start + 2 * 4096, 4), Some(&[0xab; 4][..]));
+        assert_eq!(m.get(start + 4096 + 8, 4), None);
+        assert_eq!(m.readable_len(), 3 * 4096 - 20 - 4096);
+    }
+
+    #[test]
+    fn a_backwards_range_is_an_error() {
+        let (start, end) = (10, 5);
+        assert!(matches!(
+            read(std::process::id(), std::slice::from_ref(&(start..end))),
+            Err(TargetError::BadRange { .. })
+        ));
+    }
+}
