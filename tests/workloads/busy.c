@@ -2,7 +2,7 @@
  * blocks and replaces one of them at a time, round robin, as fast as it can, for SECONDS
  * (second argument, default 10); then every thread stops with its 1000 blocks live, and the
  * process sleeps HOLD seconds (third argument, default 0) before it exits without freeing them.
- * Prints "churned calls=N" on stdout when the churn ends. Whatever the timing, what it holds
+ * Prints "churned calls=N" on stderr when the churn ends. Whatever the timing, what it holds
  * live at the end is exactly THREADS x 1000 blocks from busy_block; the ledger is for the
  * default 4 threads (each thread's 1000 sizes, 32 + i % 64, add up to 63020 bytes). */
 #include <pthread.h>
@@ -54,8 +54,7 @@ int main(int argc, char **argv) {
         pthread_join(th[t], &held);
         total += calls[t];
     }
-    printf("churned calls=%ld\n", total);
-    fflush(stdout);
+    fprintf(stderr, "churned calls=%ld\n", total);
     if (hold > 0) sleep(hold);
     return 0;
 }
