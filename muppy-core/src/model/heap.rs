@@ -22,8 +22,9 @@ pub struct Block {
     pub tid: u32,
 }
 
-/// Counters that say how far a heap's figures can be trusted (see the summary output).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters that say how far a heap's figures can be trusted (see the summary output; JSON
+/// lines carry each under its own name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Events the probes could not deliver.
     pub lost_events: u64,

@@ -93,21 +93,13 @@ pub struct RowLine<'a, N> {
     pub who: Option<Who<'a>>,
 }
 
-/// The trust counters, as fields of a summary or diff line.
+/// The trust counters, as fields of a summary or diff line, and whether the figures are
+/// estimates.
 #[derive(Debug, Serialize)]
 pub struct CounterFields {
-    /// See [`Counters::lost_events`].
-    pub lost_events: u64,
-    /// See [`Counters::unknown_frees`].
-    pub unknown_frees: u64,
-    /// See [`Counters::libc_unknown_frees`].
-    pub libc_unknown_frees: u64,
-    /// See [`Counters::lost_stacks`].
-    pub lost_stacks: u64,
-    /// See [`Counters::events`].
-    pub events: u64,
-    /// See [`Counters::age_resolution_ns`].
-    pub age_resolution_ns: u64,
+    /// The counters, each a field of its own name.
+    #[serde(flatten)]
+    pub counters: Counters,
     /// Whether the figures are estimates from samples.
     pub estimated: bool,
     /// The mean gap between samples, when sampled.
@@ -118,12 +110,7 @@ pub struct CounterFields {
 impl CounterFields {
     fn of(c: &Counters, sample_bytes: u64) -> Self {
         CounterFields {
-            lost_events: c.lost_events,
-            unknown_frees: c.unknown_frees,
-            libc_unknown_frees: c.libc_unknown_frees,
-            lost_stacks: c.lost_stacks,
-            events: c.events,
-            age_resolution_ns: c.age_resolution_ns,
+            counters: *c,
             estimated: sample_bytes > 0,
             sample_bytes: (sample_bytes > 0).then_some(sample_bytes),
         }

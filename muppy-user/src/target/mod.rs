@@ -21,7 +21,7 @@ use nix::errno::Errno;
 
 pub use launch::{Launched, spawn_paused};
 pub use memory::Memory;
-pub use tracer::{Frozen, FrozenThread, Registers, Release, Root, Tracer, TreeEvent, follow};
+pub use tracer::{Frozen, FrozenThread, Registers, Release, Root, Tracer, TreeEvent};
 
 /// Why a target could not be traced.
 #[derive(Debug, thiserror::Error)]

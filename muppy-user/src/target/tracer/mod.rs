@@ -1,7 +1,7 @@
 //! The ptrace thread: the one thread of muppy that makes ptrace requests (the kernel takes them
 //! only from the thread that seized the tracee).
 //!
-//! It follows processes through fork, exec and exit ([`follow`], [`Tracer::start`]), telling
+//! It follows processes through fork, exec and exit ([`Tracer::start`]), telling
 //! each event while the process concerned is held, and on request stops every thread of a
 //! process, reads its registers, and lets it go on exactly as it was ([`Tracer::freeze`],
 //! [`Tracer::resume`]), whether it follows that process already or seizes it for the freeze
@@ -176,7 +176,7 @@ impl Tracer {
                 if root.is_some() {
                     core.ended = Some(Box::new(ended));
                 }
-                let r = core.run(true);
+                let r = core.run();
                 // Told at the root's exit already, unless the thread failed before.
                 if let (Some(ended), Err(e)) = (core.ended.take(), r) {
                     ended(Err(e));
@@ -265,41 +265,6 @@ fn install_wake_handler() {
             libc::sigaction(libc::SIGURG, &raw const sa, std::ptr::null_mut());
         }
     });
-}
-
-/// Follows a process with ptrace until it ends, so that it can be looked at while it is held
-/// on its way out (its mappings still in place), and reports how it ended. With `children`,
-/// its descendants are followed too: every fork, exec and exit is told to `on` while the
-/// process concerned waits, so that probes can be placed before a new program's first
-/// instruction.
-///
-/// Runs on the caller's thread, which becomes the ptrace thread (it takes no requests; see
-/// [`Tracer::start`] for one that does). `seized` is told once the root is seized.
-pub fn follow(
-    root: Root,
-    children: bool,
-    seized: impl FnOnce(Result<(), TargetError>),
-    mut on: impl FnMut(TreeEvent),
-) -> Result<Exit, TargetError> {
-    let (tx, rx) = mpsc::channel();
-    // Told synchronously: the event is handled when `on` returns, and the release follows.
-    let mut core = Core::new(tx, rx, children, Box::new(move |ev, _release| on(ev)));
-    let r = core.seize_root(root);
-    let pid = match root {
-        Root::Launched(p) | Root::Running(p) => p,
-    };
-    match r {
-        Ok(()) => {
-            seized(Ok(()));
-            core.run(false)
-        }
-        Err(e) => {
-            seized(Err(e));
-            drop(core);
-            // Without ptrace the exit cannot be held, but our child can still be waited for.
-            wait_plain(Pid::from_raw(i32::try_from(pid).unwrap_or(0)))
-        }
-    }
 }
 
 fn wait_plain(child: Pid) -> Result<Exit, TargetError> {
@@ -449,9 +414,9 @@ impl<'a> Core<'a> {
         }
     }
 
-    /// Follows the tracees and serves the inbox until the root ends (and, with `serve`, the
-    /// handle is dropped too).
-    fn run(&mut self, serve: bool) -> Result<Exit, TargetError> {
+    /// Follows the tracees and serves the inbox until the root has ended and the handle is
+    /// dropped.
+    fn run(&mut self) -> Result<Exit, TargetError> {
         loop {
             while let Some(m) = self.deferred.pop_front() {
                 self.dispatch(m)?;
@@ -460,7 +425,7 @@ impl<'a> Core<'a> {
                 self.dispatch(m)?;
             }
             let root_done = self.root.is_none() || self.root_exit.is_some();
-            if root_done && (!serve || self.closed) {
+            if root_done && self.closed {
                 self.thaw_all();
                 return match self.root_exit {
                     Some(e) => Ok(e),
