@@ -314,10 +314,10 @@ impl Session<'_> {
     fn finish(&mut self, p: Process) -> Result<(), TraceError> {
         self.system.forget(p.id.pid);
         let all = self.kind == Kind::System;
-        let mappings = p.mappings();
+        // Mappings last: they are looked up only for an image that recorded no event.
         if p.table.stats().events == 0
-            && mappings.is_empty()
             && (all || matches!(p.end, Some(End::Exec(_))))
+            && p.mappings().is_empty()
         {
             return Ok(());
         }
