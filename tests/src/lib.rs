@@ -313,3 +313,22 @@ pub fn spawn_trace(args: &[&str]) -> Child {
         .spawn()
         .expect("spawn muppy-trace")
 }
+
+/// Waits (up to 30 s) until no muppy-trace is left from an earlier test: one that has exited
+/// leaves a child removing its probes for a second or so, and while the kernel removes uprobes
+/// it places others slowly. A system-wide session attaching meanwhile counts the calls that
+/// every process on the machine had under way for longer (their returns come without entries).
+pub fn wait_for_no_tracer() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let tracer_alive = || {
+        std::fs::read_dir("/proc").is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "muppy-trace")
+            })
+        })
+    };
+    while tracer_alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

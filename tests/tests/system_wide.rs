@@ -10,6 +10,7 @@ fn system_wide_tracing_reports_each_process_as_it_exits() {
     if !ebpf_available("system_wide_tracing_reports_each_process_as_it_exits") {
         return;
     }
+    muppy_tests::wait_for_no_tracer();
     let mut tracer = muppy_tests::spawn_trace(&["--all", "--format", "json"]);
     let err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
     err.wait_for("tracing every process");

@@ -306,7 +306,8 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,
         },
-        top_procs: 5,
+        // A target's option (--top-procs), set by `live`; a snapshot is one process.
+        top_procs: 0,
     })
 }
 
