@@ -4,9 +4,11 @@
 pub mod filter;
 pub mod frame;
 pub mod heap;
+pub mod leak;
 pub mod process;
 
 pub use filter::Filter;
 pub use frame::{Frame, LOST_STACK, StackState, Trace};
 pub use heap::{Block, Blocks, Counters, Heap, TraceId};
+pub use leak::{Image, LeakKind, Place, Segment};
 pub use process::{End, Exit, Identity, MapRow};
