@@ -15,10 +15,15 @@
 //!                  inlined; module, function and file are a string's index + 1, line is
 //!                  line + 1, 0 for none),
 //!          traces (count, then: state, frame count, frame indices),
-//!          blocks (count, then: address delta, size, age_ns, tid, trace)
+//!          blocks (count, then: address delta, size, age_ns, tid, trace),
+//!          verdicts (per block in the same order: 0 for none, else 1 + kind × 2 + confirmed,
+//!                    kinds numbered definitely, indirectly, possibly lost, reachable; then,
+//!                    for a definitely lost block, its indirect bytes),
+//!          the check (0 for none, else 1, then check, two_checks, pause_us, scanned_bytes,
+//!                     unaccounted_root_bytes, loader_blocks, threads)
 //! ```
 //!
-//! Version 2 stored each frame as its name (a string) and each trace's function; version 1
+//! Version 3 had no verdicts and no check. Version 2 stored each frame as its name (a string) and each trace's function; version 1
 //! was version 2 without the age resolution. Both still read: their names are parsed back into
 //! frames ([`Frame::from_name`]).
 //!
@@ -32,12 +37,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::model::{Block, Blocks, Counters, Frame, Heap, StackState, Trace};
+use crate::model::{
+    Block, Blocks, CheckFacts, Counters, Frame, Heap, LeakKind, StackState, Trace, Verdict,
+};
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
-/// The snapshot format version this muppy writes. It reads this one and versions 1 and 2
-/// (frames as names; version 1 had no age resolution, its ages were exact).
-pub const VERSION: u32 = 3;
+/// The snapshot format version this muppy writes. It reads this one and versions 1 to 3
+/// (version 3 had no leak verdicts; 1 and 2 stored frames as names; version 1 had no age
+/// resolution, its ages were exact).
+pub const VERSION: u32 = 4;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Why a snapshot could not be written or read.
@@ -105,6 +113,8 @@ pub struct Snapshot {
     pub traces: Vec<Trace>,
     /// Live blocks, sorted by address.
     pub blocks: Vec<(u64, Block)>,
+    /// The leak check whose verdicts the blocks carry (`leaks --save`), if one was made.
+    pub check: Option<CheckFacts>,
 }
 
 impl Snapshot {
@@ -124,6 +134,7 @@ impl Snapshot {
             label: label.to_string(),
             traces: heap.traces.to_vec(),
             blocks,
+            check: None,
         }
     }
 
@@ -209,6 +220,34 @@ impl Snapshot {
             frames.iter().for_each(|f| put(&mut p, *f));
         }
         self.put_blocks(&mut p);
+        for (_, b) in &self.blocks {
+            match b.leak {
+                None => put(&mut p, 0),
+                Some(v) => {
+                    put(&mut p, 1 + (v.kind as u64) * 2 + u64::from(v.confirmed));
+                    if v.kind == LeakKind::DefinitelyLost {
+                        put(&mut p, v.indirect_bytes);
+                    }
+                }
+            }
+        }
+        match &self.check {
+            None => put(&mut p, 0),
+            Some(c) => {
+                put(&mut p, 1);
+                for v in [
+                    u64::from(c.check),
+                    u64::from(c.two_checks),
+                    u64::try_from(c.pause.as_micros()).unwrap_or(u64::MAX),
+                    c.scanned_bytes,
+                    c.unaccounted_root_bytes,
+                    c.loader_blocks,
+                    u64::from(c.threads),
+                ] {
+                    put(&mut p, v);
+                }
+            }
+        }
         wrap(VERSION, &p)
     }
 
@@ -521,8 +560,49 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
                 ts_ns: now_ns.saturating_sub(age),
                 trace,
                 tid,
+                leak: None,
             },
         ));
+    }
+    let mut check = None;
+    if version >= 4 {
+        for (_, b) in &mut blocks {
+            let code = r.u64()?;
+            if code == 0 {
+                continue;
+            }
+            let kind = usize::try_from((code - 1) / 2)
+                .ok()
+                .and_then(|k| LeakKind::ALL.get(k).copied())
+                .ok_or("unknown leak kind")?;
+            let indirect_bytes = if kind == LeakKind::DefinitelyLost {
+                r.u64()?
+            } else {
+                0
+            };
+            b.leak = Some(Verdict {
+                kind,
+                indirect_bytes,
+                confirmed: (code - 1) % 2 == 1,
+            });
+        }
+        check = match r.u64()? {
+            0 => None,
+            1 => Some(CheckFacts {
+                check: r.u32()?,
+                two_checks: match r.u64()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err("bad check flag"),
+                },
+                pause: std::time::Duration::from_micros(r.u64()?),
+                scanned_bytes: r.u64()?,
+                unaccounted_root_bytes: r.u64()?,
+                loader_blocks: r.u64()?,
+                threads: r.u32()?,
+            }),
+            _ => return Err("bad check marker"),
+        };
     }
     if !r.rest.is_empty() {
         return Err("bytes after the blocks");
@@ -536,6 +616,7 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
         label,
         traces,
         blocks,
+        check,
     })
 }
 
@@ -600,6 +681,7 @@ mod tests {
                         ts_ns: 9_000_000_000,
                         trace: 0,
                         tid: 7,
+                        leak: None,
                     },
                 ),
                 (
@@ -609,9 +691,23 @@ mod tests {
                         ts_ns: 1,
                         trace: 1,
                         tid: 8,
+                        leak: Some(Verdict {
+                            kind: LeakKind::DefinitelyLost,
+                            indirect_bytes: 300,
+                            confirmed: true,
+                        }),
                     },
                 ),
             ],
+            check: Some(CheckFacts {
+                check: 2,
+                two_checks: true,
+                pause: std::time::Duration::from_micros(1234),
+                scanned_bytes: 1 << 30,
+                unaccounted_root_bytes: 4096,
+                loader_blocks: 3,
+                threads: 9,
+            }),
         }
     }
 
@@ -690,7 +786,13 @@ mod tests {
         for version in [1, 2] {
             let old = Snapshot::decode(&encode_legacy(&s, version), Path::new("f")).unwrap();
             assert_eq!(names(&old), names(&s), "v{version}");
-            assert_eq!(old.blocks, s.blocks);
+            let without_verdicts: Vec<(u64, Block)> = s
+                .blocks
+                .iter()
+                .map(|&(a, b)| (a, Block { leak: None, ..b }))
+                .collect();
+            assert_eq!(old.blocks, without_verdicts);
+            assert_eq!(old.check, None);
             assert_eq!(old.label, s.label);
             let resolution = if version == 1 { 0 } else { 4_000_000 };
             assert_eq!(
@@ -707,6 +809,21 @@ mod tests {
         }
     }
 
+    /// Version 3 had no verdicts and no check: it is version 4 without its last sections.
+    #[test]
+    fn reads_version_3_without_verdicts() {
+        let mut s = sample();
+        s.check = None;
+        for (_, b) in &mut s.blocks {
+            b.leak = None;
+        }
+        let v4 = s.encode();
+        // Without verdicts, those sections are one 0 per block and one for the check.
+        let payload = &v4[HEADER..v4.len() - 4 - s.blocks.len() - 1];
+        let old = Snapshot::decode(&wrap(3, payload), Path::new("f")).unwrap();
+        assert_eq!(old, s);
+    }
+
     #[test]
     fn says_what_is_wrong() {
         let bytes = sample().encode();
@@ -719,11 +836,11 @@ mod tests {
             msg(b"hello world"),
             "s.muppy: not a muppy snapshot (save one with --save FILE)"
         );
-        let mut v4 = bytes.clone();
-        v4[8] = 4;
+        let mut v5 = bytes.clone();
+        v5[8] = 5;
         assert_eq!(
-            msg(&v4),
-            "s.muppy: snapshot format version 4; this muppy reads versions 1 to 3"
+            msg(&v5),
+            "s.muppy: snapshot format version 5; this muppy reads versions 1 to 4"
         );
         assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
         let mut flipped = bytes.clone();

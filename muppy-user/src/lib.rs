@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod event;
+pub mod freed;
 pub mod placement;
 pub mod probe;
 pub mod process;

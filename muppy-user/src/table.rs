@@ -17,7 +17,10 @@ use std::{
 use muppy_core::model::Blocks;
 pub use muppy_core::model::{Block, TraceId};
 
-use crate::event::{Alloc, HeapChange};
+use crate::{
+    event::{Alloc, HeapChange},
+    freed::FreeRanges,
+};
 
 /// How the probes identified where a block was allocated: the caller's return address (the
 /// *site*) and the user stack above it, as the stack map holds it.
@@ -164,6 +167,9 @@ pub struct LiveTable {
     traces: Vec<TraceKey>,
     /// Unknown frees per caller return address, so they can be told apart by who freed.
     unknown_free_callers: HashMap<u64, u64>,
+    /// With a leak check to come, the memory of blocks freed while traced and not allocated
+    /// since (see [`crate::freed`]).
+    freed: Option<FreeRanges>,
     stats: TableStats,
 }
 
@@ -180,6 +186,7 @@ impl Default for LiveTable {
             trace_index: HashMap::default(),
             traces: Vec::new(),
             unknown_free_callers: HashMap::new(),
+            freed: None,
             stats: TableStats::default(),
         }
     }
@@ -189,6 +196,16 @@ impl LiveTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps the memory of blocks freed from now on (for leak checks: see [`crate::freed`]).
+    pub fn track_freed(&mut self) {
+        self.freed.get_or_insert_with(FreeRanges::default);
+    }
+
+    /// Memory freed while traced and not allocated since, if [`LiveTable::track_freed`] is on.
+    pub fn freed(&self) -> Option<&FreeRanges> {
+        self.freed.as_ref()
     }
 
     fn shard(&self, addr: u64) -> usize {
@@ -258,6 +275,7 @@ impl LiveTable {
             ts_ns: slot.ts_ns,
             trace,
             tid,
+            leak: None,
         }
     }
 
@@ -268,6 +286,11 @@ impl LiveTable {
         let block = self.block_of(addr, &slot);
         if slot.size == BIG {
             self.big_sizes.remove(&addr);
+        }
+        if let Some(f) = &mut self.freed
+            && block.size < crate::freed::SMALL
+        {
+            f.insert(addr..addr + block.size.max(1));
         }
         Some(block)
     }
@@ -287,6 +310,9 @@ impl LiveTable {
             size: small.unwrap_or(BIG),
             origin,
         };
+        if let Some(f) = &mut self.freed {
+            f.remove(ev.addr..ev.addr.saturating_add(ev.size.max(1)));
+        }
         let shard = self.shard(ev.addr);
         let older = self.shards[shard].insert(ev.addr, slot);
         // The older block's size may be in the side map under this address: read it first.

@@ -6,11 +6,13 @@ pub mod calltree;
 pub mod diff;
 pub mod objects;
 pub mod summary;
+pub mod verdicts;
 
 pub use calltree::{Label, Node};
 pub use diff::{Diff, DiffRow, diff};
 pub use objects::{Object, objects};
 pub use summary::{GroupBy, Key, Row, Summary, summarize};
+pub use verdicts::{LeakReport, LeakRow, RefReport, RefTree, Referrer, Step, Total, leak_report};
 
 #[cfg(test)]
 mod tests;

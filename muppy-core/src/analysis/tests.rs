@@ -20,6 +20,7 @@ fn block(size: u64, ts_ns: u64, trace: u32) -> Block {
         ts_ns,
         trace,
         tid: 1,
+        leak: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::{
+    LeakKind,
     frame::Trace,
     heap::{Block, age},
 };
@@ -20,6 +21,8 @@ pub struct Filter {
     pub max_size: Option<u64>,
     /// Keep blocks allocated at least this long ago.
     pub older_than: Option<Duration>,
+    /// Keep blocks a leak check found to be of this kind.
+    pub kind: Option<LeakKind>,
 }
 
 impl Filter {
@@ -40,5 +43,6 @@ impl Filter {
         self.min_size.is_none_or(|m| b.size >= m)
             && self.max_size.is_none_or(|m| b.size <= m)
             && self.older_than.is_none_or(|d| age(b, now_ns) >= d)
+            && self.kind.is_none_or(|k| b.leak.is_some_and(|v| v.kind == k))
     }
 }

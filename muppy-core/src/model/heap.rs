@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{filter::Filter, frame::Trace};
+use super::{Verdict, filter::Filter, frame::Trace};
 
 /// Index of a call path in a heap's traces.
 pub type TraceId = u32;
@@ -20,6 +20,9 @@ pub struct Block {
     pub trace: TraceId,
     /// The allocating thread.
     pub tid: u32,
+    /// What the last leak check found it to be, where one was made (snapshots saved by
+    /// `leaks --save`); `None` otherwise.
+    pub leak: Option<Verdict>,
 }
 
 /// Counters that say how far a heap's figures can be trusted (see the summary output; JSON

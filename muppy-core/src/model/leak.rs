@@ -61,6 +61,41 @@ impl LeakKind {
     }
 }
 
+/// What one leak check found one block to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Its kind.
+    pub kind: LeakKind,
+    /// For a definitely lost block (a clique's leader), the bytes of the blocks only it
+    /// reaches (Valgrind's "indirect" part of a loss record); 0 otherwise.
+    pub indirect_bytes: u64,
+    /// A lost block (definitely or indirectly) that was lost at the check before too. With
+    /// periodic checks a block is reported lost only once two checks in a row found it so (a
+    /// pointer in flight, held nowhere at one instant, makes no report); with one check,
+    /// every verdict is confirmed.
+    pub confirmed: bool,
+}
+
+/// What a leak check did, as reports show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckFacts {
+    /// Which check of the session this is, from 1.
+    pub check: u32,
+    /// Lost blocks must be lost at two checks in a row to be reported (periodic checks).
+    pub two_checks: bool,
+    /// How long the target was stopped.
+    pub pause: std::time::Duration,
+    /// Bytes scanned for pointers: roots and blocks.
+    pub scanned_bytes: u64,
+    /// Heap memory muppy holds no block for (blocks allocated before tracing began, allocator
+    /// metadata), scanned as roots: it can hide a leak, never make one.
+    pub unaccounted_root_bytes: u64,
+    /// Blocks the dynamic loader allocated, taken as reachable (as LeakSanitizer does).
+    pub loader_blocks: u64,
+    /// Threads stopped.
+    pub threads: u32,
+}
+
 /// A piece of the target's memory, copied while every thread was stopped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Segment {

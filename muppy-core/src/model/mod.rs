@@ -10,5 +10,5 @@ pub mod process;
 pub use filter::Filter;
 pub use frame::{Frame, LOST_STACK, StackState, Trace};
 pub use heap::{Block, Blocks, Counters, Heap, TraceId};
-pub use leak::{Image, LeakKind, Place, Segment};
+pub use leak::{CheckFacts, Image, LeakKind, Place, Segment, Verdict};
 pub use process::{End, Exit, Identity, MapRow};

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{Facts, Print, Probed, ProcView, ReportError, View, ViewOptions, process_rows};
 use crate::{
-    analysis::{self, Diff, Key, Node, Summary},
-    model::{Counters, Exit, Identity, MapRow},
+    analysis::{self, Diff, Key, LeakReport, Node, RefReport, RefTree, Referrer, Step, Summary},
+    model::{Counters, Exit, Identity, LeakKind, MapRow},
 };
 
 /// Whose a line or row is, when a report covers several processes.
@@ -407,6 +407,237 @@ pub struct ProcessesLine {
     pub facts: FactFields,
 }
 
+/// Objects and bytes of one leak kind.
+#[derive(Debug, Serialize)]
+pub struct KindTotals {
+    /// Definitely lost (confirmed).
+    pub definitely_lost: Total,
+    /// Indirectly lost (confirmed).
+    pub indirectly_lost: Total,
+    /// Possibly lost.
+    pub possibly_lost: Total,
+    /// Still reachable.
+    pub reachable: Total,
+}
+
+/// One loss record of a `leaks` line.
+#[derive(Debug, Serialize)]
+pub struct LeakRowLine {
+    /// `definitely_lost`, `indirectly_lost`, `possibly_lost` or `reachable`.
+    pub kind: &'static str,
+    /// The site (with `--group-by site` or `stack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The function (with `--group-by function`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// Blocks.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes only these blocks reach (definitely lost rows).
+    pub indirect_bytes: u64,
+    /// Lost at two checks in a row (false only with periodic checks; not in the totals).
+    pub confirmed: bool,
+    /// The call path (the group's, or one block's), innermost first.
+    pub stack: Vec<String>,
+    /// With `--retention`: the shortest path to a root, the block first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<StepLine>,
+}
+
+/// One step of a retention path.
+#[derive(Debug, Serialize)]
+pub struct StepLine {
+    /// The block's address, `0x…` (absent for the root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The block's site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The block's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The root, in words (the last step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// The address of the pointing word.
+    pub at: String,
+}
+
+impl StepLine {
+    fn of(s: &Step) -> Self {
+        match s {
+            Step::Block {
+                addr,
+                size,
+                site,
+                at,
+            } => StepLine {
+                addr: Some(format!("{addr:#x}")),
+                site: Some(site.name().to_string()),
+                size: Some(*size),
+                root: None,
+                at: format!("{at:#x}"),
+            },
+            Step::Root { place, at } => StepLine {
+                addr: None,
+                site: None,
+                size: None,
+                root: Some(place.describe()),
+                at: format!("{at:#x}"),
+            },
+        }
+    }
+}
+
+/// `{"type":"leaks"}`: one leak check of one process.
+#[derive(Debug, Serialize)]
+pub struct LeaksLine {
+    /// Always `leaks`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The process.
+    pub pid: u32,
+    /// Which check of the session, from 1.
+    pub check: u32,
+    /// What the rows are.
+    pub group_by: &'static str,
+    /// Loss records, definitely lost first.
+    pub rows: Vec<LeakRowLine>,
+    /// Per kind, confirmed blocks.
+    pub totals: KindTotals,
+    /// Lost blocks seen lost at this check only (periodic checks).
+    pub unconfirmed: Total,
+    /// Lost blocks must be lost at two checks in a row to count.
+    pub two_checks: bool,
+    /// Heap bytes muppy holds no block for, scanned as roots.
+    pub unaccounted_root_bytes: u64,
+    /// Bytes scanned for pointers.
+    pub scanned_bytes: u64,
+    /// How long the target was stopped, in ms.
+    pub pause_ms: f64,
+    /// Threads stopped.
+    pub threads: u32,
+    /// Blocks the dynamic loader allocated, taken as reachable.
+    pub loader_blocks: u64,
+    /// How far the table behind it can be trusted.
+    #[serde(flatten)]
+    pub counters: CounterFields,
+}
+
+/// One node of a `referrers` tree: a block, or a root.
+#[derive(Debug, Serialize)]
+pub struct RefNodeLine {
+    /// The block's address, `0x…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The block's site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The block's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The root, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// A block shown higher in the tree already (a cycle), not expanded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub seen: bool,
+    /// The address of the word that points at the node above (absent at the tree's root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// That word points inside the node above, not at its start.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interior: bool,
+    /// What points at this block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Vec<RefNodeLine>>,
+    /// `maxdepth` reached with referrers left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+    /// Root referrers left out beyond `--max-roots`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_roots: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl RefNodeLine {
+    fn block(t: &RefTree, at: Option<u64>, interior: bool) -> Self {
+        RefNodeLine {
+            addr: Some(format!("{:#x}", t.addr)),
+            site: Some(t.site.name().to_string()),
+            size: Some(t.size),
+            root: None,
+            seen: false,
+            at: at.map(|a| format!("{a:#x}")),
+            interior,
+            referrers: Some(t.referrers.iter().map(RefNodeLine::of).collect()),
+            cut: t.cut_depth,
+            more_roots: t.more_roots,
+        }
+    }
+
+    fn of(r: &Referrer) -> Self {
+        let bare = |at: u64, interior: bool| RefNodeLine {
+            addr: None,
+            site: None,
+            size: None,
+            root: None,
+            seen: false,
+            at: Some(format!("{at:#x}")),
+            interior,
+            referrers: None,
+            cut: false,
+            more_roots: 0,
+        };
+        match r {
+            Referrer::Block { at, interior, tree } => RefNodeLine::block(tree, Some(*at), *interior),
+            Referrer::Seen { addr, at, interior } => RefNodeLine {
+                addr: Some(format!("{addr:#x}")),
+                seen: true,
+                ..bare(*at, *interior)
+            },
+            Referrer::Root {
+                place,
+                at,
+                interior,
+            } => RefNodeLine {
+                root: Some(place.describe()),
+                ..bare(*at, *interior)
+            },
+        }
+    }
+}
+
+/// `{"type":"referrers"}`: who points at one block.
+#[derive(Debug, Serialize)]
+pub struct ReferrersLine {
+    /// Always `referrers`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The process.
+    pub pid: u32,
+    /// The block's address, `0x…`.
+    pub addr: String,
+    /// Its site.
+    pub site: String,
+    /// Its size.
+    pub size: u64,
+    /// The tree, the block at its root.
+    pub tree: RefNodeLine,
+    /// How long the target was stopped, in ms.
+    pub pause_ms: f64,
+}
+
+/// A duration in milliseconds, to the microsecond.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// Writes reports as JSON Lines.
 pub struct JsonPrinter<W> {
     opts: ViewOptions,
@@ -551,6 +782,74 @@ impl<W: io::Write> Print for JsonPrinter<W> {
         self.summary_line("exited", &s, p, true, &Facts::default(), false)
     }
 
+    fn leaks(&mut self, r: &LeakReport) -> Result<(), ReportError> {
+        let total = |k: LeakKind| {
+            let t = r.total(k);
+            Total {
+                objects: t.objects,
+                bytes: t.bytes,
+            }
+        };
+        self.line(&LeaksLine {
+            kind: "leaks",
+            pid: r.pid,
+            check: r.facts.check,
+            group_by: r.group_by.name(),
+            rows: r
+                .rows
+                .iter()
+                .map(|row| {
+                    let key = KeyFields::of(&row.key);
+                    LeakRowLine {
+                        kind: row.kind.key(),
+                        site: key
+                            .site
+                            .or_else(|| row.stack.first().map(|f| f.name().to_string()))
+                            .filter(|_| key.function.is_none()),
+                        function: key.function,
+                        objects: row.objects,
+                        bytes: row.bytes,
+                        indirect_bytes: row.indirect_bytes,
+                        confirmed: row.confirmed,
+                        stack: key.stack.unwrap_or_else(|| {
+                            row.stack.iter().map(|f| f.name().to_string()).collect()
+                        }),
+                        retention: row.retention.iter().map(StepLine::of).collect(),
+                    }
+                })
+                .collect(),
+            totals: KindTotals {
+                definitely_lost: total(LeakKind::DefinitelyLost),
+                indirectly_lost: total(LeakKind::IndirectlyLost),
+                possibly_lost: total(LeakKind::PossiblyLost),
+                reachable: total(LeakKind::Reachable),
+            },
+            unconfirmed: Total {
+                objects: r.unconfirmed.objects,
+                bytes: r.unconfirmed.bytes,
+            },
+            two_checks: r.facts.two_checks,
+            unaccounted_root_bytes: r.facts.unaccounted_root_bytes,
+            scanned_bytes: r.facts.scanned_bytes,
+            pause_ms: millis(r.facts.pause),
+            threads: r.facts.threads,
+            loader_blocks: r.facts.loader_blocks,
+            counters: CounterFields::of(&r.counters, 0),
+        })
+    }
+
+    fn referrers(&mut self, r: &RefReport) -> Result<(), ReportError> {
+        self.line(&ReferrersLine {
+            kind: "referrers",
+            pid: r.pid,
+            addr: format!("{:#x}", r.tree.addr),
+            site: r.tree.site.name().to_string(),
+            size: r.tree.size,
+            tree: RefNodeLine::block(&r.tree, None, false),
+            pause_ms: millis(r.facts.pause),
+        })
+    }
+
     fn diff(&mut self, d: &Diff, who: Option<&Identity>) -> Result<(), ReportError> {
         let tag = who.map(Who::of);
         self.line(&DiffLine {
@@ -616,6 +915,7 @@ mod tests {
             ts_ns: 1_000_000,
             trace,
             tid: 7,
+            leak: None,
         };
         vec![(0x10, b(8, 0)), (0x20, b(8, 0)), (0x30, b(100, 1))]
     }

@@ -8,7 +8,7 @@ use std::io;
 use serde::Serialize;
 
 use crate::{
-    analysis::{self, Diff, GroupBy, aggregate::largest_first},
+    analysis::{self, Diff, GroupBy, LeakReport, RefReport, aggregate::largest_first},
     model::{Exit, Filter, Heap, Identity, MapRow},
 };
 
@@ -212,6 +212,10 @@ pub trait Print {
     fn ended(&mut self, p: &ProcView) -> Result<(), ReportError>;
     /// A diff (periodic, or between snapshots); `who` when it is one of several processes.
     fn diff(&mut self, d: &Diff, who: Option<&Identity>) -> Result<(), ReportError>;
+    /// What one leak check found: loss records per group and kind, and the totals.
+    fn leaks(&mut self, r: &LeakReport) -> Result<(), ReportError>;
+    /// Who points at one block, as a tree.
+    fn referrers(&mut self, r: &RefReport) -> Result<(), ReportError>;
 }
 
 /// The printer for `opts.format`, writing into `out`.

@@ -11,8 +11,11 @@ use prettytable::{
 
 use super::{Facts, ProcView, ReportError, View, ViewOptions, process_rows};
 use crate::{
-    analysis::{self, Diff, Key, Node, Object, Summary},
-    model::{Counters, Identity, MapRow, Trace},
+    analysis::{
+        self, Diff, Key, LeakReport, LeakRow, Node, Object, RefReport, RefTree, Referrer, Step,
+        Summary,
+    },
+    model::{Counters, Frame, Identity, LeakKind, MapRow, Trace},
 };
 
 const UNITS: [&str; 7] = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
@@ -270,28 +273,49 @@ fn node_label(n: &Node) -> String {
     )
 }
 
+/// A tree as the text printer draws it: a label per node.
+struct Labeled {
+    label: String,
+    children: Vec<Labeled>,
+}
+
+impl Labeled {
+    fn of_node(n: &Node) -> Self {
+        Labeled {
+            label: node_label(n),
+            children: n.children.iter().map(Labeled::of_node).collect(),
+        }
+    }
+}
+
 /// Trees in the form of Pympler's `ConsoleBrowser.print_tree()`: a node's first child on its
 /// own line after `-+-` (or `--` when it is the only one), the others below after `+-`, joined
 /// by `|`; a free line closes a node's branches. Nodes deeper than `maxdepth` are left out.
 pub fn tree_text(roots: &[Node], maxdepth: usize) -> String {
     let mut out = String::new();
     for root in roots {
-        print_node(root, String::new(), String::new(), 0, maxdepth, &mut out);
+        print_node(
+            &Labeled::of_node(root),
+            String::new(),
+            String::new(),
+            0,
+            maxdepth,
+            &mut out,
+        );
     }
     out
 }
 
 fn print_node(
-    n: &Node,
+    n: &Labeled,
     mut prefix: String,
     mut carry: String,
     depth: usize,
     maxdepth: usize,
     out: &mut String,
 ) {
-    let label = node_label(n);
-    prefix.push_str(&label);
-    carry.push_str(&" ".repeat(label.chars().count()));
+    prefix.push_str(&n.label);
+    carry.push_str(&" ".repeat(n.label.chars().count()));
     if depth == maxdepth || n.children.is_empty() {
         out.push_str(&prefix);
         out.push('\n');
@@ -327,6 +351,168 @@ fn print_node(
             }
         }
     }
+}
+
+/// A block as trees and paths name it: `0xADDR site [size]`.
+fn block_label(addr: u64, site: &Frame, size: u64) -> String {
+    format!("{addr:#x} {} [{}]", site.name(), format_size_compact(size))
+}
+
+fn interior_mark(interior: bool) -> &'static str {
+    if interior { " (interior pointer)" } else { "" }
+}
+
+fn ref_labeled(t: &RefTree) -> Labeled {
+    let mut children: Vec<Labeled> = t
+        .referrers
+        .iter()
+        .map(|r| match r {
+            Referrer::Block { tree, interior, .. } => {
+                let mut l = ref_labeled(tree);
+                l.label.push_str(interior_mark(*interior));
+                l
+            }
+            Referrer::Seen { addr, interior, .. } => Labeled {
+                label: format!("{addr:#x} (shown above){}", interior_mark(*interior)),
+                children: Vec::new(),
+            },
+            Referrer::Root {
+                place, interior, ..
+            } => Labeled {
+                label: format!("{}{}", place.describe(), interior_mark(*interior)),
+                children: Vec::new(),
+            },
+        })
+        .collect();
+    if t.more_roots > 0 {
+        children.push(Labeled {
+            label: format!("... {} more roots (--max-roots)", t.more_roots),
+            children: Vec::new(),
+        });
+    }
+    if t.cut_depth {
+        children.push(Labeled {
+            label: "... (--maxdepth reached)".into(),
+            children: Vec::new(),
+        });
+    }
+    if children.is_empty() {
+        children.push(Labeled {
+            label: "(nothing points at it: no root reaches it)".into(),
+            children: Vec::new(),
+        });
+    }
+    Labeled {
+        label: block_label(t.addr, &t.site, t.size),
+        children,
+    }
+}
+
+/// `refs`: the referrer tree of one block in `print_tree` form.
+pub fn referrers_text(r: &RefReport) -> String {
+    let mut out = String::new();
+    print_node(
+        &ref_labeled(&r.tree),
+        String::new(),
+        String::new(),
+        0,
+        usize::MAX,
+        &mut out,
+    );
+    out
+}
+
+/// A loss record's size cell: Valgrind's "D direct, I indirect" where some is indirect.
+fn leak_size(r: &LeakRow) -> String {
+    if r.indirect_bytes == 0 {
+        format_size(r.bytes)
+    } else {
+        format!(
+            "{} (+{} indirect)",
+            format_size(r.bytes),
+            format_size_compact(r.indirect_bytes)
+        )
+    }
+}
+
+/// The words for a row's kind (an unconfirmed lost block says so).
+fn leak_kind_cell(r: &LeakRow) -> String {
+    if r.confirmed {
+        r.kind.words().to_string()
+    } else {
+        format!("{} (1st check)", r.kind.words())
+    }
+}
+
+/// A leak check: `kind | sites | # objects | total size`, definitely lost first, then the
+/// four totals, what the check cost, and, with `--retention`, why each reachable row is kept.
+pub fn leaks_table(r: &LeakReport, top: usize) -> String {
+    let noun = r.group_by.noun();
+    let mut t = table_with(&["kind", noun, "# objects", "total size"]);
+    for row in r.rows.iter().take(top) {
+        t.add_row(TRow::new(vec![
+            Cell::new(&leak_kind_cell(row)).style_spec("r"),
+            Cell::new(&key_cell(&row.key)).style_spec("r"),
+            Cell::new(&row.objects.to_string()).style_spec("r"),
+            Cell::new(&leak_size(row)).style_spec("r"),
+        ]));
+    }
+    let mut out = t.to_string();
+    if r.rows.len() > top {
+        out.push_str(&format!(
+            "(top {top} of {} rows shown; -n to see more)\n",
+            r.rows.len()
+        ));
+    }
+    let totals: Vec<String> = LeakKind::ALL
+        .iter()
+        .map(|&k| {
+            let tot = r.total(k);
+            format!(
+                "{}: {} in {} blocks",
+                k.words(),
+                format_size_compact(tot.bytes),
+                tot.objects
+            )
+        })
+        .collect();
+    out.push_str(&totals.join("; "));
+    out.push('\n');
+    if r.facts.two_checks {
+        out.push_str(&format!(
+            "lost at this check only, reported if the next check finds them lost too: {} in {} blocks\n",
+            format_size_compact(r.unconfirmed.bytes),
+            r.unconfirmed.objects
+        ));
+    }
+    let f = &r.facts;
+    out.push_str(&format!(
+        "check {}: paused {} ({} threads); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}\n",
+        f.check,
+        format_age(f.pause),
+        f.threads,
+        format_size_compact(f.scanned_bytes),
+        format_size_compact(f.unaccounted_root_bytes),
+        f.loader_blocks,
+        trust(&r.counters),
+    ));
+    for row in r.rows.iter().take(top).filter(|r| !r.retention.is_empty()) {
+        out.push_str(&format!("why {} is still reachable:\n", row.key.text()));
+        for step in &row.retention {
+            let line = match step {
+                Step::Block {
+                    addr,
+                    size,
+                    site,
+                    at,
+                } => format!("  {} held at {at:#x}", block_label(*addr, site, *size)),
+                Step::Root { place, .. } => format!("  {}", place.describe()),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Writes reports as tables and trees.
@@ -423,6 +609,16 @@ impl<W: io::Write> super::Print for TextPrinter<W> {
             format_size_compact(bytes)
         );
         self.write(&line)
+    }
+
+    fn leaks(&mut self, r: &LeakReport) -> Result<(), ReportError> {
+        let text = leaks_table(r, self.opts.top);
+        self.write(&text)
+    }
+
+    fn referrers(&mut self, r: &RefReport) -> Result<(), ReportError> {
+        let text = referrers_text(r);
+        self.write(&text)
     }
 
     fn diff(&mut self, d: &Diff, who: Option<&Identity>) -> Result<(), ReportError> {
