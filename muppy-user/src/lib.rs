@@ -10,6 +10,7 @@
 //! in `muppy-core`, which this crate depends on and which knows nothing of it.
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod clock;
 pub mod event;
 pub mod freed;

@@ -175,6 +175,11 @@ impl Process {
         }
     }
 
+    /// Its modules and its namer, to name code addresses (a leak check's stack frames).
+    pub fn naming(&mut self) -> (&Modules, &mut SiteNamer) {
+        (&self.modules, &mut self.namer)
+    }
+
     /// Its heap now, for the views.
     pub fn heap(&self, now_ns: u64, counters: Counters, sample_bytes: u64) -> Heap<'_> {
         Heap {

@@ -15,11 +15,11 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use muppy::{
     probe::ProbeConfig,
-    session::{self, Mode, Options, SessionEvent, Sink, SinkError},
+    session::{self, CheckSpec, Mode, Options, SessionEvent, Sink, SinkError},
 };
 use muppy_core::{
     analysis::{self, GroupBy, Summary},
-    model::Filter,
+    model::{CheckFacts, Filter, LeakKind},
     report::{self, Facts, Format, Print, ProcView, ReportError, View, ViewOptions},
     snapshot::Snapshot,
 };
@@ -34,6 +34,8 @@ use muppy_core::{
   sudo muppy-trace --format json -- ./my-program arg
   sudo muppy-trace --group-by stack --save before.muppy -- ./my-program
   sudo muppy-trace tree --site 'parse_.*' -- ./my-program
+  sudo muppy-trace leaks --pid 1234 --interval 60
+  sudo muppy-trace refs --pid 1234 --addr 0x55d0c1a2b3c0
   muppy-trace diff before.muppy after.muppy")]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +70,39 @@ enum Cmd {
         /// Caller levels to show below each root.
         #[arg(long, value_name = "N", default_value_t = 8)]
         maxdepth: usize,
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Find leaks as Valgrind's memcheck does, in the running process: definitely,
+    /// indirectly, possibly lost and still reachable blocks per site. Checks at the end (and
+    /// every --interval); a launched command is checked at its exit. Or show a snapshot's.
+    Leaks {
+        /// Read the verdicts saved in this snapshot (`leaks --save`) instead of tracing.
+        #[arg(value_name = "SNAPSHOT")]
+        file: Option<PathBuf>,
+        /// For each still-reachable row, show the shortest path from a root to one of its
+        /// blocks: why it is not freed.
+        #[arg(long)]
+        retention: bool,
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Show who points at a block, found in the process's memory: the blocks and roots
+    /// (globals, stack frames, registers, TLS) that hold it, as a tree (Pympler's refbrowser).
+    Refs {
+        /// The live block at this address (0x...); or select blocks with --site.
+        #[arg(long, value_name = "ADDR", value_parser = parse_addr, required_unless_present = "site")]
+        addr: Option<u64>,
+        /// Levels of referrers to follow.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        maxdepth: usize,
+        /// Roots shown per block.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        max_roots: usize,
         #[command(flatten)]
         trace: TraceArgs,
         #[command(flatten)]
@@ -211,6 +246,34 @@ struct ViewArgs {
     /// Only blocks allocated at least SECS seconds ago.
     #[arg(long, value_name = "SECS")]
     older_than: Option<f64>,
+
+    /// Only blocks a leak check found to be of this kind (a snapshot saved by `leaks --save`).
+    #[arg(long, value_enum, value_name = "KIND")]
+    kind: Option<Kind>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[clap(rename_all = "snake_case")]
+enum Kind {
+    /// Pointed at by nothing reachable; leads its group of lost blocks.
+    DefinitelyLost,
+    /// Reached only from definitely lost blocks.
+    IndirectlyLost,
+    /// Reached only through a pointer into its middle.
+    PossiblyLost,
+    /// Reached from a root.
+    Reachable,
+}
+
+impl Kind {
+    fn model(self) -> LeakKind {
+        match self {
+            Kind::DefinitelyLost => LeakKind::DefinitelyLost,
+            Kind::IndirectlyLost => LeakKind::IndirectlyLost,
+            Kind::PossiblyLost => LeakKind::PossiblyLost,
+            Kind::Reachable => LeakKind::Reachable,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -300,6 +363,7 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             min_size: v.min_size,
             max_size: v.max_size,
             older_than,
+            kind: v.kind.map(Kind::model),
         },
         top: v.top,
         format: match v.format {
@@ -344,6 +408,7 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         },
         mappings: t.mmap,
         allocator: t.allocator.clone(),
+        check: None,
     })
 }
 
@@ -363,6 +428,8 @@ struct CliSink {
     view: ViewOptions,
     /// Per pid, the summary shown at the last tick.
     prev: HashMap<u32, Summary>,
+    /// The session checks (`leaks`, `refs`): their reports replace the summary.
+    checking: bool,
 }
 
 impl CliSink {
@@ -392,6 +459,10 @@ impl Sink for CliSink {
             SessionEvent::Note(n) => eprintln!("muppy-trace: {n}"),
             SessionEvent::Tick { procs, several } => self.tick(&procs, several)?,
             SessionEvent::Ended(p) => shown(self.printer.ended(&p))?,
+            SessionEvent::Leaks(r) => shown(self.printer.leaks(&r))?,
+            SessionEvent::Referrers(r) => shown(self.printer.referrers(&r))?,
+            // A check's reports stand for the final state.
+            SessionEvent::Final { .. } if self.checking => {}
             SessionEvent::Final {
                 procs,
                 several,
@@ -413,16 +484,59 @@ fn offline(file: &Path, t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> 
     show_snapshot(file, view)
 }
 
+/// The verdicts saved in a snapshot, or an error saying how to save some.
+fn verdicts_of(file: &Path, snap: &Snapshot) -> anyhow::Result<CheckFacts> {
+    snap.check.with_context(|| {
+        format!(
+            "{} holds no leak verdicts: save them with `muppy-trace leaks --save FILE --pid PID` (or -- CMD)",
+            file.display()
+        )
+    })
+}
+
+/// Shows the leak report saved in a snapshot.
+fn show_leaks(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
+    let snap = Snapshot::load(file)?;
+    let facts = verdicts_of(file, &snap)?;
+    let r = analysis::leak_report(&snap.heap(), &view.filter, view.group_by, facts, None);
+    shown(report::printer(view, std::io::stdout()).leaks(&r))?;
+    Ok(0)
+}
+
 /// Shows a view of a saved snapshot.
 fn show_snapshot(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     let snap = Snapshot::load(file)?;
+    if view.filter.kind.is_some() {
+        verdicts_of(file, &snap)?;
+    }
     let mut printer = report::printer(view, std::io::stdout());
     shown(printer.view(&ProcView::of_heap(snap.heap()), &Facts::default()))?;
     Ok(0)
 }
 
-fn live(t: &TraceArgs, mut view: ViewOptions) -> anyhow::Result<u8> {
-    let opts = options(t)?;
+fn live(t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
+    live_checking(t, view, None)
+}
+
+/// Traces as `live` does, making `check` of the target at each tick and at the end.
+fn live_checking(
+    t: &TraceArgs,
+    mut view: ViewOptions,
+    check: Option<CheckSpec>,
+) -> anyhow::Result<u8> {
+    let mut opts = options(t)?;
+    if check.is_some() {
+        if t.all {
+            bail!("a leak check looks at one process: give --pid PID or -- CMD, not --all");
+        }
+        if t.sample_bytes.is_some() {
+            bail!("a leak check needs every block: drop --sample-bytes");
+        }
+    } else if view.filter.kind.is_some() {
+        bail!("--kind selects by the verdicts of a leak check: use it with `leaks`, or on a snapshot saved by `leaks --save`");
+    }
+    let checking = check.is_some();
+    opts.check = check;
     view.top_procs = t.top_procs;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -457,6 +571,7 @@ fn live(t: &TraceArgs, mut view: ViewOptions) -> anyhow::Result<u8> {
         printer: report::printer(view.clone(), std::io::stdout()),
         view,
         prev: HashMap::new(),
+        checking,
     };
     let outcome = rt.block_on(session::run(mode, &opts, &mut sink))?;
     Ok(outcome
@@ -486,6 +601,50 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(f) => offline(&f, &trace, v),
                 None => live(&trace, v),
             }
+        }
+        Some(Cmd::Leaks {
+            file,
+            retention,
+            trace,
+            view,
+        }) => {
+            let v = view_options(&view, View::Summary)?;
+            match file {
+                Some(f) => {
+                    if trace.wants_target() || trace.save.is_some() {
+                        bail!("give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both");
+                    }
+                    show_leaks(&f, v)
+                }
+                None => {
+                    let spec = CheckSpec::Leaks {
+                        filter: v.filter.clone(),
+                        group_by: v.group_by,
+                        retention,
+                    };
+                    live_checking(&trace, v, Some(spec))
+                }
+            }
+        }
+        Some(Cmd::Refs {
+            addr,
+            maxdepth,
+            max_roots,
+            trace,
+            view,
+        }) => {
+            let v = view_options(&view, View::Summary)?;
+            if addr.is_some() && v.filter.site.is_some() {
+                bail!("give --addr or --site, not both");
+            }
+            let spec = CheckSpec::Refs {
+                addr,
+                site: v.filter.site.clone(),
+                maxdepth,
+                max_roots,
+                top: v.top,
+            };
+            live_checking(&trace, v, Some(spec))
         }
         Some(Cmd::Summary { file, view }) => {
             show_snapshot(&file, view_options(&view, View::Summary)?)

@@ -143,11 +143,23 @@ impl Session<'_> {
                         None
                     }
                 };
-                self.live.insert(pid, Process::new(pid, parent, plan));
+                let mut p = Process::new(pid, parent, plan);
+                if Some(pid) == self.root && self.check.is_some() {
+                    p.table.track_freed();
+                }
+                self.live.insert(pid, p);
             }
             TreeEvent::Exiting { pid } => {
                 if let Some(p) = self.live.get_mut(&pid) {
                     let _ = p.modules.refresh();
+                }
+                // Its memory is still there, as LeakSanitizer's check at exit sees it.
+                if Some(pid) == self.root
+                    && let Some(spec) = self.check.clone()
+                {
+                    let two_checks = self.checks.two_checks;
+                    self.check(pump, &spec, two_checks)?;
+                    self.checks.done = true;
                 }
             }
             TreeEvent::Exited { pid, exit } => {

@@ -29,11 +29,13 @@ use crate::{
     target::{self, Root, TargetError, Tracer},
 };
 
+mod check;
 mod follow;
 mod mode;
 mod sink;
 mod system;
 
+pub use check::{CheckSpec, RefsError};
 use follow::{ExitWatch, Request};
 use mode::Kind;
 pub use mode::Mode;
@@ -55,6 +57,9 @@ pub enum TraceError {
     /// `--save` failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// `refs --addr` named no live block.
+    #[error(transparent)]
+    Refs(#[from] RefsError),
     /// Waiting on the ring, a signal or the target failed.
     #[error("{what} failed")]
     Io {
@@ -89,6 +94,9 @@ pub struct Options {
     pub allocator: Option<String>,
     /// Trace the anonymous memory processes map themselves.
     pub mappings: bool,
+    /// Check the root process (`leaks`, `refs`) at each tick and at the end, instead of
+    /// showing its live summary.
+    pub check: Option<CheckSpec>,
 }
 
 /// How a session ended.
@@ -154,6 +162,9 @@ struct Session<'s> {
     sample_bytes: u64,
     /// Events from pids without a table (none are expected: the probes filter by process).
     foreign_events: u64,
+    /// The check to make of the root, if any, and what the checks made remember.
+    check: Option<CheckSpec>,
+    checks: check::Checks,
 }
 
 impl Session<'_> {
@@ -376,6 +387,10 @@ impl Session<'_> {
         match mode {
             Mode::Attach { pid, follow } => {
                 target::check_pid(pid)?;
+                if self.check.is_some() {
+                    // Checks stop the target with ptrace: another tracer would make them fail.
+                    target::check_untraced(pid)?;
+                }
                 let plan = crate::probe::plan(
                     &crate::probe::candidates_of_pid(pid)?,
                     opts.allocator.as_deref(),
@@ -384,7 +399,10 @@ impl Session<'_> {
                 self.attach(Some(pid), &plan)?;
                 self.tell_plan(&plan, opts.verbose)?;
                 let what = plan.describe();
-                let p = Process::new(pid, None, Some(plan));
+                let mut p = Process::new(pid, None, Some(plan));
+                if self.check.is_some() {
+                    p.table.track_freed();
+                }
                 let who = format!("pid {}", p.id.pids());
                 self.live.insert(pid, p);
                 let watch = if follow {
@@ -392,6 +410,10 @@ impl Session<'_> {
                     self.tracer = Some(tracer?);
                     ExitWatch::Child(rx)
                 } else {
+                    if self.check.is_some() {
+                        // No following: the ptrace thread serves the checks' freezes only.
+                        self.tracer = Some(Tracer::start(None, false, |_, _| {}, |_| {})?);
+                    }
                     // SAFETY: the AsyncFd owns the pidfd, so it stays open while registered.
                     let watch = unsafe {
                         AsyncFd::register_with_interest(target::pidfd(pid)?, Interest::READABLE)
@@ -429,7 +451,11 @@ impl Session<'_> {
                     until_ctrl_c: false,
                 })?;
                 // Created after exec, so that its name and mappings are the program's.
-                self.live.insert(pid, Process::new(pid, None, Some(plan)));
+                let mut p = Process::new(pid, None, Some(plan));
+                if self.check.is_some() {
+                    p.table.track_freed();
+                }
+                self.live.insert(pid, p);
                 Ok(ExitWatch::Child(rx))
             }
             Mode::System => {
@@ -478,8 +504,22 @@ impl Session<'_> {
         }
         let (now, base) = (monotonic_ns(), self.base_counters());
         if let Some(path) = &opts.save {
-            let saved = match self.root_image() {
-                Some(p) => {
+            let saved = match (&self.checks.last, self.root_image()) {
+                // The blocks with their verdicts, as the last check found them.
+                (Some((pid, blocks, facts)), Some(p)) => {
+                    let heap = p.heap(now, p.counters(base), self.sample_bytes);
+                    let snap = Snapshot {
+                        check: Some(*facts),
+                        ..Snapshot::of(&muppy_core::model::Heap { blocks, ..heap }, &opts.label)
+                    };
+                    snap.save(path)?;
+                    Note::Saved {
+                        blocks: blocks.len(),
+                        pid: *pid,
+                        path: path.clone(),
+                    }
+                }
+                (None, Some(p)) => {
                     Snapshot::of(
                         &p.heap(now, p.counters(base), self.sample_bytes),
                         &opts.label,
@@ -491,7 +531,7 @@ impl Session<'_> {
                         path: path.clone(),
                     }
                 }
-                None => Note::NothingToSave,
+                (_, None) => Note::NothingToSave,
             };
             self.note(saved)?;
         }
@@ -557,6 +597,11 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         allocator: opts.allocator.clone(),
         sample_bytes: opts.probe.sample_bytes,
         foreign_events: 0,
+        check: opts.check.clone(),
+        checks: check::Checks {
+            two_checks: opts.interval.is_some(),
+            ..check::Checks::default()
+        },
     };
     if opts.mappings {
         s.probes.watch_mappings()?;
@@ -599,8 +644,13 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
                 s.discover()?;
             }
             _ = report.tick(), if opts.interval.is_some() => {
-                s.drain(&mut pump, true)?;
-                s.tick()?;
+                match s.check.clone() {
+                    Some(spec) => s.check(&mut pump, &spec, s.checks.two_checks)?,
+                    None => {
+                        s.drain(&mut pump, true)?;
+                        s.tick()?;
+                    }
+                }
             }
             r = exit_watch.wait() => {
                 exit = r?;
@@ -642,6 +692,16 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         drop(req.done);
     }
     s.drain(&mut pump, true)?;
+    if let Some(spec) = s.check.clone() {
+        if s.live.contains_key(&s.root.unwrap_or_default()) && exit.is_none() {
+            s.check(&mut pump, &spec, s.checks.two_checks)?;
+        } else if !s.checks.done {
+            s.checks.done = true;
+            s.note(Note::CheckFailed {
+                why: "the target exited before a check could read its memory".into(),
+            })?;
+        }
+    }
     drop(pump);
     s.end(opts, exit)?;
     let root = s.root;

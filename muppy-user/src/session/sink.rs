@@ -5,6 +5,7 @@
 use std::{fmt, path::PathBuf, time::Duration};
 
 use muppy_core::{
+    analysis::{LeakReport, RefReport},
     model::Exit,
     report::{Facts, ProcView},
 };
@@ -25,6 +26,10 @@ pub enum SessionEvent<'a> {
     },
     /// System-wide: a process ended; what it left live. Its table is dropped after this.
     Ended(ProcView<'a>),
+    /// A leak check of the root process (`leaks`): at each tick and at the end.
+    Leaks(LeakReport),
+    /// Who points at one selected block (`refs`), at the end.
+    Referrers(RefReport),
     /// The end of the session: every image, the live ones first.
     Final {
         /// The images.
@@ -156,6 +161,13 @@ pub enum Note {
     },
     /// `--save` had no heap to save.
     NothingToSave,
+    /// A leak check or referrer search could not be made.
+    CheckFailed {
+        /// Why.
+        why: String,
+    },
+    /// `refs --site` selected no live block.
+    NoBlockSelected,
     /// The ring's reader could not be given a real-time priority: with more busy threads than
     /// CPUs, the ring may fill while it waits for one.
     NotRealtime,
@@ -258,6 +270,10 @@ impl fmt::Display for Note {
             Note::NothingToSave => {
                 f.write_str("nothing to save: --save keeps the traced command's (or --pid's) heap")
             }
+            Note::CheckFailed { why } => write!(f, "no check made: {why}"),
+            Note::NoBlockSelected => f.write_str(
+                "no live block matches --site at the check; `muppy-trace objects` lists the live blocks",
+            ),
             Note::NotRealtime => f.write_str(
                 "the ring's reader could not get a real-time priority; with more busy threads than CPUs, events may be lost",
             ),

@@ -71,14 +71,10 @@ fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, Target
             start: range.start,
             end: range.end,
         })?;
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| TargetError::BadRange {
-            start: range.start,
-            end: range.end,
-        })?;
-    bytes.resize(len, 0);
+    let mut bytes = zeroed(len).ok_or(TargetError::BadRange {
+        start: range.start,
+        end: range.end,
+    })?;
     let mut unreadable: Vec<Range<u64>> = Vec::new();
     let mut at = range.start;
     while at < range.end {
@@ -100,6 +96,24 @@ fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, Target
         bytes,
         unreadable,
     })
+}
+
+/// `len` zero bytes, or `None` if they cannot be had. Large ones come from fresh pages the
+/// kernel zeroes as they are first written, not by a pass over them: the copy that fills them
+/// is the pause of a leak check.
+fn zeroed(len: usize) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: the layout has a non-zero size; a null return is checked.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with this layout (u8, capacity
+    // `len`), and all `len` bytes are initialized (zero).
+    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// Reads from `at` up to `end` (one piece) into `buf` (which starts at `base`); returns how

@@ -21,7 +21,9 @@ use nix::errno::Errno;
 
 pub use launch::{Launched, spawn_paused};
 pub use memory::Memory;
-pub use tracer::{Frozen, FrozenThread, Registers, Release, Root, Tracer, TreeEvent};
+pub use tracer::{
+    Frozen, FrozenThread, Registers, Release, Root, Tracer, TreeEvent, check_untraced,
+};
 
 /// Why a target could not be traced.
 #[derive(Debug, thiserror::Error)]

@@ -766,6 +766,22 @@ fn tracer_of(tid: i32) -> Option<u32> {
     Some(tgid_of(thread).unwrap_or(thread) as u32)
 }
 
+/// Fails, naming the tracer, if a thread of `pid` is traced by another process than this one
+/// (a freeze would fail later: say so before tracing begins).
+pub fn check_untraced(pid: u32) -> Result<(), TargetError> {
+    let p = i32::try_from(pid).map_err(|_| TargetError::NoSuchProcess { pid })?;
+    for t in list_tasks(p)? {
+        if let Some(tracer) = tracer_of(t).filter(|&t| t != std::process::id()) {
+            return Err(TargetError::TracedByOther {
+                pid,
+                tid: t as u32,
+                tracer,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Whether `tid` has ended (or is ending: ptrace cannot seize a zombie).
 fn ended(tid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {

@@ -1,0 +1,528 @@
+//! Leak checks and referrer searches on a live process: what is copied while its threads are
+//! stopped, the roots made of it, and the answers turned into reports.
+//!
+//! The caller stops every thread ([`crate::target::Tracer::freeze`]), applies every event the
+//! probes have sent (so the table equals memory), calls [`capture`], and lets the threads go:
+//! the pause is the copy. Everything after works on the copy.
+//!
+//! Roots, as Valgrind takes them (see `muppy_core::model::leak`): every register of every
+//! thread; each thread's stack from its stack pointer (less the 128-byte red zone) to the end
+//! of its mapping; every other readable, writable mapping (every ELF's data and bss, TLS,
+//! anonymous memory, the heap) except live blocks, which are reached only by marking, and
+//! except memory freed while traced ([`crate::freed`]). Heap memory that is in no live block
+//! and was not freed while traced was allocated before tracing began (or is the allocator's
+//! own): it is scanned as roots, and counted (`unaccounted_root_bytes`). Blocks the dynamic
+//! loader allocated (DTV, dynamic TLS) are taken as reachable, as LeakSanitizer does; Valgrind
+//! reports the DTV of each thread as possibly lost (its pointer is into the block).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    ops::Range,
+    time::Duration,
+};
+
+use muppy_core::{
+    analysis::{
+        RefTree, Referrer, Step,
+        leaks::{self, Extent, Input, RefEdge, RefNode, Root, RootSource, Verdicts, Via},
+    },
+    model::{Block, CheckFacts, Frame, Image, LeakKind, Place, Segment, Verdict},
+};
+
+use crate::{
+    places::{self, Places},
+    process::Process,
+    target::{FrozenThread, TargetError, Tracer},
+};
+
+/// The 128 bytes below the stack pointer that x86-64 code may use without moving it.
+const RED_ZONE: u64 = 128;
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Its addresses.
+    pub range: Range<u64>,
+    /// `rwxp`/`rw-s`...
+    pub perms: String,
+    /// File offset.
+    pub offset: u64,
+    /// Inode (0 for anonymous memory).
+    pub inode: u64,
+    /// Path, `[heap]`, `[stack]`..., or empty for anonymous memory.
+    pub path: String,
+}
+
+impl Mapping {
+    /// Readable and writable: where pointers that keep blocks alive can be.
+    fn is_root_memory(&self) -> bool {
+        let b = self.perms.as_bytes();
+        b.first() == Some(&b'r')
+            && b.get(1) == Some(&b'w')
+            // The kernel's pages, and device memory (reading it can have effects), except
+            // /dev/zero, which is plain memory.
+            && !matches!(self.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+            && (!self.path.starts_with("/dev/") || self.path.starts_with("/dev/zero"))
+    }
+}
+
+/// Parses `/proc/PID/maps`.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let (start, end) = f.next()?.split_once('-')?;
+            let perms = f.next()?.to_string();
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+            let _dev = f.next()?;
+            let inode = f.next()?.parse().ok()?;
+            let path = f.collect::<Vec<_>>().join(" ");
+            Some(Mapping {
+                range: u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?,
+                perms,
+                offset,
+                inode,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// What was copied while every thread was stopped.
+pub struct Capture {
+    /// The process.
+    pub pid: u32,
+    /// Its threads and their registers.
+    pub threads: Vec<FrozenThread>,
+    /// Its mappings.
+    pub maps: Vec<Mapping>,
+    /// Its root memory and heap, copied.
+    pub image: Image,
+}
+
+/// Copies what a check needs of the frozen process `pid` (`threads` from the freeze).
+pub fn capture(
+    tracer: &Tracer,
+    pid: u32,
+    threads: Vec<FrozenThread>,
+) -> Result<Capture, TargetError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|_| TargetError::NoSuchProcess { pid })?;
+    let maps = parse_maps(&text);
+    let ranges: Vec<Range<u64>> = maps
+        .iter()
+        .filter(|m| m.is_root_memory())
+        .map(|m| m.range.clone())
+        .collect();
+    let image = Image::new(
+        tracer
+            .read(pid, &ranges)?
+            .into_iter()
+            .map(|m| Segment {
+                start: m.range.start,
+                bytes: m.bytes,
+            })
+            .collect(),
+    );
+    Ok(Capture {
+        pid,
+        threads,
+        maps,
+        image,
+    })
+}
+
+/// What a root is, to name what it holds.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    /// A register of a thread.
+    Register { tid: u32, reg: &'static str },
+    /// Memory: heap memory muppy holds no block for, or other memory.
+    Memory { unaccounted: bool },
+}
+
+/// A capture made ready to classify: the blocks in address order, the roots, and the names.
+pub struct Scan<'a> {
+    capture: &'a Capture,
+    /// The live blocks, by address.
+    pub blocks: Vec<(u64, Block)>,
+    extents: Vec<Extent>,
+    roots: Vec<Root>,
+    origins: Vec<Origin>,
+    pinned: Vec<u32>,
+    places: Places,
+    /// Heap bytes muppy holds no block for, scanned as roots.
+    pub unaccounted_root_bytes: u64,
+    traces: Vec<Frame>,
+}
+
+/// Whether a module is the dynamic loader (whose blocks count as reachable).
+fn is_loader(module: &str) -> bool {
+    module.starts_with("ld-linux") || module.starts_with("ld-musl") || module == "ld.so"
+}
+
+impl<'a> Scan<'a> {
+    /// The blocks of `p` and the roots of `capture`.
+    pub fn new(capture: &'a Capture, p: &mut Process) -> Self {
+        let mut blocks: Vec<(u64, Block)> = p.table.blocks().collect();
+        blocks.sort_unstable_by_key(|(a, _)| *a);
+        let extents: Vec<Extent> = blocks
+            .iter()
+            .map(|&(addr, b)| Extent { addr, size: b.size })
+            .collect();
+        let sites: Vec<Frame> = p.traces.iter().map(|t| t.site().clone()).collect();
+        let pinned: Vec<u32> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, b))| {
+                sites
+                    .get(b.trace as usize)
+                    .and_then(|f| f.module.as_deref())
+                    .is_some_and(is_loader)
+            })
+            .filter_map(|(i, _)| u32::try_from(i).ok())
+            .collect();
+        let places = {
+            let (modules, namer) = p.naming();
+            Places::new(
+                capture.pid,
+                &capture.maps,
+                &capture.threads,
+                &capture.image,
+                modules,
+                namer,
+            )
+        };
+        let mut roots = Vec::new();
+        let mut origins = Vec::new();
+        for t in &capture.threads {
+            for (reg, value) in places::registers(&t.regs) {
+                roots.push(Root {
+                    source: RootSource::Word(value),
+                    place: u32::try_from(origins.len()).unwrap_or(u32::MAX),
+                });
+                origins.push(Origin::Register { tid: t.tid, reg });
+            }
+        }
+        // Each thread's stack from its stack pointer; the rest of its mapping is dead.
+        let mut stack_maps = HashSet::new();
+        for (_, range) in places.stack_ranges() {
+            if let Some(m) = capture.maps.iter().position(|m| m.range.contains(&range.start)) {
+                stack_maps.insert(m);
+            }
+            let origin = u32::try_from(origins.len()).unwrap_or(u32::MAX);
+            origins.push(Origin::Memory { unaccounted: false });
+            roots.push(Root {
+                source: RootSource::Range(range),
+                place: origin,
+            });
+        }
+        let freed = p.table.freed();
+        let mut unaccounted_root_bytes = 0;
+        let memory = u32::try_from(origins.len()).unwrap_or(u32::MAX);
+        origins.push(Origin::Memory { unaccounted: false });
+        let heap_memory = memory + 1;
+        origins.push(Origin::Memory { unaccounted: true });
+        for (i, m) in capture.maps.iter().enumerate() {
+            if !m.is_root_memory() || stack_maps.contains(&i) {
+                continue;
+            }
+            let r = m.range.clone();
+            let holds_blocks = {
+                let first = extents.partition_point(|e| e.addr < r.start);
+                extents.get(first).is_some_and(|e| e.addr < r.end)
+            };
+            let has_freed = freed.is_some_and(|f| f.within(r.clone()).next().is_some());
+            let heap = m.path == "[heap]" || holds_blocks || has_freed;
+            // The mapping less the memory freed while traced.
+            let mut at = r.start;
+            let mut pieces = Vec::new();
+            if let Some(f) = freed {
+                for hole in f.within(r.clone()) {
+                    if hole.start > at {
+                        pieces.push(at..hole.start);
+                    }
+                    at = hole.end;
+                }
+            }
+            if at < r.end {
+                pieces.push(at..r.end);
+            }
+            for piece in pieces {
+                if heap {
+                    unaccounted_root_bytes += (piece.end - piece.start) - block_bytes(&extents, &piece);
+                }
+                roots.push(Root {
+                    source: RootSource::Range(piece),
+                    place: if heap { heap_memory } else { memory },
+                });
+            }
+        }
+        Scan {
+            capture,
+            blocks,
+            extents,
+            roots,
+            origins,
+            pinned,
+            places,
+            unaccounted_root_bytes,
+            traces: sites,
+        }
+    }
+
+    fn input(&self) -> Input<'_> {
+        Input {
+            image: &self.capture.image,
+            blocks: &self.extents,
+            roots: &self.roots,
+            pinned: &self.pinned,
+        }
+    }
+
+    /// How many blocks the dynamic loader allocated.
+    pub fn loader_blocks(&self) -> u64 {
+        self.pinned.len() as u64
+    }
+
+    /// Classifies every block.
+    pub fn classify(&self) -> Verdicts {
+        leaks::classify(&self.input())
+    }
+
+    /// Where the root word at `at` (of root `root`) is.
+    fn place(&self, root: u32, at: u64) -> Place {
+        match self.origins.get(root as usize) {
+            Some(Origin::Register { tid, reg }) => Place::Register {
+                tid: *tid,
+                reg: (*reg).to_string(),
+            },
+            Some(Origin::Memory { unaccounted: true }) => Place::Unaccounted { addr: at },
+            _ => self.places.name(at),
+        }
+    }
+
+    fn site(&self, block: usize) -> Frame {
+        self.blocks
+            .get(block)
+            .and_then(|(_, b)| self.traces.get(b.trace as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The steps from block `i` to its root: the blocks holding it, then the root.
+    pub fn retention(&self, v: &Verdicts, i: u32) -> Vec<Step> {
+        leaks::retention_path(v, i)
+            .into_iter()
+            .filter_map(|via| match via {
+                Via::Block { block, at } => {
+                    let (addr, b) = self.blocks[block as usize];
+                    Some(Step::Block {
+                        addr,
+                        size: b.size,
+                        site: self.site(block as usize),
+                        at,
+                    })
+                }
+                Via::Root { root, at } => Some(Step::Root {
+                    place: self.place(root, at),
+                    at,
+                }),
+                Via::Pinned => None,
+                Via::Unreached => None,
+            })
+            .collect()
+    }
+
+    /// The index of the block at `addr`: `Ok` where one starts there, `Err` with the block
+    /// it falls inside (if any).
+    pub fn block_at(&self, addr: u64) -> Result<usize, Option<(u64, Block)>> {
+        let i = self.blocks.partition_point(|(a, _)| *a <= addr);
+        match i.checked_sub(1).map(|j| (j, self.blocks[j])) {
+            Some((j, (a, _))) if a == addr => Ok(j),
+            Some((_, (a, b))) if addr < a + b.size.max(1) => Err(Some((a, b))),
+            _ => Err(None),
+        }
+    }
+
+    /// The referrer tree of block `i`.
+    pub fn referrers(&self, i: usize, maxdepth: usize, max_roots: usize) -> RefTree {
+        let node = leaks::referrer_tree(
+            &self.input(),
+            u32::try_from(i).unwrap_or(u32::MAX),
+            maxdepth,
+            max_roots,
+        );
+        self.ref_tree(&node)
+    }
+
+    fn ref_tree(&self, n: &RefNode) -> RefTree {
+        let (addr, b) = self.blocks[n.block as usize];
+        let referrers = n
+            .referrers
+            .iter()
+            .map(|e| match e {
+                RefEdge::Root { root, at, interior } => Referrer::Root {
+                    place: self.place(*root, *at),
+                    at: *at,
+                    interior: *interior,
+                },
+                RefEdge::Block { node, at, interior } => Referrer::Block {
+                    at: *at,
+                    interior: *interior,
+                    tree: self.ref_tree(node),
+                },
+                RefEdge::Seen {
+                    block,
+                    at,
+                    interior,
+                } => Referrer::Seen {
+                    addr: self.blocks[*block as usize].0,
+                    at: *at,
+                    interior: *interior,
+                },
+            })
+            .collect();
+        RefTree {
+            addr,
+            size: b.size,
+            site: self.site(n.block as usize),
+            referrers,
+            cut_depth: matches!(n.cut, Some(leaks::Cut::Depth)),
+            more_roots: match n.cut {
+                Some(leaks::Cut::MaxRoots { more }) => more,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// Bytes of blocks inside `r` (blocks are sorted and disjoint).
+fn block_bytes(extents: &[Extent], r: &Range<u64>) -> u64 {
+    let first = extents.partition_point(|e| e.addr + e.size.max(1) <= r.start);
+    extents[first..]
+        .iter()
+        .take_while(|e| e.addr < r.end)
+        .map(|e| (e.addr + e.size.max(1)).min(r.end) - e.addr.max(r.start))
+        .sum()
+}
+
+/// What a process's earlier checks found lost, for the two-checks rule: blocks by address and
+/// allocation time (an address reused since is another block).
+#[derive(Debug, Default)]
+pub struct LostBefore(HashSet<(u64, u64)>);
+
+/// Gives each block of `scan` its verdict from `v`. With `two_checks`, a lost block is
+/// confirmed only if `before` had it lost too; `before` becomes this check's lost blocks.
+pub fn verdicts(
+    scan: &Scan,
+    v: &Verdicts,
+    two_checks: bool,
+    before: &mut LostBefore,
+) -> Vec<(u64, Block)> {
+    let mut lost_now = HashSet::new();
+    let blocks = scan
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, b))| {
+            let kind = v.kind[i];
+            let lost = matches!(kind, LeakKind::DefinitelyLost | LeakKind::IndirectlyLost);
+            if lost {
+                lost_now.insert((addr, b.ts_ns));
+            }
+            let confirmed = !two_checks || before.0.contains(&(addr, b.ts_ns));
+            (
+                addr,
+                Block {
+                    leak: Some(Verdict {
+                        kind,
+                        indirect_bytes: v.indirect_bytes[i],
+                        confirmed: !lost || confirmed,
+                    }),
+                    ..b
+                },
+            )
+        })
+        .collect();
+    before.0 = lost_now;
+    blocks
+}
+
+/// The facts of one check.
+pub fn facts(
+    scan: &Scan,
+    v: &Verdicts,
+    check: u32,
+    two_checks: bool,
+    pause: Duration,
+) -> CheckFacts {
+    CheckFacts {
+        check,
+        two_checks,
+        pause,
+        scanned_bytes: v.scanned_bytes,
+        unaccounted_root_bytes: scan.unaccounted_root_bytes,
+        loader_blocks: scan.loader_blocks(),
+        threads: u32::try_from(scan.capture.threads.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// Retention paths by block address, for the report.
+pub fn retention_by_addr<'s>(scan: &'s Scan, v: &'s Verdicts) -> impl Fn(u64) -> Vec<Step> + 's {
+    let index: HashMap<u64, u32> = scan
+        .blocks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (a, _))| Some((*a, u32::try_from(i).ok()?)))
+        .collect();
+    move |addr| {
+        index
+            .get(&addr)
+            .map(|&i| scan.retention(v, i))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_parse_and_root_memory_is_readable_writable() {
+        let maps = parse_maps(
+            "55d0c0000000-55d0c0001000 r--p 00000000 fd:01 123 /usr/bin/prog\n\
+             55d0c0003000-55d0c0004000 rw-p 00002000 fd:01 123 /usr/bin/prog\n\
+             55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]\n\
+             7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n\
+             7ffc00000000-7ffc00002000 r--p 00000000 00:00 0 [vvar]\n\
+             7ffc00010000-7ffc00011000 rw-s 00000000 00:05 9 /dev/dri/card0\n",
+        );
+        assert_eq!(maps.len(), 6);
+        assert_eq!(maps[2].path, "[heap]");
+        assert_eq!(maps[3].path, "");
+        let roots: Vec<bool> = maps.iter().map(Mapping::is_root_memory).collect();
+        assert_eq!(roots, vec![false, true, true, true, false, false]);
+    }
+
+    #[test]
+    fn block_bytes_clip_to_the_range() {
+        let e = [
+            Extent {
+                addr: 0x100,
+                size: 0x20,
+            },
+            Extent {
+                addr: 0x200,
+                size: 0,
+            },
+            Extent {
+                addr: 0x300,
+                size: 0x100,
+            },
+        ];
+        assert_eq!(block_bytes(&e, &(0..0x1000)), 0x20 + 1 + 0x100);
+        assert_eq!(block_bytes(&e, &(0x110..0x380)), 0x10 + 1 + 0x80);
+    }
+}
