@@ -45,6 +45,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("je_prefixed", "je_prefixed.c", &["local:je_alloc"]),
     ("short", "short.c", &["dlopen:plugin"]),
     ("preexec", "preexec.c", &["local:preexec_lib"]),
+    ("leak_cases", "leak_cases.c", &["dlopen:leak_plugin"]),
 ];
 
 fn compile(src: &Path, out: &Path, cflags: &[String], extra: &[String]) {

@@ -132,11 +132,16 @@ fn setup() -> anyhow::Result<()> {
             ))?;
     }
     // The tests build C and C++ workloads, some static (libc.a comes with libc6-dev), some
-    // linked against other allocators, and run one in a namespace (unshare, util-linux).
+    // linked against other allocators, and run one in a namespace (unshare, util-linux). The
+    // leak check's tests take Valgrind's memcheck (driven through vgdb) as their oracle, and
+    // check that a target strace holds is refused.
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
         || which("unshare").is_none()
+        || which("valgrind").is_none()
+        || which("vgdb").is_none()
+        || which("strace").is_none()
         || [
             "libc.a",
             "libjemalloc.so.2",
@@ -157,6 +162,8 @@ fn setup() -> anyhow::Result<()> {
             "libjemalloc2",
             "libtcmalloc-minimal4",
             "libmimalloc2.0",
+            "valgrind",
+            "strace",
         ]))?;
     }
     Ok(())
