@@ -38,8 +38,6 @@ pub enum Step {
 pub struct LeakRow {
     /// Their kind.
     pub kind: LeakKind,
-    /// Lost at two checks in a row (always, for reachable blocks and single checks).
-    pub confirmed: bool,
     /// The group.
     pub key: Key,
     /// Blocks.
@@ -114,29 +112,29 @@ pub fn leak_report(
         },
         _ => Key::Site(t.site().clone()),
     };
-    // Per (kind, confirmed, key): figures and the smallest address seen (its block's stack
-    // and retention path stand for the row, the same one at every run).
-    let mut rows: HashMap<(LeakKind, bool, Key), (LeakRow, u64)> = HashMap::new();
+    // Per (kind, key): figures and the smallest address seen (its block's stack and retention
+    // path stand for the row, the same one at every run). Lost blocks not confirmed yet are
+    // only counted apart.
+    let mut rows: HashMap<(LeakKind, Key), (LeakRow, u64)> = HashMap::new();
     let mut totals = [Total::default(); 4];
     let mut unconfirmed = Total::default();
     heap.select(filter, &mut |addr, b, t| {
         let Some(v) = b.leak else { return };
         let lost = matches!(v.kind, LeakKind::DefinitelyLost | LeakKind::IndirectlyLost);
         let confirmed = !lost || v.confirmed;
-        let total = if confirmed {
-            &mut totals[v.kind as usize]
-        } else {
-            &mut unconfirmed
-        };
-        total.objects += 1;
-        total.bytes += b.size;
+        if !confirmed {
+            unconfirmed.objects += 1;
+            unconfirmed.bytes += b.size;
+            return;
+        }
+        totals[v.kind as usize].objects += 1;
+        totals[v.kind as usize].bytes += b.size;
         let (row, first) = rows
-            .entry((v.kind, confirmed, key_of(t)))
-            .or_insert_with_key(|(kind, confirmed, key)| {
+            .entry((v.kind, key_of(t)))
+            .or_insert_with_key(|(kind, key)| {
                 (
                     LeakRow {
                         kind: *kind,
-                        confirmed: *confirmed,
                         key: key.clone(),
                         objects: 0,
                         bytes: 0,
@@ -173,8 +171,8 @@ pub fn leak_report(
             &r.key,
         )
     });
-    // Stable: kinds in report order, confirmed first, largest first within.
-    rows.sort_by_key(|r| (r.kind, !r.confirmed));
+    // Stable: kinds in report order, largest first within.
+    rows.sort_by_key(|r| r.kind);
     LeakReport {
         pid: heap.pid,
         group_by: by,

@@ -437,8 +437,6 @@ pub struct LeakRowLine {
     pub bytes: u64,
     /// Bytes only these blocks reach (definitely lost rows).
     pub indirect_bytes: u64,
-    /// Lost at two checks in a row (false only with periodic checks; not in the totals).
-    pub confirmed: bool,
     /// The call path (the group's, or one block's), innermost first.
     pub stack: Vec<String>,
     /// With `--retention`: the shortest path to a root, the block first.
@@ -507,8 +505,11 @@ pub struct LeaksLine {
     pub rows: Vec<LeakRowLine>,
     /// Per kind, confirmed blocks.
     pub totals: KindTotals,
-    /// Lost blocks seen lost at this check only (periodic checks).
+    /// Lost blocks seen lost at this check only (periodic checks): in no row or total until
+    /// the next check finds them lost too.
     pub unconfirmed: Total,
+    /// No lost block awaits its second check.
+    pub confirmed: bool,
     /// Lost blocks must be lost at two checks in a row to count.
     pub two_checks: bool,
     /// Heap bytes muppy holds no block for, scanned as roots.
@@ -810,7 +811,6 @@ impl<W: io::Write> Print for JsonPrinter<W> {
                         objects: row.objects,
                         bytes: row.bytes,
                         indirect_bytes: row.indirect_bytes,
-                        confirmed: row.confirmed,
                         stack: key.stack.unwrap_or_else(|| {
                             row.stack.iter().map(|f| f.name().to_string()).collect()
                         }),
@@ -828,6 +828,7 @@ impl<W: io::Write> Print for JsonPrinter<W> {
                 objects: r.unconfirmed.objects,
                 bytes: r.unconfirmed.bytes,
             },
+            confirmed: r.unconfirmed.objects == 0,
             two_checks: r.facts.two_checks,
             unaccounted_root_bytes: r.facts.unaccounted_root_bytes,
             scanned_bytes: r.facts.scanned_bytes,

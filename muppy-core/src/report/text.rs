@@ -435,15 +435,6 @@ fn leak_size(r: &LeakRow) -> String {
     }
 }
 
-/// The words for a row's kind (an unconfirmed lost block says so).
-fn leak_kind_cell(r: &LeakRow) -> String {
-    if r.confirmed {
-        r.kind.words().to_string()
-    } else {
-        format!("{} (1st check)", r.kind.words())
-    }
-}
-
 /// A leak check: `kind | sites | # objects | total size`, definitely lost first, then the
 /// four totals, what the check cost, and, with `--retention`, why each reachable row is kept.
 pub fn leaks_table(r: &LeakReport, top: usize) -> String {
@@ -451,7 +442,7 @@ pub fn leaks_table(r: &LeakReport, top: usize) -> String {
     let mut t = table_with(&["kind", noun, "# objects", "total size"]);
     for row in r.rows.iter().take(top) {
         t.add_row(TRow::new(vec![
-            Cell::new(&leak_kind_cell(row)).style_spec("r"),
+            Cell::new(row.kind.words()).style_spec("r"),
             Cell::new(&key_cell(&row.key)).style_spec("r"),
             Cell::new(&row.objects.to_string()).style_spec("r"),
             Cell::new(&leak_size(row)).style_spec("r"),
