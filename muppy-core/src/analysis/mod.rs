@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod calltree;
 pub mod diff;
+pub mod leaks;
 pub mod objects;
 pub mod summary;
 pub mod verdicts;

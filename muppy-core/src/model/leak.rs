@@ -164,7 +164,9 @@ impl Image {
 
     /// The parts of `range` the image holds, in address order, as (address, bytes).
     pub fn parts(&self, range: Range<u64>) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        let first = self.segments.partition_point(|s| s.range().end <= range.start);
+        let first = self
+            .segments
+            .partition_point(|s| s.range().end <= range.start);
         self.segments[first..]
             .iter()
             .take_while(move |s| s.start < range.end)
@@ -303,7 +305,10 @@ mod tests {
         assert_eq!(img.segments()[1].start, 0x2008);
         assert_eq!(img.get(0x1ff8..0x2008), Some(&[1u8; 16][..]));
         assert_eq!(img.get(0x2000..0x2010), None);
-        let parts: Vec<_> = img.parts(0x1ffc..0x2010).map(|(a, b)| (a, b.len())).collect();
+        let parts: Vec<_> = img
+            .parts(0x1ffc..0x2010)
+            .map(|(a, b)| (a, b.len()))
+            .collect();
         assert_eq!(parts, vec![(0x1ffc, 12), (0x2008, 8)]);
         assert_eq!(img.len(), 0x1008 + 8);
     }
