@@ -450,18 +450,21 @@ pub fn verdicts(
     blocks
 }
 
-/// The facts of one check.
+/// The facts of one check: the `check`th, which paused the target for `pause` and took
+/// `took` in all.
 pub fn facts(
     scan: &Scan,
     v: &Verdicts,
     check: u32,
     two_checks: bool,
     pause: Duration,
+    took: Duration,
 ) -> CheckFacts {
     CheckFacts {
         check,
         two_checks,
         pause,
+        took,
         scanned_bytes: v.scanned_bytes,
         unaccounted_root_bytes: scan.unaccounted_root_bytes,
         loader_blocks: scan.loader_blocks(),

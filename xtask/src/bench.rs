@@ -10,6 +10,7 @@
 //! - Memory: tracer memory per live block with 10 million held, and its base resident size.
 //! - Idle: the tracer's CPU while its target does nothing.
 //! - Analysis: summary, diff, tree and snapshots of 10 million blocks (the library alone).
+//! - Leak checks: see [`crate::bench_leaks`].
 
 use std::{
     path::{Path, PathBuf},
@@ -397,6 +398,11 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
         analysis["snapshot_load_ms"].as_f64().unwrap_or(0.0),
     );
     figures["analysis"] = analysis;
+
+    // Leak checks: a 1 GiB heap, the same under Valgrind, a lost list of a million nodes.
+    let bigheap = compile_c("tests/workloads/bigheap.c", "bench/bigheap")?;
+    settle();
+    figures["leaks"] = crate::bench_leaks::bench(&trace, &bigheap)?;
     if json {
         println!("{figures}");
     }

@@ -19,6 +19,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_leaks;
 
 #[derive(Parser)]
 #[command(name = "xtask")]

@@ -85,6 +85,9 @@ pub struct CheckFacts {
     pub two_checks: bool,
     /// How long the target was stopped.
     pub pause: std::time::Duration,
+    /// How long the whole check took: the pause, then classifying the copy (not saved in
+    /// snapshots).
+    pub took: std::time::Duration,
     /// Bytes scanned for pointers: roots and blocks.
     pub scanned_bytes: u64,
     /// Heap memory muppy holds no block for (blocks allocated before tracing began, allocator

@@ -518,6 +518,8 @@ pub struct LeaksLine {
     pub scanned_bytes: u64,
     /// How long the target was stopped, in ms.
     pub pause_ms: f64,
+    /// How long the whole check took (the pause, then classifying the copy), in ms.
+    pub check_ms: f64,
     /// Threads stopped.
     pub threads: u32,
     /// Blocks the dynamic loader allocated, taken as reachable.
@@ -833,6 +835,7 @@ impl<W: io::Write> Print for JsonPrinter<W> {
             unaccounted_root_bytes: r.facts.unaccounted_root_bytes,
             scanned_bytes: r.facts.scanned_bytes,
             pause_ms: millis(r.facts.pause),
+            check_ms: millis(r.facts.took),
             threads: r.facts.threads,
             loader_blocks: r.facts.loader_blocks,
             counters: CounterFields::of(&r.counters, 0),

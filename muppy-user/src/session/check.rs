@@ -143,7 +143,9 @@ impl Session<'_> {
                 filter,
                 group_by,
                 retention,
-            } => self.report_leaks(&cap, made, two_checks, pause, filter, *group_by, *retention),
+            } => self.report_leaks(
+                &cap, made, two_checks, (pause, started), filter, *group_by, *retention,
+            ),
             CheckSpec::Refs {
                 addr,
                 site,
@@ -154,6 +156,7 @@ impl Session<'_> {
                 let facts = CheckFacts {
                     check: made,
                     pause,
+                    took: started.elapsed(),
                     threads: u32::try_from(cap.threads.len()).unwrap_or(u32::MAX),
                     ..CheckFacts::default()
                 };
@@ -168,7 +171,7 @@ impl Session<'_> {
         cap: &Capture,
         made: u32,
         two_checks: bool,
-        pause: std::time::Duration,
+        (pause, started): (std::time::Duration, Instant),
         filter: &Filter,
         group_by: GroupBy,
         retention: bool,
@@ -181,7 +184,7 @@ impl Session<'_> {
         let scan = Scan::new(cap, p);
         let v = scan.classify();
         let blocks = check::verdicts(&scan, &v, two_checks, &mut self.checks.lost);
-        let facts = check::facts(&scan, &v, made, two_checks, pause);
+        let facts = check::facts(&scan, &v, made, two_checks, pause, started.elapsed());
         let paths = retention.then(|| check::retention_by_addr(&scan, &v));
         let p = &self.live[&root];
         let heap = muppy_core::model::Heap {
