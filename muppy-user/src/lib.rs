@@ -5,8 +5,9 @@
 //! real-time [`pump`] thread) → [`table`] and [`regions`] (live blocks and mappings per
 //! process, with call paths read by [`stacks`] and named by [`symbols`]) → [`process`] (one
 //! traced process image, seen as a `muppy_core::model::Heap`). [`target`] starts, checks and
-//! follows the traced processes (the one ptrace thread); [`session`] runs a whole session and
-//! emits what happens into a [`session::Sink`]. The model, the analyses and the printers are
+//! follows the traced processes (the one ptrace thread), and freezes one for a leak check,
+//! whose root words [`places`] names; [`session`] runs a whole session and emits what happens
+//! into a [`session::Sink`]. The model, the analyses and the printers are
 //! in `muppy-core`, which this crate depends on and which knows nothing of it.
 #![deny(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod event;
 pub mod freed;
 pub mod placement;
+pub mod places;
 pub mod probe;
 pub mod process;
 pub mod pump;

@@ -266,6 +266,8 @@ impl Modules {
 /// differ between processes; what was parsed from the files is shared).
 pub struct SiteNamer {
     cache: HashMap<u64, Frame>,
+    /// [`SiteNamer::outer_frame`]'s answers.
+    outer: HashMap<u64, Frame>,
 }
 
 thread_local! {
@@ -289,6 +291,7 @@ impl SiteNamer {
     pub fn new() -> Self {
         Self {
             cache: HashMap::new(),
+            outer: HashMap::new(),
         }
     }
 
@@ -300,13 +303,25 @@ impl SiteNamer {
     /// The frame of the return address `ret`.
     pub fn frame(&mut self, modules: &Modules, ret: u64) -> &Frame {
         if !self.cache.contains_key(&ret) {
-            let name = self.resolve(modules, ret);
+            let name = self.resolve(modules, ret, true);
             self.cache.insert(ret, name);
         }
         &self.cache[&ret]
     }
 
-    fn resolve(&self, modules: &Modules, ret: u64) -> Frame {
+    /// The frame of the return address `ret` named by the function its code was compiled
+    /// into, not by a function inlined there: the function whose stack frame it is (and the
+    /// line in it), as naming a stack word wants.
+    pub fn outer_frame(&mut self, modules: &Modules, ret: u64) -> &Frame {
+        if !self.outer.contains_key(&ret) {
+            let name = self.resolve(modules, ret, false);
+            self.outer.insert(ret, name);
+        }
+        &self.outer[&ret]
+    }
+
+    /// Names `ret`'s frame by the innermost inlined function there, or by the outer one.
+    fn resolve(&self, modules: &Modules, ret: u64, innermost: bool) -> Frame {
         let Some(module) = modules.find(ret) else {
             return Frame::unknown(ret);
         };
@@ -352,12 +367,12 @@ impl SiteNamer {
                 return unknown();
             };
             let (func, code, inlined) = match sym.inlined.last() {
-                Some(inl) => (
+                Some(inl) if innermost => (
                     inl.name.as_ref(),
                     inl.code_info.as_ref().or(sym.code_info.as_deref()),
                     true,
                 ),
-                None => (sym.name.as_ref(), sym.code_info.as_deref(), false),
+                _ => (sym.name.as_ref(), sym.code_info.as_deref(), false),
             };
             let (file, line) = match code.and_then(|c| c.line.map(|l| (c, l))) {
                 Some((c, line)) => (Some(Path::new(&c.file).display().to_string()), Some(line)),
