@@ -31,62 +31,18 @@ use muppy_core::{
 };
 
 use crate::{
-    places::{self, Places},
+    places::{self, Mapping, Places, parse_mappings},
     process::Process,
     target::{FrozenThread, TargetError, Tracer},
 };
 
-/// The 128 bytes below the stack pointer that x86-64 code may use without moving it.
-const RED_ZONE: u64 = 128;
-
-/// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// Its addresses.
-    pub range: Range<u64>,
-    /// `rwxp`/`rw-s`...
-    pub perms: String,
-    /// File offset.
-    pub offset: u64,
-    /// Inode (0 for anonymous memory).
-    pub inode: u64,
-    /// Path, `[heap]`, `[stack]`..., or empty for anonymous memory.
-    pub path: String,
-}
-
-impl Mapping {
-    /// Readable and writable: where pointers that keep blocks alive can be.
-    fn is_root_memory(&self) -> bool {
-        let b = self.perms.as_bytes();
-        b.first() == Some(&b'r')
-            && b.get(1) == Some(&b'w')
-            // The kernel's pages, and device memory (reading it can have effects), except
-            // /dev/zero, which is plain memory.
-            && !matches!(self.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
-            && (!self.path.starts_with("/dev/") || self.path.starts_with("/dev/zero"))
-    }
-}
-
-/// Parses `/proc/PID/maps`.
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let (start, end) = f.next()?.split_once('-')?;
-            let perms = f.next()?.to_string();
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let inode = f.next()?.parse().ok()?;
-            let path = f.collect::<Vec<_>>().join(" ");
-            Some(Mapping {
-                range: u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?,
-                perms,
-                offset,
-                inode,
-                path,
-            })
-        })
-        .collect()
+/// Readable and writable: where pointers that keep blocks alive can be. Not the kernel's
+/// pages, nor device memory (reading it can have effects), except /dev/zero, plain memory.
+fn is_root_memory(m: &Mapping) -> bool {
+    m.readable
+        && m.writable
+        && !matches!(m.name.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
+        && (!m.name.starts_with("/dev/") || m.name.starts_with("/dev/zero"))
 }
 
 /// What was copied while every thread was stopped.
@@ -109,11 +65,11 @@ pub fn capture(
 ) -> Result<Capture, TargetError> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|_| TargetError::NoSuchProcess { pid })?;
-    let maps = parse_maps(&text);
+    let maps = parse_mappings(&text);
     let ranges: Vec<Range<u64>> = maps
         .iter()
-        .filter(|m| m.is_root_memory())
-        .map(|m| m.range.clone())
+        .filter(|m| is_root_memory(m))
+        .map(Mapping::range)
         .collect();
     let image = Image::new(
         tracer
@@ -205,11 +161,28 @@ impl<'a> Scan<'a> {
                 origins.push(Origin::Register { tid: t.tid, reg });
             }
         }
-        // Each thread's stack from its stack pointer; the rest of its mapping is dead.
+        let freed = p.table.freed();
+        let holds_blocks = |r: &Range<u64>| {
+            let first = extents.partition_point(|e| e.addr < r.start);
+            extents.get(first).is_some_and(|e| e.addr < r.end)
+        };
+        let is_heap = |m: &Mapping| {
+            let r = m.range();
+            m.name == "[heap]"
+                || holds_blocks(&r)
+                || freed.is_some_and(|f| f.within(r).next().is_some())
+        };
+        // Each thread's stack from its stack pointer; the rest of its mapping is dead. (A
+        // stack inside heap memory, a coroutine's, is scanned with that memory, whole.)
         let mut stack_maps = HashSet::new();
         for (_, range) in places.stack_ranges() {
-            if let Some(m) = capture.maps.iter().position(|m| m.range.contains(&range.start)) {
-                stack_maps.insert(m);
+            if let Some(i) = capture
+                .maps
+                .iter()
+                .position(|m| m.range().contains(&range.start))
+                && !is_heap(&capture.maps[i])
+            {
+                stack_maps.insert(i);
             }
             let origin = u32::try_from(origins.len()).unwrap_or(u32::MAX);
             origins.push(Origin::Memory { unaccounted: false });
@@ -218,23 +191,17 @@ impl<'a> Scan<'a> {
                 place: origin,
             });
         }
-        let freed = p.table.freed();
         let mut unaccounted_root_bytes = 0;
         let memory = u32::try_from(origins.len()).unwrap_or(u32::MAX);
         origins.push(Origin::Memory { unaccounted: false });
         let heap_memory = memory + 1;
         origins.push(Origin::Memory { unaccounted: true });
         for (i, m) in capture.maps.iter().enumerate() {
-            if !m.is_root_memory() || stack_maps.contains(&i) {
+            if !is_root_memory(m) || stack_maps.contains(&i) {
                 continue;
             }
-            let r = m.range.clone();
-            let holds_blocks = {
-                let first = extents.partition_point(|e| e.addr < r.start);
-                extents.get(first).is_some_and(|e| e.addr < r.end)
-            };
-            let has_freed = freed.is_some_and(|f| f.within(r.clone()).next().is_some());
-            let heap = m.path == "[heap]" || holds_blocks || has_freed;
+            let r = m.range();
+            let heap = is_heap(m);
             // The mapping less the memory freed while traced.
             let mut at = r.start;
             let mut pieces = Vec::new();
@@ -251,7 +218,8 @@ impl<'a> Scan<'a> {
             }
             for piece in pieces {
                 if heap {
-                    unaccounted_root_bytes += (piece.end - piece.start) - block_bytes(&extents, &piece);
+                    unaccounted_root_bytes +=
+                        (piece.end - piece.start) - block_bytes(&extents, &piece);
                 }
                 roots.push(Root {
                     source: RootSource::Range(piece),
@@ -493,20 +461,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_lines_parse_and_root_memory_is_readable_writable() {
-        let maps = parse_maps(
+    fn root_memory_is_readable_writable_plain_memory() {
+        let maps = parse_mappings(
             "55d0c0000000-55d0c0001000 r--p 00000000 fd:01 123 /usr/bin/prog\n\
              55d0c0003000-55d0c0004000 rw-p 00002000 fd:01 123 /usr/bin/prog\n\
              55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]\n\
              7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n\
              7ffc00000000-7ffc00002000 r--p 00000000 00:00 0 [vvar]\n\
-             7ffc00010000-7ffc00011000 rw-s 00000000 00:05 9 /dev/dri/card0\n",
+             7ffc00010000-7ffc00011000 rw-s 00000000 00:05 9 /dev/dri/card0\n\
+             7ffc00020000-7ffc00021000 rw-s 00000000 00:05 9 /dev/zero (deleted)\n",
         );
-        assert_eq!(maps.len(), 6);
-        assert_eq!(maps[2].path, "[heap]");
-        assert_eq!(maps[3].path, "");
-        let roots: Vec<bool> = maps.iter().map(Mapping::is_root_memory).collect();
-        assert_eq!(roots, vec![false, true, true, true, false, false]);
+        let roots: Vec<bool> = maps.iter().map(is_root_memory).collect();
+        assert_eq!(roots, vec![false, true, true, true, false, false, true]);
     }
 
     #[test]

@@ -20,7 +20,14 @@ use crate::{output, root};
 fn muppy_check(trace: &Path, bigheap: &Path, args: &[&str], secs: u32) -> anyhow::Result<Value> {
     let out = output(
         Command::new(trace)
-            .args(["leaks", "--format", "json", "--duration", &secs.to_string(), "--"])
+            .args([
+                "leaks",
+                "--format",
+                "json",
+                "--duration",
+                &secs.to_string(),
+                "--",
+            ])
             .arg(bigheap)
             .args(args),
     )?;
@@ -79,8 +86,12 @@ pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
     let total_ms = big["check_ms"].as_f64().unwrap_or(f64::NAN);
     println!(
         "leak check of 1 GiB in {} blocks: pause {pause:.0} ms, whole check {total_ms:.0} ms, {} MB scanned; definitely lost {} blocks ({} B indirect)",
-        big["totals"]["definitely_lost"]["objects"].as_u64().unwrap_or(0)
-            + big["totals"]["indirectly_lost"]["objects"].as_u64().unwrap_or(0)
+        big["totals"]["definitely_lost"]["objects"]
+            .as_u64()
+            .unwrap_or(0)
+            + big["totals"]["indirectly_lost"]["objects"]
+                .as_u64()
+                .unwrap_or(0)
             + big["totals"]["reachable"]["objects"].as_u64().unwrap_or(0),
         big["scanned_bytes"].as_u64().unwrap_or(0) >> 20,
         big["totals"]["definitely_lost"]["objects"],

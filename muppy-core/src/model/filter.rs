@@ -43,6 +43,8 @@ impl Filter {
         self.min_size.is_none_or(|m| b.size >= m)
             && self.max_size.is_none_or(|m| b.size <= m)
             && self.older_than.is_none_or(|d| age(b, now_ns) >= d)
-            && self.kind.is_none_or(|k| b.leak.is_some_and(|v| v.kind == k))
+            && self
+                .kind
+                .is_none_or(|k| b.leak.is_some_and(|v| v.kind == k))
     }
 }

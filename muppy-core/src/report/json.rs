@@ -598,7 +598,9 @@ impl RefNodeLine {
             more_roots: 0,
         };
         match r {
-            Referrer::Block { at, interior, tree } => RefNodeLine::block(tree, Some(*at), *interior),
+            Referrer::Block { at, interior, tree } => {
+                RefNodeLine::block(tree, Some(*at), *interior)
+            }
             Referrer::Seen { addr, at, interior } => RefNodeLine {
                 addr: Some(format!("{addr:#x}")),
                 seen: true,

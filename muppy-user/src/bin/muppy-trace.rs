@@ -533,7 +533,9 @@ fn live_checking(
             bail!("a leak check needs every block: drop --sample-bytes");
         }
     } else if view.filter.kind.is_some() {
-        bail!("--kind selects by the verdicts of a leak check: use it with `leaks`, or on a snapshot saved by `leaks --save`");
+        bail!(
+            "--kind selects by the verdicts of a leak check: use it with `leaks`, or on a snapshot saved by `leaks --save`"
+        );
     }
     let checking = check.is_some();
     opts.check = check;
@@ -612,7 +614,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             match file {
                 Some(f) => {
                     if trace.wants_target() || trace.save.is_some() {
-                        bail!("give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both");
+                        bail!(
+                            "give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both"
+                        );
                     }
                     show_leaks(&f, v)
                 }

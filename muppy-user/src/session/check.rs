@@ -10,7 +10,7 @@ use muppy_core::{
 };
 use regex::Regex;
 
-use super::{Note, SessionEvent, Session, TraceError, monotonic_ns};
+use super::{Note, Session, SessionEvent, TraceError, monotonic_ns};
 use crate::{
     check::{self, Capture, LostBefore, Scan},
     pump::Pump,
@@ -80,8 +80,19 @@ pub(super) struct Checks {
     pub lost: LostBefore,
     /// The root's memory is gone: checked at its exit already, or it ended unchecked.
     pub done: bool,
-    /// The blocks with their verdicts at the last check, for `--save`.
-    pub last: Option<(u32, Vec<(u64, Block)>, CheckFacts)>,
+    /// The last check, for `--save`.
+    pub last: Option<LastCheck>,
+}
+
+/// What the last check found, kept for `--save`.
+#[derive(Debug)]
+pub(super) struct LastCheck {
+    /// The process.
+    pub pid: u32,
+    /// Its blocks with their verdicts.
+    pub blocks: Vec<(u64, Block)>,
+    /// The check.
+    pub facts: CheckFacts,
 }
 
 impl Session<'_> {
@@ -144,7 +155,13 @@ impl Session<'_> {
                 group_by,
                 retention,
             } => self.report_leaks(
-                &cap, made, two_checks, (pause, started), filter, *group_by, *retention,
+                &cap,
+                made,
+                two_checks,
+                (pause, started),
+                filter,
+                *group_by,
+                *retention,
             ),
             CheckSpec::Refs {
                 addr,
@@ -160,12 +177,23 @@ impl Session<'_> {
                     threads: u32::try_from(cap.threads.len()).unwrap_or(u32::MAX),
                     ..CheckFacts::default()
                 };
-                self.report_refs(&cap, facts, *addr, site.as_ref(), *maxdepth, *max_roots, *top)
+                self.report_refs(
+                    &cap,
+                    facts,
+                    *addr,
+                    site.as_ref(),
+                    *maxdepth,
+                    *max_roots,
+                    *top,
+                )
             }
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one check's settings, passed on once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one check's settings, passed on once"
+    )]
     fn report_leaks(
         &mut self,
         cap: &Capture,
@@ -196,14 +224,23 @@ impl Session<'_> {
             filter,
             group_by,
             facts,
-            paths.as_ref().map(|f| f as &dyn Fn(u64) -> Vec<analysis::Step>),
+            paths
+                .as_ref()
+                .map(|f| f as &dyn Fn(u64) -> Vec<analysis::Step>),
         );
         drop(paths);
-        self.checks.last = Some((root, blocks, facts));
+        self.checks.last = Some(LastCheck {
+            pid: root,
+            blocks,
+            facts,
+        });
         self.emit(SessionEvent::Leaks(report))
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one search's settings, passed on once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one search's settings, passed on once"
+    )]
     fn report_refs(
         &mut self,
         cap: &Capture,

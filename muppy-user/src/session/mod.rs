@@ -506,7 +506,7 @@ impl Session<'_> {
         if let Some(path) = &opts.save {
             let saved = match (&self.checks.last, self.root_image()) {
                 // The blocks with their verdicts, as the last check found them.
-                (Some((pid, blocks, facts)), Some(p)) => {
+                (Some(check::LastCheck { pid, blocks, facts }), Some(p)) => {
                     let heap = p.heap(now, p.counters(base), self.sample_bytes);
                     let snap = Snapshot {
                         check: Some(*facts),
