@@ -107,6 +107,8 @@ pub struct Scan<'a> {
     roots: Vec<Root>,
     origins: Vec<Origin>,
     pinned: Vec<u32>,
+    /// Addresses inside blocks that only the allocator points at (see [`glibc_headers`]).
+    headers: Vec<u64>,
     places: Places,
     /// Heap bytes muppy holds no block for, scanned as roots.
     pub unaccounted_root_bytes: u64,
@@ -128,6 +130,16 @@ impl<'a> Scan<'a> {
             .map(|&(addr, b)| Extent { addr, size: b.size })
             .collect();
         let sites: Vec<Frame> = p.traces.iter().map(|t| t.site().clone()).collect();
+        let glibc = p
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.libs.first())
+            .is_some_and(|l| l.what == "glibc");
+        let headers = if glibc {
+            glibc_headers(&blocks)
+        } else {
+            Vec::new()
+        };
         let pinned: Vec<u32> = blocks
             .iter()
             .enumerate()
@@ -234,6 +246,7 @@ impl<'a> Scan<'a> {
             roots,
             origins,
             pinned,
+            headers,
             places,
             unaccounted_root_bytes,
             traces: sites,
@@ -246,6 +259,7 @@ impl<'a> Scan<'a> {
             blocks: &self.extents,
             roots: &self.roots,
             pinned: &self.pinned,
+            allocator_words: &self.headers,
         }
     }
 
@@ -366,6 +380,25 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// For glibc's malloc: the address of the header of the chunk after each block, where it lies
+/// inside the block (sorted). A chunk of n bytes serves requests up to n - 8: the last 8 bytes
+/// are the next chunk's `prev_size` field, lent while the block is in use. So when a request
+/// uses them, glibc's own pointers to the next chunk (the arena's top chunk, a bin's list)
+/// point into the block's last bytes. They are the allocator's, not the program's, and must not
+/// keep the block "possibly" alive: Valgrind's allocator keeps no such pointers in the client's
+/// memory. A chunk is the request plus 8, rounded up to 16, at least 32 bytes, its header 16
+/// bytes before the block.
+pub fn glibc_headers(blocks: &[(u64, Block)]) -> Vec<u64> {
+    blocks
+        .iter()
+        .filter_map(|&(addr, b)| {
+            let chunk = (b.size.checked_add(8 + 15)? & !15).max(32);
+            let next = chunk - 16;
+            (next < b.size).then(|| addr + next)
+        })
+        .collect()
+}
+
 /// Bytes of blocks inside `r` (blocks are sorted and disjoint).
 fn block_bytes(extents: &[Extent], r: &Range<u64>) -> u64 {
     let first = extents.partition_point(|e| e.addr + e.size.max(1) <= r.start);
@@ -473,6 +506,32 @@ mod tests {
         );
         let roots: Vec<bool> = maps.iter().map(is_root_memory).collect();
         assert_eq!(roots, vec![false, true, true, true, false, false, true]);
+    }
+
+    #[test]
+    fn glibc_headers_are_where_a_block_lends_its_tail() {
+        let block = |size| Block {
+            size,
+            ts_ns: 0,
+            trace: 0,
+            tid: 0,
+            leak: None,
+        };
+        // 4242 B: a 4256-byte chunk; the next header at +4240, inside. 4248 B: 4256, at +4240.
+        // 4232 B: 4240, at +4224... inside; 4224 B: 4240 and +4224, not inside. 0 and 24 B:
+        // 32-byte chunks, the next header at +16, inside only the 24-byte block.
+        let blocks = [
+            (0x1000, block(4242)),
+            (0x3000, block(4248)),
+            (0x5000, block(4232)),
+            (0x7000, block(4224)),
+            (0x9000, block(0)),
+            (0x9100, block(24)),
+        ];
+        assert_eq!(
+            glibc_headers(&blocks),
+            vec![0x1000 + 4240, 0x3000 + 4240, 0x5000 + 4224, 0x9100 + 16]
+        );
     }
 
     #[test]
