@@ -574,6 +574,8 @@ struct Marks {
     /// Blocks made possibly lost, in the order reached; scanned once no reachable block is
     /// left to scan (none can then become reachable).
     possible: Vec<u32>,
+    /// The `via` entries a batch sets, written once their lines have been asked for.
+    links: Vec<(u32, Via)>,
 }
 
 impl Marks {
@@ -605,14 +607,20 @@ impl Marks {
             };
             if definite && c.word == blocks[i].addr {
                 self.state[i] = REACHABLE;
-                self.via[i] = from;
                 self.reach.push_back((c.hit, blocks[i]));
             } else if st == UNREACHED {
                 self.state[i] = POSSIBLE;
-                self.via[i] = from;
                 self.possible.push(c.hit);
+            } else {
+                continue;
             }
+            touch(&self.via, i);
+            self.links.push((c.hit, from));
         }
+        for &(i, from) in &self.links {
+            self.via[us(i)] = from;
+        }
+        self.links.clear();
     }
 }
 
@@ -637,6 +645,7 @@ pub fn classify(input: &Input) -> Verdicts {
         via: vec![Via::Unreached; n],
         reach: VecDeque::new(),
         possible: Vec::new(),
+        links: Vec::new(),
     };
 
     for &p in input.pinned {
