@@ -18,6 +18,11 @@
 //!   an earlier leader it reaches joins it with its whole clique.
 //!
 //! Nothing here recurses: a million-node list is walked with a queue or a stack.
+//!
+//! On a large heap nearly every load misses the cache, so the work goes in batches: a few
+//! hundred blocks' lines are asked for before any is read, and each candidate word (one in
+//! the blocks' span) is looked up in a pipeline that asks for the granule table, the block
+//! extents and the block's state of words further on while it reads those of the current one.
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
