@@ -18,8 +18,13 @@
 //!   an earlier leader it reaches joins it with its whole clique.
 //!
 //! Nothing here recurses: a million-node list is walked with a queue or a stack.
+//!
+//! On a large heap nearly every load misses the cache, so the work goes in batches: a few
+//! hundred blocks' lines are asked for before any is read, and each candidate word (one in
+//! the blocks' span) is looked up in a pipeline that asks for the granule table, the block
+//! extents and the block's state of words further on while it reads those of the current one.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 
 use crate::model::{Image, LeakKind};
@@ -176,13 +181,13 @@ fn words_bytes(base: u64, len: usize) -> u64 {
     (len as u64).saturating_sub(skip) & !7
 }
 
-/// Calls `f(address, word)` for each aligned word of `range` the image holds outside every
-/// block's extent; returns the bytes read.
-fn scan_root_range(
-    image: &Image,
+/// Calls `f(address, bytes)` for each piece of `range` the image holds outside every block's
+/// extent, in address order; returns the bytes of the whole aligned words in them.
+fn scan_root_range<'i>(
+    image: &'i Image,
     blocks: &[Extent],
     range: Range<u64>,
-    mut f: impl FnMut(u64, u64),
+    mut f: impl FnMut(u64, &'i [u8]),
 ) -> u64 {
     let mut read = 0;
     for (base, bytes) in image.parts(range) {
@@ -192,7 +197,7 @@ fn scan_root_range(
                 let from = usize::try_from(lo - base).unwrap_or(usize::MAX);
                 let to = usize::try_from(end - base).unwrap_or(usize::MAX);
                 let part = &bytes[from..to];
-                for_words(lo, part, &mut f);
+                f(lo, part);
                 read += words_bytes(lo, part.len());
             }
         };
@@ -217,9 +222,9 @@ fn scan_root_range(
 }
 
 /// log2 of the granule [`Index`]'s table has an entry for.
-const SHIFT: u32 = 12;
+const SHIFT: u32 = 8;
 /// Empty granules a region may span before the next block starts a new region.
-const GAP_GRANULES: u64 = 64;
+const GAP_GRANULES: u64 = 1 << (18 - SHIFT);
 
 /// A run of granules holding blocks, with few empty ones.
 #[derive(Clone, Copy, Debug)]
@@ -233,8 +238,9 @@ struct Region {
 }
 
 /// Finds the block a word points into: a range check over all blocks, the region holding the
-/// word, then a table giving for each 4 KiB granule the first block that ends after its start,
-/// so that only the few blocks of one granule are searched.
+/// word, then a table giving for each 256-byte granule the first block that ends after its
+/// start, so that only the few blocks of one granule (one or two cache lines of extents) are
+/// searched. The table takes 4 bytes per 256 bytes of the blocks' span, regions apart.
 struct Index<'a> {
     blocks: &'a [Extent],
     /// The first block's address.
@@ -285,6 +291,8 @@ impl<'a> Index<'a> {
             }
             i = j;
         }
+        // Candidates carry their slot as a u32 while being resolved.
+        assert!(table.len() < MISS as usize, "granule table too large");
         let (lo, span) = match (blocks.first(), blocks.last()) {
             (Some(f), Some(l)) => (f.addr, l.end() - f.addr),
             _ => (0, 0),
@@ -298,9 +306,9 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// The block `ptr` points into.
+    /// The slot of [`Index::table`] for the granule holding `ptr`, if a region holds it.
     #[inline(always)]
-    fn find(&self, ptr: u64) -> Option<u32> {
+    fn slot(&self, ptr: u64) -> Option<usize> {
         if ptr.wrapping_sub(self.lo) >= self.span {
             return None;
         }
@@ -312,54 +320,312 @@ impl<'a> Index<'a> {
         if ptr >= r.hi {
             return None;
         }
-        let g = r.off + usize::try_from((ptr - r.lo) >> SHIFT).ok()?;
-        let a = us(self.table[g]);
-        let b = (us(self.table[g + 1]) + 1).min(self.blocks.len());
-        let cand = &self.blocks[a..b];
-        let k = cand.partition_point(|e| e.addr <= ptr);
+        Some(r.off + usize::try_from((ptr - r.lo) >> SHIFT).ok()?)
+    }
+
+    /// The block `ptr` points into, given its granule's slot: one that starts in the granule
+    /// or the one reaching into it from below.
+    #[inline(always)]
+    fn search(&self, slot: usize, ptr: u64) -> Option<u32> {
+        let a = us(self.table[slot]);
+        let b = (us(self.table[slot + 1]) + 1).min(self.blocks.len());
+        let k = self.blocks[a..b].partition_point(|e| e.addr <= ptr);
         if k == 0 {
             return None;
         }
         let i = a + k - 1;
         (ptr < self.blocks[i].end()).then(|| ix(i))
     }
+
+    /// The block `ptr` points into.
+    #[cfg(test)]
+    fn find(&self, ptr: u64) -> Option<u32> {
+        self.search(self.slot(ptr)?, ptr)
+    }
+}
+
+/// No block (a candidate's `hit`).
+const MISS: u32 = u32::MAX;
+
+/// A word within the blocks' span, with where it was found.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    /// Its value.
+    word: u64,
+    /// Its address (0 for a register).
+    at: u64,
+    /// The block or root holding it.
+    src: u32,
+    /// The block it points into, or [`MISS`]; the granule's slot while being resolved.
+    hit: u32,
+}
+
+/// Asks the CPU to bring `s[i]`'s cache line in, without waiting for it.
+#[inline(always)]
+fn touch<T>(s: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = s.get(i) {
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault; SSE is part
+        // of x86_64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                std::ptr::from_ref(x).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, i);
+}
+
+/// Bytes of a root range scanned between two checks for a full batch (a multiple of 8).
+const ROOT_PIECE: usize = 1 << 16;
+/// Blocks scanned per batch.
+const CHUNK: usize = 256;
+/// Candidates resolved per batch at most (a chunk of large blocks is resolved in parts).
+const FLUSH: usize = 1024;
+
+/// How many candidates ahead of the one being worked on each stage of [`resolve`] runs.
+const AHEAD: usize = 16;
+
+/// Sets each candidate's `hit`, and asks for the line of `state` it will read.
+///
+/// On a scattered heap every load of a lookup misses the cache: the granule table, the block
+/// extents, the block's state. So the lookup runs as a pipeline: the table slot of candidate
+/// `j` is asked for while the extents of candidate `j - AHEAD` and the state of candidate
+/// `j - 2 AHEAD` are, so that many misses are in flight at once instead of one after
+/// another, and each line is read soon after it arrives.
+fn resolve(index: &Index, state: &[u8], cands: &mut [Cand]) {
+    let n = cands.len();
+    let ahead = AHEAD.min(n);
+    for j in 0..n + 2 * ahead {
+        if let Some(c) = cands.get_mut(j) {
+            c.hit = match index.slot(c.word) {
+                Some(s) => {
+                    touch(&index.table, s);
+                    ix(s)
+                }
+                None => MISS,
+            };
+        }
+        if let Some(c) = j.checked_sub(ahead).and_then(|k| cands.get(k))
+            && c.hit != MISS
+        {
+            let g = us(c.hit);
+            touch(index.blocks, us(index.table[g]));
+            touch(index.blocks, us(index.table[g + 1]));
+        }
+        if let Some(c) = j.checked_sub(2 * ahead).and_then(|k| cands.get_mut(k))
+            && c.hit != MISS
+        {
+            c.hit = index.search(us(c.hit), c.word).unwrap_or(MISS);
+            if c.hit != MISS {
+                touch(state, us(c.hit));
+            }
+        }
+    }
+}
+
+/// A block to scan, with its extent.
+type Item = (u32, Extent);
+
+/// `out` = `ids` with their extents, all of which are asked for before any is read.
+fn items(blocks: &[Extent], ids: &[u32], out: &mut Vec<Item>) {
+    for &b in ids {
+        touch(blocks, us(b));
+    }
+    out.clear();
+    out.extend(ids.iter().map(|&b| (b, blocks[us(b)])));
+}
+
+/// Scans blocks and roots in batches, handing their candidates to a consumer in the order
+/// they were read; the consumer [`resolve`]s them.
+struct Gather<'i> {
+    image: &'i Image,
+    index: &'i Index<'i>,
+    /// Per block of the chunk: its bytes, when one segment holds them all.
+    spans: Vec<Option<&'i [u8]>>,
+    cands: Vec<Cand>,
+}
+
+impl<'i> Gather<'i> {
+    fn new(image: &'i Image, index: &'i Index<'i>) -> Self {
+        Self {
+            image,
+            index,
+            spans: Vec::with_capacity(CHUNK),
+            cands: Vec::with_capacity(FLUSH + 1024),
+        }
+    }
+
+    /// Takes word `w` at `at` in `src`.
+    #[inline(always)]
+    fn push(&mut self, at: u64, w: u64, src: u32) {
+        if w.wrapping_sub(self.index.lo) < self.index.span {
+            self.cands.push(Cand {
+                word: w,
+                at,
+                src,
+                hit: MISS,
+            });
+        }
+    }
+
+    /// Takes the aligned words of `bytes`, at `base`, in `src`.
+    #[inline(always)]
+    fn push_words(&mut self, base: u64, bytes: &[u8], src: u32) {
+        let (lo, span, cands) = (self.index.lo, self.index.span, &mut self.cands);
+        for_words(base, bytes, |at, word| {
+            if word.wrapping_sub(lo) < span {
+                cands.push(Cand {
+                    word,
+                    at,
+                    src,
+                    hit: MISS,
+                });
+            }
+        });
+    }
+
+    /// Hands over the candidates taken so far.
+    fn flush(&mut self, consume: &mut impl FnMut(&mut [Cand])) {
+        if !self.cands.is_empty() {
+            consume(&mut self.cands);
+            self.cands.clear();
+        }
+    }
+
+    /// Hands over the candidates taken when full.
+    #[inline]
+    fn maybe_flush(&mut self, consume: &mut impl FnMut(&mut [Cand])) {
+        if self.cands.len() >= FLUSH {
+            self.flush(consume);
+        }
+    }
+
+    /// Scans the aligned words of `chunk`'s blocks (`[addr, addr + size)`), in order, and
+    /// hands every candidate to `consume`; returns the bytes read.
+    fn blocks(&mut self, chunk: &[Item], mut consume: impl FnMut(&mut [Cand])) -> u64 {
+        self.spans.clear();
+        for &(_, e) in chunk {
+            let bytes = if e.size < 8 {
+                Some(&[][..])
+            } else {
+                self.image.get(e.addr..e.addr.saturating_add(e.size))
+            };
+            if let Some(bytes) = bytes {
+                for line in (0..bytes.len().min(256)).step_by(64) {
+                    touch(bytes, line);
+                }
+            }
+            self.spans.push(bytes);
+        }
+        let mut read = 0;
+        for (k, &(b, e)) in chunk.iter().enumerate() {
+            if let Some(bytes) = self.spans[k] {
+                self.push_words(e.addr, bytes, b);
+                read += words_bytes(e.addr, bytes.len());
+            } else {
+                let image = self.image;
+                for (base, bytes) in image.parts(e.addr..e.addr.saturating_add(e.size)) {
+                    self.push_words(base, bytes, b);
+                    read += words_bytes(base, bytes.len());
+                }
+            }
+            self.maybe_flush(&mut consume);
+        }
+        self.flush(&mut consume);
+        read
+    }
+
+    /// Scans the roots, in order, and hands every candidate to `consume` (a candidate's
+    /// `src` is the root's index); returns the bytes read.
+    fn roots(&mut self, roots: &[Root], mut consume: impl FnMut(&mut [Cand])) -> u64 {
+        let mut read = 0;
+        let (image, blocks) = (self.image, self.index.blocks);
+        for (r, root) in roots.iter().enumerate() {
+            let src = ix(r);
+            match &root.source {
+                RootSource::Word(w) => self.push(0, *w, src),
+                RootSource::Range(range) => {
+                    read += scan_root_range(image, blocks, range.clone(), |mut at, mut bytes| {
+                        // In pieces cut at aligned addresses, so that the candidates of a
+                        // large range are handed over before they take much memory.
+                        while !bytes.is_empty() {
+                            let skew = usize::try_from(at & 7).unwrap_or(0);
+                            let (piece, rest) =
+                                bytes.split_at((ROOT_PIECE - skew).min(bytes.len()));
+                            self.push_words(at, piece, src);
+                            self.maybe_flush(&mut consume);
+                            at += piece.len() as u64;
+                            bytes = rest;
+                        }
+                    });
+                }
+            }
+            self.maybe_flush(&mut consume);
+        }
+        self.flush(&mut consume);
+        read
+    }
 }
 
 /// The marking pass's state.
-struct Marker<'a> {
-    index: Index<'a>,
+struct Marks {
     state: Vec<u8>,
     via: Vec<Via>,
-    /// Blocks made reachable, in the order reached; scanned first, breadth first.
-    reach: Vec<u32>,
+    /// Blocks made reachable and not scanned yet, in the order reached (breadth first), with
+    /// their extents, read while their line was in cache.
+    reach: VecDeque<Item>,
     /// Blocks made possibly lost, in the order reached; scanned once no reachable block is
     /// left to scan (none can then become reachable).
     possible: Vec<u32>,
+    /// The `via` entries a batch sets, written once their lines have been asked for.
+    links: Vec<(u32, Via)>,
 }
 
-impl Marker<'_> {
-    /// A word `ptr` seen from a source that is definite (a root or a reachable block) or not.
-    /// `lc_push_without_clique_if_a_chunk_ptr`: Unreached → Possible, Unreached → Reachable,
-    /// Possible → Reachable; a block raised is (re)queued.
-    #[inline(always)]
-    fn offer(&mut self, ptr: u64, definite: bool, from: Via) {
-        let Some(b) = self.index.find(ptr) else {
-            return;
-        };
-        let i = us(b);
-        let st = self.state[i];
-        if st == REACHABLE {
-            return;
+impl Marks {
+    /// Candidates from roots (`roots`) or blocks, from a definite source (a root or a
+    /// reachable block) or not. `lc_push_without_clique_if_a_chunk_ptr`: Unreached →
+    /// Possible, Unreached → Reachable, Possible → Reachable; a block raised is (re)queued.
+    fn offer(&mut self, index: &Index, cands: &mut [Cand], definite: bool, roots: bool) {
+        resolve(index, &self.state, cands);
+        let blocks = index.blocks;
+        for c in &*cands {
+            if c.hit == MISS {
+                continue;
+            }
+            let i = us(c.hit);
+            let st = self.state[i];
+            if st == REACHABLE {
+                continue;
+            }
+            let from = if roots {
+                Via::Root {
+                    root: c.src,
+                    at: c.at,
+                }
+            } else {
+                Via::Block {
+                    block: c.src,
+                    at: c.at,
+                }
+            };
+            if definite && c.word == blocks[i].addr {
+                self.state[i] = REACHABLE;
+                self.reach.push_back((c.hit, blocks[i]));
+            } else if st == UNREACHED {
+                self.state[i] = POSSIBLE;
+                self.possible.push(c.hit);
+            } else {
+                continue;
+            }
+            touch(&self.via, i);
+            self.links.push((c.hit, from));
         }
-        if definite && ptr == self.index.blocks[i].addr {
-            self.state[i] = REACHABLE;
-            self.via[i] = from;
-            self.reach.push(b);
-        } else if st == UNREACHED {
-            self.state[i] = POSSIBLE;
-            self.via[i] = from;
-            self.possible.push(b);
+        for &(i, from) in &self.links {
+            self.via[us(i)] = from;
         }
+        self.links.clear();
     }
 }
 
@@ -377,14 +643,15 @@ pub fn classify(input: &Input) -> Verdicts {
         u32::try_from(n).is_ok_and(|n| n < u32::MAX),
         "too many blocks"
     );
-    let mut m = Marker {
-        index: Index::new(blocks),
+    let index = Index::new(blocks);
+    let mut g = Gather::new(input.image, &index);
+    let mut m = Marks {
         state: vec![UNREACHED; n],
         via: vec![Via::Unreached; n],
-        reach: Vec::new(),
+        reach: VecDeque::new(),
         possible: Vec::new(),
+        links: Vec::new(),
     };
-    let mut scanned = 0u64;
 
     for &p in input.pinned {
         let i = us(p);
@@ -392,84 +659,68 @@ pub fn classify(input: &Input) -> Verdicts {
         if i < n && m.state[i] != REACHABLE {
             m.state[i] = REACHABLE;
             m.via[i] = Via::Pinned;
-            m.reach.push(p);
+            m.reach.push_back((p, blocks[i]));
         }
     }
-    for (r, root) in input.roots.iter().enumerate() {
-        let root_ix = ix(r);
-        match &root.source {
-            RootSource::Word(w) => m.offer(
-                *w,
-                true,
-                Via::Root {
-                    root: root_ix,
-                    at: 0,
-                },
-            ),
-            RootSource::Range(range) => {
-                scanned += scan_root_range(input.image, blocks, range.clone(), |at, w| {
-                    m.offer(w, true, Via::Root { root: root_ix, at });
-                });
-            }
-        }
+    let mut scanned = g.roots(input.roots, |c| m.offer(&index, c, true, true));
+    let mut chunk = Vec::with_capacity(CHUNK);
+    while !m.reach.is_empty() {
+        chunk.clear();
+        chunk.extend(m.reach.drain(..m.reach.len().min(CHUNK)));
+        scanned += g.blocks(&chunk, |c| m.offer(&index, c, true, false));
     }
+    let mut ids = Vec::with_capacity(CHUNK);
     let mut head = 0;
-    while let Some(&b) = m.reach.get(head) {
-        head += 1;
-        scanned += scan_block(input.image, blocks[us(b)], |at, w| {
-            m.offer(w, true, Via::Block { block: b, at });
-        });
+    while head < m.possible.len() {
+        let end = m.possible.len().min(head + CHUNK);
+        // A block raised since is scanned as reachable already; none is raised from now on.
+        ids.clear();
+        ids.extend(
+            m.possible[head..end]
+                .iter()
+                .filter(|&&b| m.state[us(b)] != REACHABLE),
+        );
+        head = end;
+        items(blocks, &ids, &mut chunk);
+        scanned += g.blocks(&chunk, |c| m.offer(&index, c, false, false));
     }
-    let mut head = 0;
-    while let Some(&b) = m.possible.get(head) {
-        head += 1;
-        if m.state[us(b)] == REACHABLE {
-            continue; // raised later, and scanned as reachable
-        }
-        scanned += scan_block(input.image, blocks[us(b)], |at, w| {
-            m.offer(w, false, Via::Block { block: b, at });
-        });
-    }
-    let Marker {
-        index,
-        mut state,
-        via,
-        reach,
-        possible,
-    } = m;
-    drop((reach, possible));
+    let Marks { mut state, via, .. } = m;
 
     // Cliques. A leader stays UNREACHED so that a later leader reaching it takes it and its
     // clique over (its indirect bytes move to the new leader); a walk coming back to its own
-    // leader ignores it (`lc_push_with_clique_if_a_chunk_ptr`: `ch_no != clique`).
+    // leader ignores it (`lc_push_with_clique_if_a_chunk_ptr`: `ch_no != clique`). Which
+    // blocks join a clique does not depend on the order they are walked in.
     let mut leader = vec![u32::MAX; n];
     let mut indirect = vec![0u64; n];
-    let mut stack: Vec<u32> = Vec::new();
+    let mut stack: Vec<Item> = Vec::new();
     for i in 0..n {
         if state[i] != UNREACHED {
             continue;
         }
         let lead = ix(i);
-        stack.push(lead);
-        while let Some(b) = stack.pop() {
-            scanned += scan_block(input.image, blocks[us(b)], |_, w| {
-                let Some(c) = index.find(w) else {
-                    return;
-                };
-                let ci = us(c);
-                if state[ci] != UNREACHED || c == lead {
-                    return;
-                }
-                // Valgrind adds `szB`, the size requested: a zero-size block adds nothing.
-                let add = blocks[ci].size.saturating_add(indirect[ci]);
-                indirect[i] = indirect[i].saturating_add(add);
-                indirect[ci] = 0;
-                state[ci] = INDIRECT;
-                leader[ci] = lead;
-                // An unreached block below `i` is an earlier leader: everything it reaches is
-                // already in its clique, so Valgrind's rescan of it finds nothing new.
-                if ci > i {
-                    stack.push(c);
+        stack.push((lead, blocks[i]));
+        while !stack.is_empty() {
+            chunk.clear();
+            chunk.extend(stack.drain(stack.len().saturating_sub(CHUNK)..));
+            scanned += g.blocks(&chunk, |cands| {
+                resolve(&index, &state, cands);
+                for c in &*cands {
+                    let ci = us(c.hit);
+                    if c.hit == MISS || state[ci] != UNREACHED || c.hit == lead {
+                        continue;
+                    }
+                    // Valgrind adds `szB`, the size requested: a zero-size block adds nothing.
+                    let add = blocks[ci].size.saturating_add(indirect[ci]);
+                    indirect[i] = indirect[i].saturating_add(add);
+                    indirect[ci] = 0;
+                    state[ci] = INDIRECT;
+                    leader[ci] = lead;
+                    // An unreached block below `i` is an earlier leader: everything it
+                    // reaches is in its clique already, so Valgrind's rescan of it finds
+                    // nothing new.
+                    if ci > i {
+                        stack.push((c.hit, blocks[ci]));
+                    }
                 }
             });
         }
@@ -488,11 +739,6 @@ pub fn classify(input: &Input) -> Verdicts {
         let l = leader[i];
         if l != u32::MAX && us(l) < i && !is_lead(&state, l) {
             leader[i] = leader[us(l)];
-        }
-    }
-    for s in &mut state {
-        if *s == UNREACHED {
-            *s = INDIRECT + 1;
         }
     }
     let kind = state
@@ -584,14 +830,16 @@ pub fn referrers(input: &Input, targets: &[u32]) -> Vec<Vec<Referrer>> {
                 }
             }
             RootSource::Range(range) => {
-                scan_root_range(input.image, blocks, range.clone(), |at, w| {
-                    if let Some(k) = find(w) {
-                        found[k].push(Referrer {
-                            from,
-                            at,
-                            interior: w != ext[k].addr,
-                        });
-                    }
+                scan_root_range(input.image, blocks, range.clone(), |base, bytes| {
+                    for_words(base, bytes, |at, w| {
+                        if let Some(k) = find(w) {
+                            found[k].push(Referrer {
+                                from,
+                                at,
+                                interior: w != ext[k].addr,
+                            });
+                        }
+                    });
                 });
             }
         }
@@ -1583,5 +1831,221 @@ mod tests {
             3,
         );
         assert_eq!(t.referrers, []);
+    }
+
+    /// Valgrind's algorithm written out plainly, as `mc_leakcheck.c` runs it: one LIFO mark
+    /// stack with a pending flag, a block raised from possibly lost to reachable rescanned,
+    /// cliques in address order with every block the walk reaches pushed and scanned,
+    /// earlier leaders included. Linear searches: for small graphs only.
+    fn reference(m: &Mem) -> (Vec<LeakKind>, Vec<u32>, Vec<u64>) {
+        let blocks = &m.blocks;
+        let n = blocks.len();
+        let find = |p: u64| blocks.iter().position(|b| b.addr <= p && p < b.end());
+        let words = |lo: u64, hi: u64| -> Vec<u64> {
+            let mut out = Vec::new();
+            let mut a = lo.next_multiple_of(8);
+            while a + 8 <= hi {
+                if let Some(b) = m.image.get(a..a + 8) {
+                    out.push(u64::from_le_bytes(b.try_into().unwrap()));
+                }
+                a += 8;
+            }
+            out
+        };
+        // Unreached 0, Possible 1, Reachable 2, Indirect 3.
+        let mut state = vec![0u8; n];
+        let mut pending = vec![false; n];
+        let mut stack: Vec<usize> = Vec::new();
+        let mut indirect = vec![0u64; n];
+        let mut top = vec![u32::MAX; n];
+        let push = |i: usize, pending: &mut Vec<bool>, stack: &mut Vec<usize>| {
+            if !pending[i] {
+                pending[i] = true;
+                stack.push(i);
+            }
+        };
+        let mark = |p: u64,
+                    definite: bool,
+                    state: &mut Vec<u8>,
+                    pending: &mut Vec<bool>,
+                    stack: &mut Vec<usize>| {
+            let Some(i) = find(p) else { return };
+            if state[i] == 2 {
+                return;
+            }
+            if p == blocks[i].addr && definite {
+                state[i] = 2;
+                push(i, pending, stack);
+            } else if state[i] == 0 {
+                state[i] = 1;
+                push(i, pending, stack);
+            }
+        };
+        for &p in &m.pinned {
+            state[us(p)] = 2;
+            push(us(p), &mut pending, &mut stack);
+        }
+        for root in &m.roots {
+            match &root.source {
+                RootSource::Word(w) => mark(*w, true, &mut state, &mut pending, &mut stack),
+                RootSource::Range(r) => {
+                    let mut a = r.start.next_multiple_of(8);
+                    while a + 8 <= r.end {
+                        let inside = blocks.iter().any(|b| b.addr < a + 8 && a < b.end());
+                        if !inside && let Some(b) = m.image.get(a..a + 8) {
+                            let w = u64::from_le_bytes(b.try_into().unwrap());
+                            mark(w, true, &mut state, &mut pending, &mut stack);
+                        }
+                        a += 8;
+                    }
+                }
+            }
+        }
+        while let Some(i) = stack.pop() {
+            pending[i] = false;
+            let definite = state[i] != 1;
+            for w in words(blocks[i].addr, blocks[i].addr + blocks[i].size) {
+                mark(w, definite, &mut state, &mut pending, &mut stack);
+            }
+        }
+        for lead in 0..n {
+            if state[lead] != 0 {
+                continue;
+            }
+            push(lead, &mut pending, &mut stack);
+            while let Some(i) = stack.pop() {
+                pending[i] = false;
+                for w in words(blocks[i].addr, blocks[i].addr + blocks[i].size) {
+                    let Some(c) = find(w) else { continue };
+                    if state[c] == 0 && c != lead {
+                        push(c, &mut pending, &mut stack);
+                        indirect[lead] += blocks[c].size + indirect[c];
+                        indirect[c] = 0;
+                        state[c] = 3;
+                        top[c] = ix(lead);
+                    }
+                }
+            }
+        }
+        for i in 0..n {
+            let mut l = top[i];
+            while l != u32::MAX && state[us(l)] == 3 {
+                l = top[us(l)];
+            }
+            top[i] = l;
+        }
+        let kind = state
+            .iter()
+            .map(|&s| LeakKind::ALL[[0, 2, 3, 1][usize::from(s)]])
+            .collect();
+        (kind, top, indirect)
+    }
+
+    /// Checks that `via` names, for every reached block, a real pointer from a source that
+    /// could have raised it to its kind.
+    fn check_via(m: &Mem, v: &Verdicts) {
+        let word_at =
+            |at: u64| u64::from_le_bytes(m.image.get(at..at + 8).unwrap().try_into().unwrap());
+        for (i, (&k, &via)) in v.kind.iter().zip(&v.via).enumerate() {
+            let e = m.blocks[i];
+            let lost = matches!(k, LeakKind::DefinitelyLost | LeakKind::IndirectlyLost);
+            assert_eq!(via == Via::Unreached, lost, "block {i}");
+            let (w, from_kind) = match via {
+                Via::Unreached | Via::Pinned => continue,
+                Via::Root { root, at } => match &m.roots[us(root)].source {
+                    RootSource::Word(w) => (*w, LeakKind::Reachable),
+                    RootSource::Range(_) => (word_at(at), LeakKind::Reachable),
+                },
+                Via::Block { block, at } => {
+                    let f = m.blocks[us(block)];
+                    assert!(f.addr <= at && at + 8 <= f.addr + f.size, "block {i}");
+                    (word_at(at), v.kind[us(block)])
+                }
+            };
+            assert!(e.addr <= w && w < e.end(), "block {i}");
+            if k == LeakKind::Reachable {
+                assert_eq!((w, from_kind), (e.addr, LeakKind::Reachable), "block {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_graphs_match_valgrinds_algorithm() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..3000 {
+            let mut m = Mem::new();
+            let n = 1 + rnd(24);
+            for _ in 0..n {
+                let size = [0, 1, 8, 12, 16, 24, 40][usize::try_from(rnd(7)).unwrap()];
+                m.alloc(size);
+            }
+            // A pointer at `b` plus an offset: start, interior, last byte, or one past.
+            let target = |m: &Mem, b: u32, r: u64| {
+                let e = m.blocks[us(b)];
+                e.addr
+                    + [0, 0, 0, 1, 8, e.size.saturating_sub(1), e.size.max(1)]
+                        [usize::try_from(r).unwrap()]
+            };
+            for b in 0..ix(m.blocks.len()) {
+                let e = m.blocks[us(b)];
+                for w in 0..e.size / 8 {
+                    if rnd(3) == 0 {
+                        let (to, r) = (ix(usize::try_from(rnd(n)).unwrap()), rnd(7));
+                        let v = target(&m, to, r);
+                        m.put(e.addr + 8 * w, v);
+                    }
+                }
+            }
+            for slot in 0..rnd(4) {
+                let (to, r) = (ix(usize::try_from(rnd(n)).unwrap()), rnd(7));
+                let v = target(&m, to, r);
+                m.put(DATA + 8 * slot, v);
+            }
+            if rnd(4) == 0 {
+                m.pinned.push(ix(usize::try_from(rnd(n)).unwrap()));
+            }
+            m.seal();
+            if rnd(3) == 0 {
+                let (to, r) = (ix(usize::try_from(rnd(n)).unwrap()), rnd(7));
+                let v = target(&m, to, r);
+                m.roots.push(Root {
+                    source: RootSource::Word(v),
+                    place: 1,
+                });
+            }
+            if rnd(4) == 0 {
+                // Stale words in the heap's headers, with the whole heap as a root.
+                let e = m.blocks[usize::try_from(rnd(n)).unwrap()];
+                let (to, r) = (ix(usize::try_from(rnd(n)).unwrap()), rnd(7));
+                let v = target(&m, to, r);
+                m.put(e.addr - 16, v);
+                m.seal_again();
+                m.roots.push(Root {
+                    source: RootSource::Range(HEAP..HEAP + m.heap.len() as u64),
+                    place: 2,
+                });
+            }
+            let v = classify(&m.input());
+            let (kind, leader, indirect) = reference(&m);
+            assert_eq!(v.kind, kind, "{:?}", m.blocks);
+            assert_eq!(v.leader, leader);
+            let lead_bytes: Vec<u64> = (0..m.blocks.len())
+                .map(|i| {
+                    if kind[i] == LeakKind::DefinitelyLost {
+                        indirect[i]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            assert_eq!(v.indirect_bytes, lead_bytes);
+            check_via(&m, &v);
+        }
     }
 }
