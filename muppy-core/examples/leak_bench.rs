@@ -159,6 +159,7 @@ fn main() {
         blocks: &heap.blocks,
         roots: &roots,
         pinned: &[],
+        allocator_words: &[],
     };
     let (t, cpu) = (Instant::now(), cpu_ms());
     let v = classify(&input);

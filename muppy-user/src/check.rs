@@ -32,6 +32,7 @@ use muppy_core::{
 
 use crate::{
     places::{self, Mapping, Places, parse_mappings},
+    probe::{LibPlan, is_loader},
     process::Process,
     target::{FrozenThread, TargetError, Tracer},
 };
@@ -115,11 +116,6 @@ pub struct Scan<'a> {
     traces: Vec<Frame>,
 }
 
-/// Whether a module is the dynamic loader (whose blocks count as reachable).
-fn is_loader(module: &str) -> bool {
-    module.starts_with("ld-linux") || module.starts_with("ld-musl") || module == "ld.so"
-}
-
 impl<'a> Scan<'a> {
     /// The blocks of `p` and the roots of `capture`.
     pub fn new(capture: &'a Capture, p: &mut Process) -> Self {
@@ -134,7 +130,7 @@ impl<'a> Scan<'a> {
             .plan
             .as_ref()
             .and_then(|plan| plan.libs.first())
-            .is_some_and(|l| l.what == "glibc");
+            .is_some_and(LibPlan::is_glibc);
         let headers = if glibc {
             glibc_headers(&blocks)
         } else {

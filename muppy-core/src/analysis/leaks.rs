@@ -76,6 +76,10 @@ pub struct Input<'a> {
     /// Indices of blocks taken as roots themselves (the dynamic loader's blocks, as
     /// LeakSanitizer does): reachable, and scanned as reachable blocks are.
     pub pinned: &'a [u32],
+    /// Sorted addresses inside blocks that only the allocator's own pointers point at (glibc's
+    /// next chunk header, where a block's last bytes overlap it): a word equal to one of them
+    /// points at no block. Empty for none.
+    pub allocator_words: &'a [u64],
 }
 
 /// How a block was first reached in its final state: the link to its retention parent.
@@ -243,6 +247,8 @@ struct Region {
 /// searched. The table takes 4 bytes per 256 bytes of the blocks' span, regions apart.
 struct Index<'a> {
     blocks: &'a [Extent],
+    /// [`Input::allocator_words`].
+    allocator_words: &'a [u64],
     /// The first block's address.
     lo: u64,
     /// The last block's end minus `lo`.
@@ -259,7 +265,7 @@ fn granule_start(g: u64) -> u64 {
 }
 
 impl<'a> Index<'a> {
-    fn new(blocks: &'a [Extent]) -> Self {
+    fn new(blocks: &'a [Extent], allocator_words: &'a [u64]) -> Self {
         debug_assert!(
             blocks.windows(2).all(|w| w[0].end() <= w[1].addr),
             "blocks must be sorted by address and not overlap"
@@ -299,6 +305,7 @@ impl<'a> Index<'a> {
         };
         Self {
             blocks,
+            allocator_words,
             lo,
             span,
             regions,
@@ -334,7 +341,8 @@ impl<'a> Index<'a> {
             return None;
         }
         let i = a + k - 1;
-        (ptr < self.blocks[i].end()).then(|| ix(i))
+        let e = self.blocks[i];
+        (ptr < e.end() && !is_allocator_word(self.allocator_words, e, ptr)).then(|| ix(i))
     }
 
     /// The block `ptr` points into.
@@ -342,6 +350,12 @@ impl<'a> Index<'a> {
     fn find(&self, ptr: u64) -> Option<u32> {
         self.search(self.slot(ptr)?, ptr)
     }
+}
+
+/// Whether `ptr`, inside `e`, is one of the allocator's own words (an interior pointer only).
+#[inline(always)]
+fn is_allocator_word(words: &[u64], e: Extent, ptr: u64) -> bool {
+    ptr != e.addr && !words.is_empty() && words.binary_search(&ptr).is_ok()
 }
 
 /// No block (a candidate's `hit`).
@@ -643,7 +657,7 @@ pub fn classify(input: &Input) -> Verdicts {
         u32::try_from(n).is_ok_and(|n| n < u32::MAX),
         "too many blocks"
     );
-    let index = Index::new(blocks);
+    let index = Index::new(blocks, input.allocator_words);
     let mut g = Gather::new(input.image, &index);
     let mut m = Marks {
         state: vec![UNREACHED; n],
@@ -814,7 +828,7 @@ pub fn referrers(input: &Input, targets: &[u32]) -> Vec<Vec<Referrer>> {
             return None;
         }
         let k = ext.partition_point(|e| e.addr <= w).checked_sub(1)?;
-        (w < ext[k].end()).then_some(k)
+        (w < ext[k].end() && !is_allocator_word(input.allocator_words, ext[k], w)).then_some(k)
     };
     let mut found: Vec<Vec<Referrer>> = vec![Vec::new(); uniq.len()];
     for (r, root) in input.roots.iter().enumerate() {
@@ -1061,6 +1075,7 @@ mod tests {
         blocks: Vec<Extent>,
         roots: Vec<Root>,
         pinned: Vec<u32>,
+        allocator_words: Vec<u64>,
         image: Image,
     }
 
@@ -1072,6 +1087,7 @@ mod tests {
                 blocks: Vec::new(),
                 roots: Vec::new(),
                 pinned: Vec::new(),
+                allocator_words: Vec::new(),
                 image: Image::default(),
             }
         }
@@ -1142,6 +1158,7 @@ mod tests {
                 blocks: &self.blocks,
                 roots: &self.roots,
                 pinned: &self.pinned,
+                allocator_words: &self.allocator_words,
             }
         }
 
@@ -1313,6 +1330,35 @@ mod tests {
         );
         assert_eq!(retention_path(&v, tls), [v.via[1], Via::Pinned]);
         assert_eq!(retention_path(&v, lost), [Via::Unreached]);
+    }
+
+    /// glibc's pointer to the next chunk's header, inside a block's last bytes, keeps nothing
+    /// alive; a start pointer, or an interior pointer elsewhere, still does.
+    #[test]
+    fn allocator_words_point_at_nothing() {
+        let mut m = Mem::new();
+        let (a, b, c) = (m.alloc(4242), m.alloc(4242), m.alloc(4242));
+        let tail = |m: &Mem, x: u32| m.addr(x) + 4240;
+        m.global(0, a, 4240);
+        m.global(1, b, 4240);
+        m.global(2, b, 8);
+        m.global(3, c, 0);
+        m.global(4, c, 4240);
+        m.allocator_words = vec![tail(&m, a), tail(&m, b), tail(&m, c)];
+        m.seal();
+        let v = classify(&m.input());
+        assert_eq!(
+            v.kind,
+            [
+                LeakKind::DefinitelyLost,
+                LeakKind::PossiblyLost,
+                LeakKind::Reachable
+            ]
+        );
+        let r = referrers(&m.input(), &[0, 1, 2]);
+        assert!(r[0].is_empty(), "{r:?}");
+        assert_eq!(r[1].len(), 1, "{r:?}");
+        assert_eq!(r[2].len(), 1, "{r:?}");
     }
 
     #[test]
@@ -1771,7 +1817,7 @@ mod tests {
                 size: 0x2000,
             },
         ];
-        let idx = Index::new(&blocks);
+        let idx = Index::new(&blocks, &[]);
         assert_eq!(idx.regions.len(), 3);
         let cases = [
             (0xfff, None),
@@ -1817,6 +1863,7 @@ mod tests {
                 place: 0,
             }],
             pinned: &[],
+            allocator_words: &[],
         });
         assert_eq!(v, Verdicts::default());
         let t = referrer_tree(
@@ -1825,6 +1872,7 @@ mod tests {
                 blocks: &[Extent { addr: 8, size: 8 }],
                 roots: &[],
                 pinned: &[],
+                allocator_words: &[],
             },
             0,
             3,

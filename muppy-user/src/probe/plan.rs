@@ -157,6 +157,15 @@ pub struct ProbePlan {
     pub libs: Vec<LibPlan>,
 }
 
+impl LibPlan {
+    /// Whether it is glibc (its malloc's chunk layout is known: see `check::glibc_headers`).
+    pub fn is_glibc(&self) -> bool {
+        self.path
+            .file_name()
+            .is_some_and(|n| super::discover::is_libc(&n.to_string_lossy()))
+    }
+}
+
 impl ProbePlan {
     /// The plan without the points `keep` refuses (already probed), by (device, inode,
     /// offset) of the probed instruction.
