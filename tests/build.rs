@@ -38,6 +38,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ),
     ("cxx_ops_jemalloc", "cxx_ops.cc", &["lib:libjemalloc.so.2"]),
     (
+        "exit_hold_jemalloc",
+        "exit_hold.c",
+        &["lib:libjemalloc.so.2"],
+    ),
+    (
         "cxx_ops_tcmalloc",
         "cxx_ops.cc",
         &["lib:libtcmalloc_minimal.so.4"],

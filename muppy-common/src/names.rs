@@ -42,9 +42,12 @@ pub mod map {
     pub const MAP_PIDS: &str = "MAP_PIDS";
     /// Memory-mapping calls between their entry and their return.
     pub const MAP_CALLS: &str = "MAP_CALLS";
+    /// The process whose threads [`EXIT_HOLD`](super::program::EXIT_HOLD) stops as they
+    /// enter `_exit` (its tgid; 0: none). Set while the session runs, unlike a global.
+    pub const EXIT_HOLD: &str = "EXIT_HOLD";
 
     /// Every map.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         EVENTS,
         SLOTS,
         INFLIGHT,
@@ -60,6 +63,7 @@ pub mod map {
         FOLLOWED,
         MAP_PIDS,
         MAP_CALLS,
+        EXIT_HOLD,
     ];
 }
 
@@ -160,9 +164,12 @@ pub mod program {
     pub const MAP_ENTER: &str = "map_enter";
     /// A memory-mapping system call returned. At [`SYS_EXIT`](super::tracepoint::SYS_EXIT).
     pub const MAP_EXIT: &str = "map_exit";
+    /// `_exit`'s entry: stops the thread of the process [`EXIT_HOLD`](super::map::EXIT_HOLD)
+    /// names, for the leak check at exit.
+    pub const EXIT_HOLD: &str = "exit_hold";
 
     /// Every uprobe and uretprobe program but the entry programs, loaded at start.
-    pub const UPROBES: [&str; 8] = [
+    pub const UPROBES: [&str; 9] = [
         ALLOC_EXIT,
         FREE_ENTER,
         ALLOC_ENTER_SHARED,
@@ -171,6 +178,7 @@ pub mod program {
         NOOP_ENTER,
         NOOP_EXIT,
         THREAD_TEARDOWN,
+        EXIT_HOLD,
     ];
 
     /// Every raw tracepoint program, loaded when first attached.

@@ -26,6 +26,7 @@ mod alloc;
 mod arch;
 mod atomic;
 mod emit;
+mod exit_hold;
 mod free;
 mod inflight;
 mod maps;
@@ -108,6 +109,14 @@ pub fn free_enter_shared(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn thread_teardown(_ctx: ProbeContext) -> u32 {
     free::on_thread_teardown();
+    0
+}
+
+/// `_exit`'s entry in the traced command: holds the thread there for the leak check at exit,
+/// while user space asks for it.
+#[uprobe]
+pub fn exit_hold(_ctx: ProbeContext) -> u32 {
+    exit_hold::on_exit_call();
     0
 }
 

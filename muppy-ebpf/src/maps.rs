@@ -120,3 +120,10 @@ pub static MAP_ALL: Global<u32> = Global::new(0);
 /// Memory-mapping calls between entry and return, by pid_tgid.
 #[map]
 pub static MAP_CALLS: HashMap<u64, MapCall> = HashMap::with_max_entries(16384, 0);
+
+/// The process whose threads `exit_hold` stops as they enter `_exit` (its tgid), 0 for none:
+/// written by user space while the session runs (a global could only be set at load), and
+/// cleared as it ends, so that a command that outlives the session is never stopped with no
+/// tracer to let it go.
+#[map]
+pub static EXIT_HOLD: Array<u32> = Array::with_max_entries(1, 0);

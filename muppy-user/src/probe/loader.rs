@@ -12,7 +12,7 @@ use muppy_common::{
     names::{GlobalName, global, map, program, tracepoint},
 };
 
-use super::{ProbeError, ProbePlan, sampling::fill_sampling_maps};
+use super::{ExitPoint, ProbeError, ProbePlan, sampling::fill_sampling_maps};
 
 /// The probes, compiled by the build script from `muppy-ebpf`.
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/muppy"));
@@ -235,6 +235,41 @@ impl Probes {
         Ok(())
     }
 
+    /// Holds process `pid` as a thread of it enters `_exit` (at `exit`, in its image): the
+    /// `exit_hold` program stops that thread with a `SIGSTOP` the kernel sends
+    /// (`si_code == SI_KERNEL`), which the ptrace thread following `pid` must take as the hold
+    /// and resume without the signal (see [`crate::target::TreeEvent::ExitCalled`]). Only for
+    /// a process so followed: with no tracer the stop would last. Until
+    /// [`Probes::release_exit_hold`].
+    pub fn hold_exit(&mut self, exit: &ExitPoint, pid: NonZeroU32) -> Result<(), ProbeError> {
+        self.attach_one(
+            program::EXIT_HOLD,
+            "_exit",
+            &exit.path,
+            exit.offset,
+            0,
+            UProbeScope::OneProcess(pid),
+        )?;
+        self.set_exit_hold(pid.get())
+    }
+
+    /// Stops holding any process at `_exit` at once (the probe stays until the probes are
+    /// removed, doing nothing): call before the session lets its tracer go.
+    pub fn release_exit_hold(&mut self) -> Result<(), ProbeError> {
+        self.set_exit_hold(0)
+    }
+
+    fn set_exit_hold(&mut self, pid: u32) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(map::EXIT_HOLD)
+            .ok_or(ProbeError::MissingMap {
+                name: map::EXIT_HOLD,
+            })?;
+        let mut a = Array::<_, u32>::try_from(map).map_err(|e| map_err(map::EXIT_HOLD, e))?;
+        a.set(0, pid, 0).map_err(|e| map_err(map::EXIT_HOLD, e))
+    }
+
     fn attach_one(
         &mut self,
         prog: &'static str,
@@ -373,6 +408,14 @@ impl Probes {
     /// Allocations recorded without their stack because the stack map had no room.
     pub fn lost_stacks(&self) -> u64 {
         self.drops(Drop::StackLost as u32)
+    }
+}
+
+impl std::ops::Drop for Probes {
+    /// A session that ends on an error must not leave its command to be stopped at `_exit`
+    /// while the probes are removed one by one.
+    fn drop(&mut self) {
+        let _ = self.release_exit_hold();
     }
 }
 

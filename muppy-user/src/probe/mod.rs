@@ -22,7 +22,7 @@ pub use discover::{
     is_loader, loader_env, openable, script_interpreter,
 };
 pub use loader::{ProbeConfig, Probes, Scope};
-pub use plan::{LibPlan, ProbePlan, ProbePoint, plan, pretty_symbol};
+pub use plan::{ExitPoint, LibPlan, ProbePlan, ProbePoint, plan, pretty_symbol};
 pub use sampling::sampling_gaps;
 
 /// What went wrong finding, loading or attaching probes.

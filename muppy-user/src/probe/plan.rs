@@ -49,6 +49,11 @@ fn c_functions() -> impl Iterator<Item = AllocFn> {
 /// there until the thread exits, frees read their caller (see `FREE_CALLERS` in muppy-ebpf).
 const TEARDOWN_MARKERS: [&str; 2] = ["__call_tls_dtors", "__malloc_arena_thread_freeres"];
 
+/// The C library's `_exit`, which `exit()` calls once the atexit handlers and destructors have
+/// run, with every thread still alive: where the leak check at a command's exit holds it (see
+/// [`ProbePlan::exit`]).
+const EXIT_SYMBOL: &str = "_exit";
+
 /// Symbol prefixes of allocators that live beside the C library's instead of replacing it
 /// (jemalloc built with `--with-jemalloc-prefix=je_`).
 const PREFIXES: [&str; 1] = ["je_"];
@@ -155,6 +160,19 @@ pub struct LibPlan {
 pub struct ProbePlan {
     /// One entry per file.
     pub libs: Vec<LibPlan>,
+    /// Where the image enters `_exit`, if a file of it defines that: the leak check at exit
+    /// holds the process there. Not probed with the rest.
+    pub exit: Option<ExitPoint>,
+}
+
+/// The entry of a process image's `_exit`: glibc's (even where another allocator serves
+/// `malloc`), or a static executable's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitPoint {
+    /// The file, as this process opens it.
+    pub path: PathBuf,
+    /// File offset of `_exit`'s entry.
+    pub offset: u64,
 }
 
 impl LibPlan {
@@ -189,7 +207,10 @@ impl ProbePlan {
             })
             .filter(|l| !l.points.is_empty() || l.teardown.is_some())
             .collect();
-        ProbePlan { libs }
+        ProbePlan {
+            libs,
+            exit: self.exit.clone(),
+        }
     }
 
     /// The file that serves `malloc`.
@@ -254,6 +275,7 @@ impl Defined {
                             .any(|p| n.strip_prefix(p) == Some(f.symbol()))
                 }) || CXX_OPERATORS.iter().any(|(m, _)| *m == n)
                     || TEARDOWN_MARKERS.contains(&n)
+                    || n == EXIT_SYMBOL
             };
             let mut add = |s: object::Symbol<'_, '_>| {
                 if s.is_definition()
@@ -287,6 +309,16 @@ impl Defined {
         TEARDOWN_MARKERS
             .iter()
             .find_map(|m| file_offset(&file, *self.symbols.get(*m)?))
+    }
+
+    /// Its `_exit`, if it defines one.
+    fn exit_point(&self) -> Option<ExitPoint> {
+        let addr = *self.symbols.get(EXIT_SYMBOL)?;
+        let file = object::File::parse(&*self.data).ok()?;
+        Some(ExitPoint {
+            path: self.path.clone(),
+            offset: file_offset(&file, addr)?,
+        })
     }
 
     /// Plans probes on `wanted` (symbol, function) pairs this file defines.
@@ -440,7 +472,14 @@ pub fn plan(c: &Candidates, allocator: Option<&str>) -> Result<ProbePlan, ProbeE
             path: libs[0].path.display().to_string(),
         });
     }
-    Ok(ProbePlan { libs })
+    // libc's `exit` calls its own `_exit` directly, whatever else defines one: libc's first,
+    // else the first file that has it (a static executable).
+    let exit = files
+        .iter()
+        .filter(|d| is_libc(&names(d)))
+        .chain(&files)
+        .find_map(Defined::exit_point);
+    Ok(ProbePlan { libs, exit })
 }
 
 fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
@@ -487,6 +526,10 @@ mod tests {
         let mut offsets: Vec<u64> = heap.points.iter().map(|p| p.offset).collect();
         offsets.dedup();
         assert_eq!(offsets.len(), heap.points.len());
+        // The leak check at exit holds the process at libc's `_exit`.
+        let exit = plan.exit.as_ref().expect("libc defines _exit");
+        assert_eq!(exit.path, heap.path);
+        assert!(exit.offset > 0);
         assert!(matches!(
             super::plan(&c, Some("no-such-allocator")),
             Err(ProbeError::NoSuchAllocator { .. })

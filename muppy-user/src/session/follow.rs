@@ -149,6 +149,21 @@ impl Session<'_> {
                 }
                 self.live.insert(pid, p);
             }
+            TreeEvent::ExitCalled { pid } => {
+                // Every thread still alive, as Valgrind's check at exit and LeakSanitizer's
+                // (from an atexit handler) see it; the Exiting check below then has nothing
+                // left to do.
+                if Some(pid) == self.root
+                    && let Some(spec) = self.check.clone()
+                {
+                    if let Some(p) = self.live.get_mut(&pid) {
+                        let _ = p.modules.refresh();
+                    }
+                    let two_checks = self.checks.two_checks;
+                    self.check(pump, &spec, two_checks)?;
+                    self.checks.done = true;
+                }
+            }
             TreeEvent::Exiting { pid } => {
                 if let Some(p) = self.live.get_mut(&pid) {
                     let _ = p.modules.refresh();

@@ -444,6 +444,14 @@ impl Session<'_> {
                     Ok(t) => self.tracer = Some(t),
                     Err(e) => self.note(Note::NotFollowed { why: e.to_string() })?,
                 }
+                // Checked where it enters `_exit`, every thread alive, as Valgrind checks; a
+                // hold needs the ptrace thread to let it go.
+                if self.check.is_some()
+                    && self.tracer.is_some()
+                    && let (Some(exit), Some(p)) = (&plan.exit, NonZeroU32::new(pid))
+                {
+                    self.probes.hold_exit(exit, p)?;
+                }
                 launched.release()?;
                 self.note(Note::Tracing {
                     who: format!("pid {pid}"),
@@ -686,6 +694,9 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
             }
         }
     }
+    // No request is waited for from here on: a command still running (after --duration) must
+    // not stop at `_exit` for a check that will not come, nor once no one follows it.
+    s.probes.release_exit_hold()?;
     // Requests still queued (a child forked as the root ended) must not stay blocked.
     while let Ok(req) = requests.try_recv() {
         s.handle(req.event, &mut pump)?;

@@ -67,6 +67,15 @@ pub enum TreeEvent {
         /// The process.
         pid: u32,
     },
+    /// A thread of the process entered `_exit` (`exit()` calls it after the atexit handlers
+    /// and destructors), where the session asked the probes to hold it
+    /// ([`crate::probe::Probes::hold_exit`]): every thread is still alive, the caller held in
+    /// its stop. Once released it goes on to `exit_group` (the stop's `SIGSTOP` is never
+    /// delivered).
+    ExitCalled {
+        /// The process.
+        pid: u32,
+    },
     /// The process is exiting; its mappings are still in place.
     Exiting {
         /// The process.
@@ -664,8 +673,15 @@ impl<'a> Core<'a> {
             }
             WaitStatus::Stopped(p, sig) => {
                 let t = p.as_raw();
-                if self.tasks.contains_key(&t) {
-                    self.stopped(t, Stop::Signal(sig));
+                if let Some(task) = self.tasks.get(&t) {
+                    if sig == Signal::SIGSTOP && task.followed && is_exit_hold(p) {
+                        // Held for the check at exit; the SIGSTOP is dropped as it goes on.
+                        let pid = task.tgid as u32;
+                        self.stopped(t, Stop::Plain);
+                        self.tell(TreeEvent::ExitCalled { pid }, &[t]);
+                    } else {
+                        self.stopped(t, Stop::Signal(sig));
+                    }
                     self.settle(t)?;
                 } else {
                     resumed(ptrace::cont(p, Some(sig)))?;
@@ -736,6 +752,13 @@ fn resumed(r: Result<(), Errno>) -> Result<(), TargetError> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(sys("ptrace(CONT)")(e)),
     }
+}
+
+/// Whether a task in a signal-delivery-stop for `SIGSTOP` stopped at `_exit` for the probes'
+/// exit hold: the kernel sent that signal as itself (`SI_KERNEL`, from the probe's
+/// `bpf_send_signal_thread`), where a user's `kill` or `tgkill` sends `SI_USER` or `SI_TKILL`.
+fn is_exit_hold(p: Pid) -> bool {
+    ptrace::getsiginfo(p).is_ok_and(|info| info.si_code == libc::SI_KERNEL)
 }
 
 fn interrupt(t: i32) -> Result<(), TargetError> {
