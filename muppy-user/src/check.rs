@@ -34,7 +34,10 @@ use crate::{
     places::{self, Mapping, Places, parse_mappings},
     probe::{LibPlan, is_loader},
     process::Process,
-    target::{FrozenThread, TargetError, Tracer},
+    target::{
+        FrozenThread, TargetError,
+        memory::{self, Buffers},
+    },
 };
 
 /// Readable and writable: where pointers that keep blocks alive can be. Not the kernel's
@@ -58,23 +61,35 @@ pub struct Capture {
     pub image: Image,
 }
 
-/// Copies what a check needs of the frozen process `pid` (`threads` from the freeze).
-pub fn capture(
-    tracer: &Tracer,
-    pid: u32,
-    threads: Vec<FrozenThread>,
-) -> Result<Capture, TargetError> {
+/// `pid`'s mappings, and the ranges a check copies.
+fn mappings(pid: u32) -> Result<(Vec<Mapping>, Vec<Range<u64>>), TargetError> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|_| TargetError::NoSuchProcess { pid })?;
     let maps = parse_mappings(&text);
-    let ranges: Vec<Range<u64>> = maps
+    let ranges = maps
         .iter()
         .filter(|m| is_root_memory(m))
         .map(Mapping::range)
         .collect();
+    Ok((maps, ranges))
+}
+
+/// Buffers for the copy of `pid`'s memory, made before it is stopped (faulting pages in is
+/// most of the time a copy takes): its mappings change little meanwhile.
+pub fn prepare(pid: u32) -> Result<Buffers, TargetError> {
+    Ok(Buffers::prepare(&mappings(pid)?.1))
+}
+
+/// Copies what a check needs of the frozen process `pid` (`threads` from the freeze), into
+/// `buffers` where they fit.
+pub fn capture(
+    pid: u32,
+    threads: Vec<FrozenThread>,
+    buffers: &mut Buffers,
+) -> Result<Capture, TargetError> {
+    let (maps, ranges) = mappings(pid)?;
     let image = Image::new(
-        tracer
-            .read(pid, &ranges)?
+        memory::read_into(pid, &ranges, buffers)?
             .into_iter()
             .map(|m| Segment {
                 start: m.range.start,

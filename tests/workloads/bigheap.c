@@ -2,8 +2,9 @@
  * of 1024: 1 GiB), linked in lists of LIST (default 1000) from a global table, and drops one
  * list in every DROP (default 100; 1 drops every list): with the defaults 1% of the blocks
  * leaked, in cliques of 1000. Prints "ready blocks=B lists=L lost=N" (B counts the table) and
- * waits (for a leak check) until killed.
- * Arguments: N SIZE LIST DROP. */
+ * waits (for a leak check): LINGER seconds, then exits 0 (its heap still allocated, as a
+ * check at exit wants it), or until killed without LINGER.
+ * Arguments: N SIZE LIST DROP LINGER. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,10 @@ int main(int argc, char **argv) {
     long lost = build(n, size, list, drop, lists);
     printf("ready blocks=%ld lists=%ld lost=%ld\n", n + 1, lists, lost);
     fflush(stdout);
+    if (argc > 5) {
+        sleep((unsigned)atoi(argv[5]));
+        return 0;
+    }
     for (;;)
         pause();
 }

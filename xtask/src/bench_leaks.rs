@@ -81,7 +81,7 @@ fn valgrind_check(bigheap: &Path, args: &[&str]) -> anyhow::Result<Value> {
 /// The leak-check figures.
 pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
     // 1 GiB: a million blocks of 1 KiB, lists of 1000, one list in 100 dropped.
-    let big = muppy_check(trace, bigheap, &["1000000", "1024"], 25)?;
+    let big = muppy_check(trace, bigheap, &["1000000", "1024", "1000", "100", "1"])?;
     let pause = big["pause_ms"].as_f64().unwrap_or(f64::NAN);
     let total_ms = big["check_ms"].as_f64().unwrap_or(f64::NAN);
     println!(
@@ -106,7 +106,7 @@ pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
         vg["build_s"].as_f64().unwrap_or(0.0)
     );
     // One list of a million nodes, its head dropped.
-    let list = muppy_check(trace, bigheap, &["1000000", "16", "1000000", "1"], 25)?;
+    let list = muppy_check(trace, bigheap, &["1000000", "16", "1000000", "1", "1"])?;
     let lost = (
         list["totals"]["definitely_lost"]["objects"].as_u64(),
         list["totals"]["indirectly_lost"]["objects"].as_u64(),

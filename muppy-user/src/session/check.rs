@@ -115,14 +115,17 @@ impl Session<'_> {
                 why: "the ptrace thread is not running".into(),
             });
         };
+        // Made before the pause: faulting the copy's pages in would be most of it.
+        let mut buffers = check::prepare(pid).unwrap_or_default();
         let started = Instant::now();
         let captured = match tracer.freeze(pid) {
             Ok(frozen) => {
                 // The table must equal memory: every completed call is in the ring by now.
                 let drained = self.drain(pump, true);
-                let cap = check::capture(&tracer, pid, frozen.threads);
+                let cap = check::capture(pid, frozen.threads, &mut buffers);
                 let resumed = tracer.resume(pid);
                 let pause = started.elapsed();
+                drop(buffers);
                 self.tracer = Some(tracer);
                 drained?;
                 match (cap, resumed) {

@@ -621,14 +621,16 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         s.note(Note::NotRealtime)?;
     }
     let (req_tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<Request>();
+    // Before the start, which says "tracing": a Ctrl-C that follows must end the session
+    // with its report, not kill it.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
     let mut exit_watch = s.start(mode, opts, req_tx)?;
 
     if opts.probe.stacks > 0 {
         s.stacks = StackReader::new(Some(s.probes.take_stacks()?));
     }
     let launched = kind == Kind::Launch;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
     // System-wide: look for ended processes and new allocators now and then.
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut report = tokio::time::interval(opts.interval.unwrap_or(Duration::from_secs(3600)));

@@ -4,7 +4,7 @@
 //! consistent image, freeze the process first ([`super::Tracer::freeze`]). Holes (unmapped
 //! pages, `PROT_NONE` guards, `[vvar]`, device mappings) are reported, never an error.
 
-use std::ops::Range;
+use std::{collections::HashMap, ops::Range};
 
 use nix::errno::Errno;
 
@@ -51,18 +51,83 @@ impl Memory {
     }
 }
 
+/// Zeroed buffers made ready before a read, their pages already in place, by the start of the
+/// range each is for. Faulting a fresh page in costs ≈2-4 µs here, 0.5-1 s a GiB: made ready
+/// before a freeze, the pause is the copy alone.
+#[derive(Debug, Default)]
+pub struct Buffers(HashMap<u64, Vec<u8>>);
+
+impl Buffers {
+    /// Buffers for `ranges`, their pages populated. A range too large to hold is left out
+    /// (the read fails on it as it would without).
+    pub fn prepare(ranges: &[Range<u64>]) -> Self {
+        Buffers(
+            ranges
+                .iter()
+                .filter_map(|r| {
+                    let mut b = zeroed(usize::try_from(r.end.checked_sub(r.start)?).ok()?)?;
+                    populate(&mut b);
+                    Some((r.start, b))
+                })
+                .collect(),
+        )
+    }
+
+    /// The buffer for `range`: the one made for its start, grown or cut to its length, or a
+    /// new one.
+    fn take(&mut self, range: &Range<u64>, len: usize) -> Option<Vec<u8>> {
+        match self.0.remove(&range.start) {
+            Some(mut b) => {
+                b.resize(len, 0);
+                Some(b)
+            }
+            None => zeroed(len),
+        }
+    }
+}
+
+/// Faults in every page of `b` now, writable, in one call where the kernel can (Linux 5.14),
+/// else a write per page.
+fn populate(b: &mut [u8]) {
+    if b.is_empty() {
+        return;
+    }
+    // SAFETY: advice on memory we own; it changes no byte (the pages are zero either way).
+    let ok = unsafe { libc::madvise(b.as_mut_ptr().cast(), b.len(), libc::MADV_POPULATE_WRITE) };
+    if ok != 0 {
+        for i in (0..b.len()).step_by(PAGE as usize) {
+            // SAFETY: `i` is inside `b`; a volatile write, so that it is not left out.
+            unsafe { std::ptr::write_volatile(b.as_mut_ptr().add(i), 0) };
+        }
+    }
+}
+
 /// Reads each of `ranges` from `pid`'s memory. A range that reaches past the address space,
 /// or is larger than this process can hold, is an error; unreadable pages inside a range are
 /// listed in [`Memory::unreadable`] and left as zeros.
 pub fn read(pid: u32, ranges: &[Range<u64>]) -> Result<Vec<Memory>, TargetError> {
+    read_into(pid, ranges, &mut Buffers::default())
+}
+
+/// [`read`], into `buffers` made ready beforehand where they fit.
+pub fn read_into(
+    pid: u32,
+    ranges: &[Range<u64>],
+    buffers: &mut Buffers,
+) -> Result<Vec<Memory>, TargetError> {
     let target = i32::try_from(pid).map_err(|_| TargetError::NoSuchProcess { pid })?;
     ranges
         .iter()
-        .map(|r| read_range(target, pid, r.clone()))
+        .map(|r| read_range(target, pid, r.clone(), buffers))
         .collect()
 }
 
-fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, TargetError> {
+fn read_range(
+    target: i32,
+    pid: u32,
+    range: Range<u64>,
+    buffers: &mut Buffers,
+) -> Result<Memory, TargetError> {
     let len = range
         .end
         .checked_sub(range.start)
@@ -71,7 +136,7 @@ fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, Target
             start: range.start,
             end: range.end,
         })?;
-    let mut bytes = zeroed(len).ok_or(TargetError::BadRange {
+    let mut bytes = buffers.take(&range, len).ok_or(TargetError::BadRange {
         start: range.start,
         end: range.end,
     })?;
@@ -99,8 +164,7 @@ fn read_range(target: i32, pid: u32, range: Range<u64>) -> Result<Memory, Target
 }
 
 /// `len` zero bytes, or `None` if they cannot be had. Large ones come from fresh pages the
-/// kernel zeroes as they are first written, not by a pass over them: the copy that fills them
-/// is the pause of a leak check.
+/// kernel zeroes as they are first written, not by a pass over them.
 fn zeroed(len: usize) -> Option<Vec<u8>> {
     if len == 0 {
         return Some(Vec::new());
