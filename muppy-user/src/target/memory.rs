@@ -95,7 +95,7 @@ fn populate(b: &mut [u8]) {
     // SAFETY: advice on memory we own; it changes no byte (the pages are zero either way).
     let ok = unsafe { libc::madvise(b.as_mut_ptr().cast(), b.len(), libc::MADV_POPULATE_WRITE) };
     if ok != 0 {
-        for i in (0..b.len()).step_by(PAGE as usize) {
+        for i in (0..b.len()).step_by(4096) {
             // SAFETY: `i` is inside `b`; a volatile write, so that it is not left out.
             unsafe { std::ptr::write_volatile(b.as_mut_ptr().add(i), 0) };
         }
