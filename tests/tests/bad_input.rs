@@ -109,3 +109,64 @@ fn without_root_says_to_use_sudo() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_one_line_error(&run, "eBPF probes need root: run it with sudo");
 }
+
+/// `leaks` and `refs` refuse what they cannot check with one line, leaving it untouched: a
+/// kernel thread, a zombie, a pid that does not exist, flags that do not apply.
+#[test]
+fn leak_checks_refuse_what_they_cannot_check() {
+    if !ebpf_available("leak_checks_refuse_what_they_cannot_check") {
+        return;
+    }
+    for sub in ["leaks", "refs"] {
+        let at = |args: &[&str]| -> Vec<String> {
+            let mut v = vec![sub.to_string()];
+            if sub == "refs" {
+                v.extend(["--addr".to_string(), "0x1000".to_string()]);
+            }
+            v.extend(args.iter().map(|a| (*a).to_string()));
+            v
+        };
+        let run = |args: &[&str]| {
+            let a = at(args);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            trace(&a, "")
+        };
+        assert_one_line_error(&run(&["--pid", "2"]), "pid 2 is a kernel thread");
+        assert_one_line_error(
+            &run(&["--pid", "999999999"]),
+            "no process with pid 999999999",
+        );
+        assert_one_line_error(&run(&["--all"]), "one process");
+        assert_one_line_error(
+            &run(&["--sample-bytes", "64K", "--pid", "1"]),
+            "needs every block",
+        );
+        // A zombie: a child that has exited and that its parent does not reap.
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "true & exec sleep 30"])
+            .spawn()
+            .expect("sh");
+        let zombie = (0..200)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let kids =
+                    std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", parent.id()))
+                        .ok()?;
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok())
+                    .find(|k| {
+                        std::fs::read_to_string(format!("/proc/{k}/stat"))
+                            .is_ok_and(|s| s.contains(") Z "))
+                    })
+            })
+            .expect("the unreaped child becomes a zombie");
+        let pid = zombie.to_string();
+        assert_one_line_error(&run(&["--pid", &pid]), "is a zombie");
+        let _ = parent.kill();
+        let _ = parent.wait();
+    }
+    assert_one_line_error(
+        &trace(&["summary", "/dev/null", "--kind", "definitely_lost"], ""),
+        "not a muppy snapshot",
+    );
+}

@@ -114,20 +114,26 @@ pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
     if lost != (Some(1), Some(999_999)) {
         bail!("the lost list should be 1 definitely and 999,999 indirectly lost: {list}");
     }
-    // The classifier alone, on ten million blocks.
-    let out = output(Command::new("cargo").current_dir(root()).args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "muppy-core",
-        "--example",
-        "leak_bench",
-        "--",
-        "10000000",
-    ]))?;
-    let classify: Value = serde_json::from_str(out.lines().last().context("no leak_bench line")?)?;
-    println!("classifier alone: {classify}");
+    // The classifier alone, on ten million blocks: nodes in allocation order (as a heap
+    // mostly is), and every pointer to a random place (the cache's worst case).
+    let mut classify = serde_json::Map::new();
+    for layout in ["local", "random"] {
+        let out = output(Command::new("cargo").current_dir(root()).args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "muppy-core",
+            "--example",
+            "leak_bench",
+            "--",
+            "10000000",
+            layout,
+        ]))?;
+        let v: Value = serde_json::from_str(out.lines().last().context("no leak_bench line")?)?;
+        println!("classifier alone, 10 M blocks, {layout} layout: {v}");
+        classify.insert(layout.into(), v);
+    }
     Ok(json!({
         "big": {"pause_ms": pause, "check_ms": total_ms, "scanned_bytes": big["scanned_bytes"], "totals": big["totals"]},
         "valgrind": vg,

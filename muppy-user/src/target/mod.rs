@@ -40,6 +40,14 @@ pub enum TargetError {
         /// The pid given.
         pid: u32,
     },
+    /// The process has exited and waits for its parent to reap it: it has no memory left.
+    #[error(
+        "pid {pid} is a zombie: it has exited and only waits for its parent to collect it; nothing to trace"
+    )]
+    Zombie {
+        /// The pid given.
+        pid: u32,
+    },
     /// Tracing oneself would trace the tracer's own allocations.
     #[error("pid {pid} is muppy-trace itself")]
     SelfTrace {
@@ -133,6 +141,13 @@ pub fn check_pid(pid: u32) -> Result<(), TargetError> {
     if pid == 0 || !proc.join("stat").exists() {
         return Err(TargetError::NoSuchProcess { pid });
     }
+    let stat = fs::read_to_string(proc.join("stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    if matches!(state, Some('Z' | 'X')) {
+        return Err(TargetError::Zombie { pid });
+    }
     // Kernel threads have no mm: an empty maps file and no exe link.
     let maps = fs::read_to_string(proc.join("maps")).unwrap_or_default();
     if maps.is_empty() && fs::read_link(proc.join("exe")).is_err() {
@@ -194,6 +209,19 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, TargetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejects_a_zombie() {
+        // A child that exits and is not reaped stays a zombie until waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !matches!(check_pid(pid), Err(TargetError::Zombie { .. })) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", check_pid(pid));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+    }
 
     #[test]
     fn rejects_missing_pid_and_self() {
