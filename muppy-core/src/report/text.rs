@@ -487,6 +487,7 @@ pub fn leaks_table(r: &LeakReport, top: usize) -> String {
         f.loader_blocks,
         trust(&r.counters),
     ));
+    // Each step holds the one before: the row's block, then its holder, up to a root.
     for row in r.rows.iter().take(top).filter(|r| !r.retention.is_empty()) {
         out.push_str(&format!("why {} is still reachable:\n", row.key.text()));
         for step in &row.retention {
@@ -496,8 +497,12 @@ pub fn leaks_table(r: &LeakReport, top: usize) -> String {
                     size,
                     site,
                     at,
-                } => format!("  {} held at {at:#x}", block_label(*addr, site, *size)),
-                Step::Root { place, .. } => format!("  {}", place.describe()),
+                } => format!(
+                    "  held by {} (word at +{:#x})",
+                    block_label(*addr, site, *size),
+                    at - addr
+                ),
+                Step::Root { place, .. } => format!("  held by {}", place.describe()),
             };
             out.push_str(&line);
             out.push('\n');
@@ -716,6 +721,162 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
             tree_text(&[node("s", 1, vec![leaf("d")])], 0),
             "s [1, 8 B]\n"
         );
+    }
+
+    fn site(f: &str, line: u32) -> Frame {
+        Frame {
+            function: Some(f.into()),
+            file: Some("a.c".into()),
+            line: Some(line),
+            ..Frame::default()
+        }
+    }
+
+    /// Loss records in Pympler's table form, definitely lost first with their indirect bytes,
+    /// the four totals, and what the check cost; a retention path under the table.
+    #[test]
+    fn leaks_print_as_loss_records() {
+        use crate::{
+            analysis::{LeakReport, LeakRow, Step, Total},
+            model::{CheckFacts, Counters, LeakKind, Place},
+        };
+        let row = |kind, f, line, objects, bytes, indirect_bytes, retention| LeakRow {
+            kind,
+            key: Key::Site(site(f, line)),
+            objects,
+            bytes,
+            indirect_bytes,
+            stack: vec![site(f, line)],
+            retention,
+        };
+        let r = LeakReport {
+            pid: 7,
+            group_by: GroupBy::Site,
+            rows: vec![
+                row(LeakKind::DefinitelyLost, "lost", 3, 1, 48, 4800, vec![]),
+                row(LeakKind::IndirectlyLost, "lost", 5, 100, 4800, 0, vec![]),
+                row(
+                    LeakKind::Reachable,
+                    "kept",
+                    9,
+                    2,
+                    2000,
+                    0,
+                    vec![
+                        Step::Block {
+                            addr: 0x1000,
+                            size: 64,
+                            site: site("table", 2),
+                            at: 0x1010,
+                        },
+                        Step::Root {
+                            place: Place::Global {
+                                symbol: Some("g_table".into()),
+                                module: "a".into(),
+                                section: Some(".bss".into()),
+                                offset: 8,
+                            },
+                            at: 0x4008,
+                        },
+                    ],
+                ),
+            ],
+            totals: [
+                Total {
+                    objects: 1,
+                    bytes: 48,
+                },
+                Total {
+                    objects: 100,
+                    bytes: 4800,
+                },
+                Total::default(),
+                Total {
+                    objects: 2,
+                    bytes: 2000,
+                },
+            ],
+            unconfirmed: Total::default(),
+            facts: CheckFacts {
+                check: 1,
+                pause: Duration::from_millis(12),
+                scanned_bytes: 4096,
+                unaccounted_root_bytes: 2048,
+                threads: 3,
+                ..CheckFacts::default()
+            },
+            counters: Counters::default(),
+        };
+        let want = [
+            "            kind |        sites | # objects |                     total size ",
+            "=================|==============|===========|================================",
+            " definitely lost | lost (a.c:3) |         1 |   48     B (+4.69 KB indirect) ",
+            " indirectly lost | lost (a.c:5) |       100 |                        4.69 KB ",
+            " still reachable | kept (a.c:9) |         2 |                        1.95 KB ",
+            "definitely lost: 48 B in 1 blocks; indirectly lost: 4.69 KB in 100 blocks; possibly lost: 0 B in 0 blocks; still reachable: 1.95 KB in 2 blocks",
+            "check 1: paused 12 ms (3 threads); scanned 4.00 KB; heap memory from before tracing scanned as roots: 2.00 KB; 0 dynamic-loader blocks taken as reachable; lost_events: 0; unknown_frees: 0",
+            "why kept (a.c:9) is still reachable:",
+            "  held by 0x1000 table (a.c:2) [64 B] (word at +0x10)",
+            "  held by global g_table (a .bss+0x8)",
+            "",
+        ]
+        .join("\n");
+        assert_eq!(leaks_table(&r, 15), want);
+        // Cut to one row, it says so.
+        assert!(leaks_table(&r, 1).contains("(top 1 of 3 rows shown; -n to see more)"));
+    }
+
+    /// `refs` draws its tree as `print_tree` does: the block at the root, blocks and roots
+    /// that point at it to the right.
+    #[test]
+    fn referrers_print_as_a_tree() {
+        use crate::{
+            analysis::{RefReport, RefTree, Referrer},
+            model::{CheckFacts, Place},
+        };
+        let r = RefReport {
+            pid: 7,
+            facts: CheckFacts::default(),
+            tree: RefTree {
+                addr: 0x2000,
+                size: 100,
+                site: site("leaf", 4),
+                referrers: vec![
+                    Referrer::Block {
+                        at: 0x1008,
+                        interior: false,
+                        tree: RefTree {
+                            addr: 0x1000,
+                            size: 64,
+                            site: site("table", 2),
+                            referrers: vec![Referrer::Root {
+                                place: Place::Register {
+                                    tid: 9,
+                                    reg: "rbx".into(),
+                                },
+                                at: 0,
+                                interior: false,
+                            }],
+                            cut_depth: false,
+                            more_roots: 0,
+                        },
+                    },
+                    Referrer::Root {
+                        place: Place::Tls { tid: 9 },
+                        at: 0x7000,
+                        interior: true,
+                    },
+                ],
+                cut_depth: false,
+                more_roots: 2,
+            },
+        };
+        let want = "\
+0x2000 leaf (a.c:4) [100 B]-+-0x1000 table (a.c:2) [64 B]--thread 9 register rbx
+                            +-thread 9 TLS (interior pointer)
+                            +-... 2 more roots (--max-roots)
+";
+        assert_eq!(referrers_text(&r), want);
     }
 
     #[test]
