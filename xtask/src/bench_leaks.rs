@@ -40,7 +40,7 @@ fn valgrind_check(bigheap: &Path, args: &[&str]) -> anyhow::Result<Value> {
     std::fs::create_dir_all(&prefix)?;
     let prefix = format!("--vgdb-prefix={}", prefix.join("pipe").display());
     let mut vg = Command::new("valgrind")
-        .args(["-q", "--vgdb=yes", &prefix, "--leak-check-heuristics=none"])
+        .args(["--vgdb=yes", &prefix, "--leak-check-heuristics=none"])
         .arg(bigheap)
         .args(args)
         .stdout(Stdio::piped())
@@ -64,7 +64,32 @@ fn valgrind_check(bigheap: &Path, args: &[&str]) -> anyhow::Result<Value> {
             "summary",
         ]))?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        Ok(json!({"vgdb_leak_check_ms": ms, "build_s": build_s, "summary": text.trim()}))
+        // `==PID==    definitely lost: 10,240 (+10,240) bytes in 10 (+10) blocks`, per kind.
+        let figure = |kind: &str| -> Option<(u64, u64)> {
+            let line = text.lines().find(|l| l.contains(&format!("{kind}: ")))?;
+            let nums: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|w| w.replace(',', "").parse().ok())
+                .collect();
+            Some((*nums.get(1)?, *nums.first()?))
+        };
+        let kinds = [
+            "definitely lost",
+            "indirectly lost",
+            "possibly lost",
+            "still reachable",
+        ];
+        let totals: serde_json::Map<String, Value> = kinds
+            .iter()
+            .filter_map(|k| {
+                let (objects, bytes) = figure(k)?;
+                Some((
+                    k.replace(' ', "_"),
+                    json!({"objects": objects, "bytes": bytes}),
+                ))
+            })
+            .collect();
+        Ok(json!({"vgdb_leak_check_ms": ms, "build_s": build_s, "totals": totals}))
     })();
     let _ = vg.kill();
     let _ = vg.wait();
@@ -92,6 +117,22 @@ pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
     );
     let vg = valgrind_check(bigheap, &["1000000", "1024"])?;
     let vg_ms = vg["vgdb_leak_check_ms"].as_f64().unwrap_or(f64::NAN);
+    // Valgrind's verdicts on the same heap must be muppy's, kind by kind.
+    for (ours, theirs) in [
+        ("definitely_lost", "definitely_lost"),
+        ("indirectly_lost", "indirectly_lost"),
+        ("possibly_lost", "possibly_lost"),
+        ("reachable", "still_reachable"),
+    ] {
+        if big["totals"][ours] != vg["totals"][theirs] {
+            bail!(
+                "{ours}: muppy {} but valgrind {} on the same heap",
+                big["totals"][ours],
+                vg["totals"][theirs]
+            );
+        }
+    }
+    println!("valgrind's verdicts on the same heap: the same, kind by kind");
     println!(
         "the same heap under valgrind: vgdb leak_check {vg_ms:.0} ms ({:.1}x muppy's whole check, {:.1}x its pause); building it took {:.0} s under valgrind",
         vg_ms / total_ms,

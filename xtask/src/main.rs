@@ -49,6 +49,9 @@ enum Task {
         /// Live blocks held for the tracer-memory measurement.
         #[arg(long, default_value_t = 10_000_000)]
         live: u64,
+        /// Only the leak checks' figures.
+        #[arg(long)]
+        leaks_only: bool,
     },
 }
 
@@ -226,6 +229,25 @@ fn main() -> anyhow::Result<()> {
             println!("\n$ muppy-trace tree {snap_s} --site new_session\n");
             run(Command::new(&bin).args(["tree", &snap_s, "--site", "new_session"]))
         }
-        Task::Bench { json, runs, live } => bench::bench(json, runs, live),
+        Task::Bench {
+            json,
+            leaks_only: true,
+            ..
+        } => {
+            let figures = bench_leaks::bench(
+                &build()?,
+                &compile_c("tests/workloads/bigheap.c", "bench/bigheap")?,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "leaks": figures, "runs": runs, "live": live })
+                );
+            }
+            Ok(())
+        }
+        Task::Bench {
+            json, runs, live, ..
+        } => bench::bench(json, runs, live),
     }
 }
