@@ -239,10 +239,7 @@ fn main() -> anyhow::Result<()> {
                 &compile_c("tests/workloads/bigheap.c", "bench/bigheap")?,
             )?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "leaks": figures, "runs": runs, "live": live })
-                );
+                println!("{}", serde_json::json!({ "leaks": figures }));
             }
             Ok(())
         }
