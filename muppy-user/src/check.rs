@@ -61,7 +61,8 @@ pub struct Capture {
     pub image: Image,
 }
 
-/// `pid`'s mappings, and the ranges a check copies.
+/// `pid`'s mappings, and the ranges a check copies: its root memory, less the pages of its
+/// private anonymous memory that were never written (see [`memory::present`]).
 fn mappings(pid: u32) -> Result<(Vec<Mapping>, Vec<Range<u64>>), TargetError> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|_| TargetError::NoSuchProcess { pid })?;
@@ -69,7 +70,14 @@ fn mappings(pid: u32) -> Result<(Vec<Mapping>, Vec<Range<u64>>), TargetError> {
     let ranges = maps
         .iter()
         .filter(|m| is_root_memory(m))
-        .map(Mapping::range)
+        .flat_map(|m| {
+            // Shared memory may hold pages this process has not mapped yet: read it whole.
+            if m.is_file() || m.shared {
+                vec![m.range()]
+            } else {
+                memory::present(pid, m.range())
+            }
+        })
         .collect();
     Ok((maps, ranges))
 }
@@ -241,8 +249,12 @@ impl<'a> Scan<'a> {
             }
             for piece in pieces {
                 if heap {
-                    unaccounted_root_bytes +=
-                        (piece.end - piece.start) - block_bytes(&extents, &piece);
+                    // What was copied of it (pages never written were not), less blocks.
+                    for (at, bytes) in capture.image.parts(piece.clone()) {
+                        let part = at..at + bytes.len() as u64;
+                        unaccounted_root_bytes +=
+                            (part.end - part.start) - block_bytes(&extents, &part);
+                    }
                 }
                 roots.push(Root {
                     source: RootSource::Range(piece),
