@@ -2,6 +2,9 @@
 //! xtask's demo and bench): debug info for line numbers, frame pointers for stacks, and
 //! -fno-builtin so the compiler cannot remove a malloc/free pair the ledger counts.
 //!
+//! Their shared C is in headers (`leakcase.h`), which are included, not built: the
+//! `rerun-if-changed` on the whole folder rebuilds every workload when one changes.
+//!
 //! Some sources are built more than once, against other allocators or statically (see
 //! `VARIANTS`); the allocators are Debian's packages, which `cargo xtask setup` installs.
 use std::{

@@ -1,17 +1,19 @@
 //! Harness for muppy's end-to-end tests: the workloads and their ledgers, running
-//! `muppy-trace`, and reading its JSON Lines.
+//! `muppy-trace`, and reading its JSON Lines; children killed when dropped ([`Proc`],
+//! [`Tracing`]), their lines read with bounded waits ([`Lines`]), and what /proc tells of a
+//! process's threads.
 //!
 //! Tests need root to load eBPF. Without it they skip with a message, unless
 //! `MUPPY_REQUIRE_EBPF=1` (as in CI), where they fail instead.
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio},
     sync::mpsc,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -181,6 +183,15 @@ impl Run {
             .collect()
     }
 
+    /// The last `{"type":"leaks"}` line.
+    pub fn leaks(&self) -> Value {
+        self.json()
+            .into_iter()
+            .rev()
+            .find(|v| v["type"] == "leaks")
+            .unwrap_or_else(|| panic!("no leaks line\n{self}"))
+    }
+
     /// The final summary line.
     pub fn summary(&self) -> Value {
         let last = self
@@ -207,15 +218,9 @@ impl std::fmt::Display for Run {
 
 /// Runs muppy-trace to completion with `args`, stdin from `input`.
 pub fn trace(args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(muppy_trace())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn muppy-trace");
+    let mut child = spawn_trace(args);
     let mut stdin = child.stdin.take().expect("stdin");
-    std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("write stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
     drop(stdin);
     Run::from_output(child.wait_with_output().expect("wait muppy-trace"))
 }
@@ -262,7 +267,119 @@ pub fn rows_of<'a>(
         .collect()
 }
 
-/// Lines a child writes to a pipe, readable with a timeout.
+// ---------------------------------------------------------------------------------------------
+// Children: killed when dropped, their lines read with bounded waits.
+
+/// A child process, killed (and reaped) when dropped, so that no path of a test, a failed
+/// assertion's included, leaves one running. Every wait on it is bounded.
+pub struct Proc {
+    child: Child,
+    /// What it is, for messages.
+    what: String,
+}
+
+impl Proc {
+    /// Spawns `cmd`; `what` names it in messages.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        Proc {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its stdout, which must be piped, read on a thread.
+    pub fn stdout(&mut self) -> Lines {
+        Lines::new(self.child.stdout.take().expect("stdout piped"))
+    }
+
+    /// Its stderr, which must be piped, read on a thread.
+    pub fn stderr(&mut self) -> Lines {
+        Lines::new(self.child.stderr.take().expect("stderr piped"))
+    }
+
+    /// Its stdin, which must be piped; dropping it closes the pipe.
+    pub fn stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("stdin piped")
+    }
+
+    /// Waits for it to end, at most `secs`; None if it had not by then (it is killed).
+    pub fn end_within(&mut self, secs: u64) -> Option<ExitStatus> {
+        let mut status = None;
+        if !poll(secs, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        }) {
+            self.kill();
+        }
+        status
+    }
+
+    /// Waits for it to end, at most `secs`; kills it and panics after that.
+    pub fn wait(&mut self, secs: u64) -> ExitStatus {
+        self.end_within(secs).unwrap_or_else(|| {
+            panic!(
+                "{} (pid {}) still running after {secs} s",
+                self.what,
+                self.pid()
+            )
+        })
+    }
+
+    /// Whether it still runs (not exited, not a zombie).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills and reaps it (a workload that idles forever ends so).
+    pub fn kill(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `done` every 10 ms until it holds, at most `secs`; whether it did.
+pub fn poll(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Workload `name` with `args`, started: stdin piped for its commands, stdout for its lines
+/// ([`Proc::stdin`], [`Proc::stdout`]), stderr the test's.
+pub fn start_workload(name: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(workload(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+        name,
+    )
+}
+
+/// Lines a child writes to a pipe, read on a thread; every wait for one is bounded.
 pub struct Lines(mpsc::Receiver<String>);
 
 impl Lines {
@@ -279,12 +396,19 @@ impl Lines {
         Lines(rx)
     }
 
-    /// Waits for a line containing `needle` and returns it with the lines read before it.
-    /// Panics after a generous minute: a hang, not a timing check.
-    pub fn wait_for(&self, needle: &str) -> Vec<String> {
+    /// The next line, or None if none comes within `secs` or the pipe closed.
+    pub fn next(&self, secs: u64) -> Option<String> {
+        self.0.recv_timeout(Duration::from_secs(secs)).ok()
+    }
+
+    /// The lines up to and including the first containing `needle`. Panics if none comes
+    /// within `secs` (a bound on a hang, not a timing check) or the pipe closes first.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         let mut seen = Vec::new();
         loop {
-            match self.0.recv_timeout(Duration::from_secs(60)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
                 Ok(l) => {
                     let hit = l.contains(needle);
                     seen.push(l);
@@ -292,26 +416,207 @@ impl Lines {
                         return seen;
                     }
                 }
-                Err(e) => panic!("no line containing {needle:?} ({e}); got: {seen:#?}"),
+                Err(e) => {
+                    panic!("no line containing {needle:?} within {secs} s ({e}); got: {seen:#?}")
+                }
             }
         }
     }
 
-    /// Every line until the pipe closes.
-    pub fn rest(&self) -> Vec<String> {
-        self.0.iter().collect()
+    /// Every line until the pipe closes, or until `secs` have passed.
+    pub fn rest(&self, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        while let Ok(l) = self
+            .0
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(l);
+        }
+        out
     }
+}
+
+/// Lines as a pipe carried them, each ended by a newline.
+fn text(lines: Vec<String>) -> String {
+    lines.into_iter().map(|l| l + "\n").collect()
+}
+
+/// The muppy-trace command with `args`, its stdio piped.
+fn trace_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(muppy_trace());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// Spawns muppy-trace with piped stdio.
 pub fn spawn_trace(args: &[&str]) -> Child {
-    Command::new(muppy_trace())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn muppy-trace")
+    trace_command(args).spawn().expect("spawn muppy-trace")
+}
+
+/// A running muppy-trace, stdin closed, its output read on threads; killed when dropped.
+pub struct Tracing {
+    proc: Proc,
+    /// Its stdout.
+    pub out: Lines,
+    err: Lines,
+    /// Its stderr lines read so far: a finished run's stderr starts with them.
+    seen: Vec<String>,
+}
+
+impl Tracing {
+    /// Spawns `muppy-trace ARGS`.
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut proc = Proc::spawn(
+            trace_command(args).stdin(Stdio::null()),
+            &format!("muppy-trace {}", args.join(" ")),
+        );
+        Tracing {
+            out: proc.stdout(),
+            err: proc.stderr(),
+            proc,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Spawns `muppy-trace ARGS` and waits (at most two minutes) until its probes are in place:
+    /// its `muppy-trace: tracing` line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut t = Tracing::spawn(args);
+        t.stderr_until("muppy-trace: tracing", 120);
+        t
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Its stderr (a launched command's too) up to and including the first line containing
+    /// `needle`, read within `secs`.
+    pub fn stderr_until(&mut self, needle: &str, secs: u64) -> Vec<String> {
+        let lines = self.err.wait_for(needle, secs);
+        self.seen.extend(lines.iter().cloned());
+        lines
+    }
+
+    /// Ctrl-C, then as [`Tracing::finish`].
+    pub fn interrupt(self, secs: u64) -> Run {
+        signal(self.pid(), libc::SIGINT);
+        self.finish(secs)
+    }
+
+    /// Waits (at most `secs`) for it to end by itself; everything it wrote. Panics with what it
+    /// wrote if it is still running then.
+    pub fn finish(mut self, secs: u64) -> Run {
+        let status = self.proc.end_within(secs);
+        let mut stderr = std::mem::take(&mut self.seen);
+        stderr.extend(self.err.rest(10));
+        let run = Run {
+            code: status.and_then(|s| s.code()),
+            stdout: text(self.out.rest(10)),
+            stderr: text(stderr),
+        };
+        assert!(
+            status.is_some(),
+            "{} still running after {secs} s\n{run}",
+            self.proc.what
+        );
+        run
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking to workloads, and what /proc tells of them.
+
+/// Sends signal `sig` to `pid`, which must exist.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory preconditions; the tests signal only what they started.
+    let r = unsafe { libc::kill(i32::try_from(pid).expect("pid"), sig) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Writes `line` and a newline to a child's stdin, flushed.
+pub fn send(stdin: &mut ChildStdin, line: &str) {
+    stdin
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| stdin.flush())
+        .unwrap_or_else(|e| panic!("writing {line:?} to the workload: {e}"));
+}
+
+/// `VALUE` of the word `key=VALUE` in a workload's protocol line; panics if it has none.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{key}= missing in {line:?}"))
+        .to_string()
+}
+
+/// The number of the word `key=VALUE`: hexadecimal after `0x`, else decimal.
+pub fn field_u64(line: &str, key: &str) -> u64 {
+    let v = field(line, key);
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => v.parse(),
+    }
+    .unwrap_or_else(|e| panic!("{key}={v} in {line:?}: {e}"))
+}
+
+/// The pid of a `ready <pid>` line, the last of `lines` (as [`Lines::wait_for`] returns them).
+pub fn ready_pid(lines: &[String]) -> u32 {
+    let l = lines.last().expect("ready line");
+    l.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad ready line {l:?}"))
+}
+
+/// The state letter of a `/proc/.../stat` text ('t': stopped by a tracer, 'T': by a signal).
+fn stat_state(stat: &str) -> Option<char> {
+    let close = stat.rfind(')')?;
+    stat[close + 1..].trim_start().chars().next()
+}
+
+/// The state letter of process `pid`, if it still exists.
+pub fn state(pid: u32) -> Option<char> {
+    stat_state(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Each thread of process `pid`, which must exist, and its state letter. A thread that ends
+/// meanwhile is left out.
+pub fn task_states(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"));
+    for e in dir.flatten() {
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue; // ended meanwhile
+        };
+        let state = stat_state(&stat).unwrap_or_else(|| panic!("no state in {stat:?}"));
+        out.push((tid, state));
+    }
+    out
+}
+
+/// The pid of the tracer of thread `tid` (`TracerPid:` of its status); 0 for none.
+pub fn tracer_pid(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits (up to 30 s) until no muppy-trace is left from an earlier test: one that has exited
@@ -319,7 +624,7 @@ pub fn spawn_trace(args: &[&str]) -> Child {
 /// it places others slowly. A system-wide session attaching meanwhile counts the calls that
 /// every process on the machine had under way for longer (their returns come without entries).
 pub fn wait_for_no_tracer() {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let tracer_alive = || {
         std::fs::read_dir("/proc").is_ok_and(|d| {
             d.flatten().any(|e| {
@@ -328,7 +633,7 @@ pub fn wait_for_no_tracer() {
             })
         })
     };
-    while tracer_alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    while tracer_alive() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
     }
 }

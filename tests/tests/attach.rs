@@ -20,16 +20,16 @@ fn attach_to_running_process_counts_only_what_follows() {
         .spawn()
         .unwrap();
     let target_err = Lines::new(target.stderr.take().unwrap());
-    target_err.wait_for("ready");
+    target_err.wait_for("ready", 60);
     let pid = target.id().to_string();
     let mut tracer = spawn_trace(&["--format", "json", "--pid", &pid]);
     let tracer_err = Lines::new(tracer.stderr.take().unwrap());
-    tracer_err.wait_for("tracing pid");
+    tracer_err.wait_for("tracing pid", 60);
     // The target now frees its 50 pre-attach blocks, leaks 30 more, and exits mid-trace.
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(target.wait().unwrap().success());
     let out = tracer.wait_with_output().unwrap();
-    let stderr = tracer_err.rest().join("\n");
+    let stderr = tracer_err.rest(60).join("\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();

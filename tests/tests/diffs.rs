@@ -21,7 +21,7 @@ fn add(acc: &mut BTreeMap<String, (i64, i64)>, diff: &Value) {
 fn settle(out: &Lines, acc: &mut BTreeMap<String, (i64, i64)>) {
     let mut empty_in_a_row = 0;
     while empty_in_a_row < 2 {
-        let line = out.wait_for("\"type\":\"diff\"").pop().unwrap();
+        let line = out.wait_for("\"type\":\"diff\"", 60).pop().unwrap();
         let d: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(d["type"], "diff");
         add(acc, &d);
@@ -53,7 +53,7 @@ fn periodic_diffs_add_up_to_each_phase() {
     let mut acc = BTreeMap::new();
 
     stdin.write_all(b"1\n").unwrap();
-    err.wait_for("phase1 done");
+    err.wait_for("phase1 done", 60);
     settle(&out, &mut acc);
     assert_eq!(
         acc,
@@ -61,7 +61,7 @@ fn periodic_diffs_add_up_to_each_phase() {
     );
 
     stdin.write_all(b"2\n").unwrap();
-    err.wait_for("phase2 done");
+    err.wait_for("phase2 done", 60);
     settle(&out, &mut acc);
     assert_eq!(
         acc,
@@ -72,7 +72,7 @@ fn periodic_diffs_add_up_to_each_phase() {
     );
 
     stdin.write_all(b"3\n").unwrap();
-    let rest = out.rest();
+    let rest = out.rest(60);
     assert_eq!(tracer.wait().unwrap().code(), Some(0));
     let s: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     let r = rows(&s);

@@ -4,87 +4,38 @@
 //!
 //! Each test bounds its waits and kills what it started on every path.
 
-use std::{
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
-use muppy_tests::{Lines, Run, ebpf_available, marked_frame, muppy_trace, workload};
+use muppy_tests::{
+    Run, Tracing, ebpf_available, marked_frame, poll, ready_pid, signal, state, workload,
+};
 use serde_json::Value;
 
-/// A muppy-trace run, killed (and reaped) when dropped.
-struct Tracer(Child);
-
-impl Tracer {
-    fn spawn(args: &[&str]) -> Self {
-        Tracer(
-            Command::new(muppy_trace())
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn muppy-trace"),
-        )
-    }
-
-    /// Its output, read on threads.
-    fn pipes(&mut self) -> (Lines, Lines) {
-        (
-            Lines::new(self.0.stdout.take().expect("stdout")),
-            Lines::new(self.0.stderr.take().expect("stderr")),
-        )
-    }
-
-    /// Waits at most `secs` for it to end, then for its output (`seen`: stderr lines read
-    /// already).
-    fn finish(&mut self, (out, err): (Lines, Lines), seen: Vec<String>, secs: u64) -> Run {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let status = loop {
-            if let Some(s) = self.0.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "muppy-trace still running after {secs} s\n--- stderr so far\n{}",
-                seen.join("\n")
-            );
-            thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = seen;
-        stderr.extend(err.rest());
-        Run {
-            code: status.code(),
-            stdout: out.rest().join("\n"),
-            stderr: stderr.join("\n"),
-        }
-    }
+/// `muppy-trace ARGS -- BIN MODE CODE`, started (`bin`: a build of exit_hold).
+fn spawn(args: &[&str], bin: &str, mode: &str, code: &str) -> Tracing {
+    let bin = workload(bin);
+    let mut all = args.to_vec();
+    all.extend(["--", bin.to_str().expect("utf-8"), mode, code]);
+    Tracing::spawn(&all)
 }
 
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
+/// `muppy-trace ARGS -- BIN MODE CODE`, run to its end (at most a minute).
+fn launch(args: &[&str], bin: &str, mode: &str, code: &str) -> Run {
+    spawn(args, bin, mode, code).finish(60)
 }
 
-/// Runs muppy-trace to its end (at most a minute).
-fn trace(args: &[&str]) -> Run {
-    let mut t = Tracer::spawn(args);
-    let pipes = t.pipes();
-    t.finish(pipes, Vec::new(), 60)
-}
-
-/// The last `leaks` line of a run.
-fn leaks_line(run: &Run) -> Value {
-    run.json()
-        .into_iter()
-        .rev()
-        .find(|v| v["type"] == "leaks")
-        .unwrap_or_else(|| panic!("no leaks line\n{run}"))
+/// `muppy-trace leaks --verbose -- BIN regs CODE`, run to its end: the command's exit code,
+/// and the hold placed and run once.
+fn checked_once(bin: &str, code: &str) -> Run {
+    let run = launch(
+        &["leaks", "--verbose", "--format", "json"],
+        bin,
+        "regs",
+        code,
+    );
+    assert_eq!(run.code, Some(code.parse().expect("code")), "{run}");
+    assert!(run.stderr.contains("exit_hold: 1 runs"), "{run}");
+    run
 }
 
 /// The kind of the row at `site` in a leaks line, if there is one.
@@ -97,11 +48,22 @@ fn kind_at(line: &Value, site: &str) -> Option<String> {
         .map(|r| r["kind"].as_str().expect("kind").to_string())
 }
 
-/// The threads the check saw (every one of the command's, held at `_exit`).
-fn threads(line: &Value) -> u64 {
-    line["threads"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("threads: {line}"))
+/// The leaks line of a check that saw both of exit_hold's threads (every one of the command's,
+/// held at `_exit`).
+fn checked_with_both_threads(run: &Run) -> Value {
+    let line = run.leaks();
+    assert_eq!(
+        line["threads"].as_u64(),
+        Some(2),
+        "checked with both threads alive\n{run}"
+    );
+    line
+}
+
+/// The row at the line of exit_hold marked `/* frame: MARKER */`, in `function`, is `kind`.
+fn assert_kind(run: &Run, line: &Value, function: &str, marker: &str, kind: &str) {
+    let site = marked_frame("exit_hold", function, marker);
+    assert_eq!(kind_at(line, &site).as_deref(), Some(kind), "{site}\n{run}");
 }
 
 /// A pointer held only in a register of a second thread keeps its block reachable at the
@@ -112,31 +74,11 @@ fn a_register_of_another_thread_is_a_root_at_exit() {
     if !ebpf_available("a_register_of_another_thread_is_a_root_at_exit") {
         return;
     }
-    let bin = workload("exit_hold");
-    let run = trace(&[
-        "leaks",
-        "--format",
-        "json",
-        "--",
-        bin.to_str().expect("utf-8"),
-        "regs",
-        "7",
-    ]);
+    let run = launch(&["leaks", "--format", "json"], "exit_hold", "regs", "7");
     assert_eq!(run.code, Some(7), "the command's exit code\n{run}");
-    let line = leaks_line(&run);
-    assert_eq!(threads(&line), 2, "checked with both threads alive\n{run}");
-    let held = marked_frame("exit_hold", "spinner", "held");
-    let lost = marked_frame("exit_hold", "lose", "lost");
-    assert_eq!(
-        kind_at(&line, &held).as_deref(),
-        Some("reachable"),
-        "{held}\n{run}"
-    );
-    assert_eq!(
-        kind_at(&line, &lost).as_deref(),
-        Some("definitely_lost"),
-        "{lost}\n{run}"
-    );
+    let line = checked_with_both_threads(&run);
+    assert_kind(&run, &line, "spinner", "held", "reachable");
+    assert_kind(&run, &line, "lose", "lost", "definitely_lost");
 }
 
 /// The same where jemalloc serves malloc: the hold is still at libc's `_exit`, which `exit`
@@ -146,27 +88,9 @@ fn the_hold_is_at_libcs_exit_under_jemalloc() {
     if !ebpf_available("the_hold_is_at_libcs_exit_under_jemalloc") {
         return;
     }
-    let bin = workload("exit_hold_jemalloc");
-    let run = trace(&[
-        "leaks",
-        "--format",
-        "json",
-        "--verbose",
-        "--",
-        bin.to_str().expect("utf-8"),
-        "regs",
-        "0",
-    ]);
-    assert_eq!(run.code, Some(0), "{run}");
-    assert!(run.stderr.contains("exit_hold: 1 runs"), "{run}");
-    let line = leaks_line(&run);
-    assert_eq!(threads(&line), 2, "checked with both threads alive\n{run}");
-    let held = marked_frame("exit_hold", "spinner", "held");
-    assert_eq!(
-        kind_at(&line, &held).as_deref(),
-        Some("reachable"),
-        "{held}\n{run}"
-    );
+    let run = checked_once("exit_hold_jemalloc", "0");
+    let line = checked_with_both_threads(&run);
+    assert_kind(&run, &line, "spinner", "held", "reachable");
 }
 
 /// Without a leak check nothing is held: the exit probe is not even placed, and the command's
@@ -176,41 +100,14 @@ fn without_a_check_no_exit_probe_is_placed() {
     if !ebpf_available("without_a_check_no_exit_probe_is_placed") {
         return;
     }
-    let bin = workload("exit_hold");
-    let run = trace(&[
-        "--verbose",
-        "--format",
-        "json",
-        "--",
-        bin.to_str().expect("utf-8"),
-        "regs",
-        "7",
-    ]);
+    let run = launch(&["--verbose", "--format", "json"], "exit_hold", "regs", "7");
     assert_eq!(run.code, Some(7), "{run}");
     assert!(!run.stderr.contains("exit_hold"), "{run}");
-    let run = trace(&["--format", "json", "--", "true"]);
+    let run = Tracing::spawn(&["--format", "json", "--", "true"]).finish(60);
     assert_eq!(run.code, Some(0), "{run}");
     run.summary();
     // With a check it is placed, and runs once.
-    let run = trace(&[
-        "leaks",
-        "--verbose",
-        "--format",
-        "json",
-        "--",
-        bin.to_str().expect("utf-8"),
-        "regs",
-        "7",
-    ]);
-    assert_eq!(run.code, Some(7), "{run}");
-    assert!(run.stderr.contains("exit_hold: 1 runs"), "{run}");
-}
-
-/// The state letter of `/proc/PID/stat`.
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+    checked_once("exit_hold", "7");
 }
 
 /// A user's SIGSTOP and SIGCONT act as without muppy on a command checked at exit (only the
@@ -221,46 +118,25 @@ fn a_users_sigstop_still_stops_the_command() {
     if !ebpf_available("a_users_sigstop_still_stops_the_command") {
         return;
     }
-    let bin = workload("exit_hold");
-    let mut t = Tracer::spawn(&[
-        "leaks",
-        "--format",
-        "json",
-        "--",
-        bin.to_str().expect("utf-8"),
-        "stop",
-        "5",
-    ]);
-    let (out, err) = t.pipes();
-    let mut seen = err.wait_for("ready ");
-    let pid: u32 = seen
-        .last()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {seen:?}"));
-    // SAFETY: kill sends a signal to the workload, our tracer's child.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(state(pid), Some('T' | 't')) {
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} not stopped: state {:?}",
-            state(pid)
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let mut t = spawn(&["leaks", "--format", "json"], "exit_hold", "stop", "5");
+    let pid = ready_pid(&t.stderr_until("ready ", 60));
+    let stopped = || matches!(state(pid), Some('T' | 't'));
+    signal(pid, libc::SIGSTOP);
+    assert!(
+        poll(10, stopped),
+        "pid {pid} not stopped: state {:?}",
+        state(pid)
+    );
     // It stays stopped: it neither goes on nor exits.
     thread::sleep(Duration::from_millis(500));
     assert!(
-        matches!(state(pid), Some('T' | 't')),
+        stopped(),
         "pid {pid} went on while stopped: state {:?}",
         state(pid)
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-    seen.extend(err.wait_for("continued"));
-    let run = t.finish((out, err), seen, 60);
+    signal(pid, libc::SIGCONT);
+    t.stderr_until("continued", 60);
+    let run = t.finish(60);
     assert_eq!(run.code, Some(5), "the command's exit code\n{run}");
-    let line = leaks_line(&run);
-    assert_eq!(threads(&line), 2, "checked with both threads alive\n{run}");
+    checked_with_both_threads(&run);
 }

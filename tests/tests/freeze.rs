@@ -7,14 +7,15 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::ChildStdin,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use muppy::target::{Frozen, Root, TargetError, Tracer, TreeEvent};
-use muppy_tests::{Lines, workload};
+use muppy_tests::{
+    Lines, Proc, field_u64, poll, send, signal, start_workload, state, task_states, tracer_pid,
+};
 
 /// Main, spinners and spawner; the sleepers come on top.
 const THREADS_BUT_SLEEPERS: usize = 1 + 4 + 1;
@@ -23,7 +24,7 @@ const MARKER: u64 = 0x6d75_7070_7946_5a21;
 struct Workload {
     /// How many threads it has at least.
     threads: usize,
-    child: Child,
+    child: Proc,
     stdin: ChildStdin,
     lines: Lines,
     pid: u32,
@@ -37,41 +38,26 @@ struct Workload {
     sleeper: u32,
 }
 
-fn hex(line: &str, key: &str) -> u64 {
-    let v = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix(key))
-        .unwrap_or_else(|| panic!("{key} missing in {line:?}"));
-    match v.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).expect("hex"),
-        None => v.parse().expect("number"),
-    }
-}
-
 fn start() -> Workload {
     start_with(3)
 }
 
 fn start_with(sleepers: usize) -> Workload {
-    let mut child = Command::new(workload("freeze"))
-        .arg(sleepers.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn freeze workload");
-    let stdin = child.stdin.take().expect("stdin");
-    let lines = Lines::new(child.stdout.take().expect("stdout"));
-    let ready = lines.wait_for("ready").pop().expect("ready line");
+    let mut child = start_workload("freeze", &[&sleepers.to_string()]);
+    let stdin = child.stdin();
+    let lines = child.stdout();
+    let ready = lines.wait_for("ready", 60).pop().expect("ready line");
+    let value = |key| field_u64(&ready, key);
     Workload {
         threads: THREADS_BUT_SLEEPERS + sleepers,
-        pid: u32::try_from(hex(&ready, "pid=")).expect("pid"),
-        marker: hex(&ready, "marker="),
-        heap: hex(&ready, "heap="),
-        size: hex(&ready, "size="),
-        guard: hex(&ready, "guard="),
-        page: hex(&ready, "page="),
-        usr1: hex(&ready, "usr1="),
-        sleeper: u32::try_from(hex(&ready, "sleeper=")).expect("tid"),
+        pid: u32::try_from(value("pid")).expect("pid"),
+        marker: value("marker"),
+        heap: value("heap"),
+        size: value("size"),
+        guard: value("guard"),
+        page: value("page"),
+        usr1: value("usr1"),
+        sleeper: u32::try_from(value("sleeper")).expect("tid"),
         child,
         stdin,
         lines,
@@ -83,35 +69,24 @@ impl Workload {
     /// followed child of ours is reaped by the ptrace thread (in our thread group, so the
     /// kernel gives it the exit status), which tells its exit instead.
     fn finish(mut self, usr1: u32, followed: bool) {
-        self.stdin.write_all(b"go\n").expect("write go");
-        let done = self.lines.wait_for("done").pop().expect("done line");
+        send(&mut self.stdin, "go");
+        let done = self.lines.wait_for("done", 60).pop().expect("done line");
         assert_eq!(
             done,
             format!("done usr1={usr1} heap_same=1 spun=1 spawned>0=1"),
             "the workload did not go on as it was"
         );
-        if !followed {
-            let status = self.child.wait().expect("wait");
+        if followed {
+            assert!(
+                poll(30, || state(self.pid).is_none()),
+                "the ptrace thread did not reap {}",
+                self.pid
+            );
+        } else {
+            let status = self.child.wait(60);
             assert!(status.success(), "{status}");
         }
     }
-}
-
-/// Each thread's state letter in /proc/PID/task/TID/stat.
-fn task_states(pid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
-        let e = e.expect("entry");
-        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue; // ended meanwhile
-        };
-        let after = &stat[stat.rfind(')').expect("comm") + 1..];
-        out.push((tid, after.trim_start().chars().next().expect("state")));
-    }
-    out
 }
 
 /// No thread stays stopped: a followed process's threads stop for a moment at each event
@@ -135,15 +110,6 @@ fn check_none_stays_stopped(w: &Workload) {
         stuck.is_empty(),
         "threads {stuck:?} stay stopped after resume"
     );
-}
-
-fn tracer_pid(tid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// (start, end, perms, name) of each mapping.
@@ -290,8 +256,7 @@ fn freeze_rounds(tracer: &Tracer, w: &Workload, followed: bool, times: u32) -> u
             ));
         }
         let before = usr1_count(tracer, w);
-        // SAFETY: kill sends a signal the workload handles.
-        assert_eq!(unsafe { libc::kill(w.pid as i32, libc::SIGUSR1) }, 0);
+        signal(w.pid, libc::SIGUSR1);
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
         check_all_stopped(w, &frozen);
@@ -309,14 +274,10 @@ fn freeze_rounds(tracer: &Tracer, w: &Workload, followed: bool, times: u32) -> u
             frozen.passes
         );
         // The signal is delivered once the threads go on.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while usr1_count(tracer, w) == before {
-            assert!(
-                Instant::now() < deadline,
-                "SIGUSR1 was never delivered after resume"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(
+            poll(10, || usr1_count(tracer, w) != before),
+            "SIGUSR1 was never delivered after resume"
+        );
         let traced = frozen
             .threads
             .iter()
@@ -353,16 +314,13 @@ fn a_stopped_process_stays_stopped_and_dropping_the_tracer_resumes() {
     let w = start();
     let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
     // Stopped by job control before the freeze: stopped (T) again after it, until SIGCONT.
-    // SAFETY: kill sends SIGSTOP to the workload.
-    assert_eq!(unsafe { libc::kill(w.pid as i32, libc::SIGSTOP) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !task_states(w.pid)
-        .iter()
-        .all(|(_, s)| matches!(s, 'T' | 'Z' | 'X'))
-    {
-        assert!(Instant::now() < deadline, "SIGSTOP did not stop it");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    signal(w.pid, libc::SIGSTOP);
+    assert!(
+        poll(10, || task_states(w.pid)
+            .iter()
+            .all(|(_, s)| matches!(s, 'T' | 'Z' | 'X'))),
+        "SIGSTOP did not stop it"
+    );
     let frozen = tracer.freeze(w.pid).expect("freeze a stopped process");
     check_all_stopped(&w, &frozen);
     tracer.resume(w.pid).expect("resume");
@@ -372,8 +330,7 @@ fn a_stopped_process_stays_stopped_and_dropping_the_tracer_resumes() {
         states.iter().all(|(_, s)| matches!(s, 'T' | 'Z' | 'X')),
         "a job-control stop must outlast the freeze: {states:?}"
     );
-    // SAFETY: kill sends SIGCONT to the workload.
-    assert_eq!(unsafe { libc::kill(w.pid as i32, libc::SIGCONT) }, 0);
+    signal(w.pid, libc::SIGCONT);
     // Frozen, then the handle dropped without a resume: every thread goes on, untraced.
     let frozen = tracer.freeze(w.pid).expect("freeze");
     check_all_stopped(&w, &frozen);
@@ -432,34 +389,33 @@ fn refuses_a_process_another_tracer_holds() {
     // Another tracer holds one thread, not the first listed: the freeze has seized others by
     // the time it finds it, and must let them go.
     let tid = w.sleeper;
-    let mut holder = Command::new(workload("ptrace_holder"))
-        .arg(tid.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ptrace_holder");
-    let held = Lines::new(holder.stdout.take().expect("stdout"));
-    held.wait_for("held");
+    let mut holder = start_workload("ptrace_holder", &[&tid.to_string()]);
+    let holder_stdin = holder.stdin();
+    let held = holder.stdout();
+    held.wait_for("held", 60);
     let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
     let err = tracer
         .freeze(w.pid)
         .expect_err("a thread has another tracer");
     assert!(
-        matches!(err, TargetError::TracedByOther { tracer, tid: t, .. } if tracer == holder.id() && t == tid),
+        matches!(err, TargetError::TracedByOther { tracer, tid: t, .. } if tracer == holder.pid() && t == tid),
         "{err:?}"
     );
-    assert!(err.to_string().contains(&holder.id().to_string()), "{err}");
+    assert!(err.to_string().contains(&holder.pid().to_string()), "{err}");
     // Nothing of ours is left behind: no thread stopped, none traced but the holder's.
     for (t, state) in task_states(w.pid) {
         assert_ne!(state, 't', "thread {t} left stopped by a failed freeze");
         let by = tracer_pid(t);
         assert!(
-            by == 0 || (t == tid && by == holder.id()),
+            by == 0 || (t == tid && by == holder.pid()),
             "thread {t} left traced by {by}"
         );
     }
-    drop(holder.stdin.take());
-    assert!(holder.wait().expect("holder ends").success());
+    drop(holder_stdin);
+    assert!(
+        holder.wait(30).success(),
+        "the holder ends at the end of its input"
+    );
     // Then the freeze works.
     let sent = freeze_rounds(&tracer, &w, false, 1);
     drop(tracer);

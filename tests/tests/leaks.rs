@@ -10,34 +10,34 @@
 //!
 //! | case | kind            | site                             | objects | bytes (indirect) |
 //! |------|-----------------|----------------------------------|---------|------------------|
-//! | T    | reachable       | pre_attach (leak_cases.c:74)     | 1       | 800 (before the SIGUSR1: an attached muppy never sees it) |
-//! | 1    | reachable       | case1 (leak_cases.c:81)          | 1       | 1000  |
-//! | 2    | reachable       | case2 (leak_cases.c:88)          | 1       | 2000  |
-//! | 2    | reachable       | case2 (leak_cases.c:90)          | 1       | 2001  |
-//! | 3    | definitely_lost | case3 (leak_cases.c:98)          | 1       | 3000  |
-//! | 4    | definitely_lost | case4 (leak_cases.c:105)         | 1       | 4000 (4001) |
-//! | 4    | indirectly_lost | case4 (leak_cases.c:107)         | 1       | 4001  |
-//! | 5    | possibly_lost   | case5 (leak_cases.c:115)         | 1       | 5000  |
-//! | 6    | reachable       | case6 (leak_cases.c:122)         | 1       | 6000  |
-//! | 6    | possibly_lost   | case6 (leak_cases.c:124)         | 1       | 6001  |
-//! | 7    | possibly_lost   | case7 (leak_cases.c:132)         | 1       | 7000  |
-//! | 7    | possibly_lost   | case7 (leak_cases.c:134)         | 1       | 7001  |
-//! | 8    | possibly_lost   | case8 (leak_cases.c:142)         | 1       | 8000  |
-//! | 8    | possibly_lost   | case8 (leak_cases.c:144)         | 1       | 8001  |
-//! | 9    | definitely_lost | case9 (leak_cases.c:152)         | 1       | 9000 (9001) |
-//! | 9    | indirectly_lost | case9 (leak_cases.c:154)         | 1       | 9001  |
-//! | 10   | definitely_lost | case10 (leak_cases.c:163)        | 1       | 10000 (10001): A, the lower address, leads |
-//! | 10   | indirectly_lost | case10 (leak_cases.c:165)        | 1       | 10001 |
-//! | 11   | reachable       | case11_thread (leak_cases.c:176) | 1       | 11000 |
-//! | 12   | reachable       | case12 (leak_cases.c:197)        | 1       | 12000 |
-//! | 13   | definitely_lost | case13 (leak_cases.c:204)        | 1       | 13000 |
-//! | 14   | reachable       | case14_thread (leak_cases.c:215) | 1       | 14000 |
-//! | 15   | reachable       | case15 (leak_cases.c:278)        | 1       | 15000 |
-//! | 16   | reachable       | case16 (leak_cases.c:287)        | 1       | 16000 |
-//! | 17   | reachable       | case17 (leak_cases.c:295)        | 1       | 17000 |
-//! | list | definitely_lost | lost_list (leak_cases.c:307)     | 1       | 48 (47952) |
-//! | list | indirectly_lost | lost_list (leak_cases.c:311)     | 999     | 47952 |
-//! | 18   | definitely_lost | case18 (leak_cases.c:324)        | 1       | 18000 (F, case18 (leak_cases.c:322), freed: no record) |
+//! | T    | reachable       | pre_attach (leak_cases.c:53)     | 1       | 800 (before the SIGUSR1: an attached muppy never sees it) |
+//! | 1    | reachable       | case1 (leak_cases.c:60)          | 1       | 1000  |
+//! | 2    | reachable       | case2 (leak_cases.c:67)          | 1       | 2000  |
+//! | 2    | reachable       | case2 (leak_cases.c:69)          | 1       | 2001  |
+//! | 3    | definitely_lost | case3 (leak_cases.c:77)          | 1       | 3000  |
+//! | 4    | definitely_lost | case4 (leak_cases.c:84)          | 1       | 4000 (4001) |
+//! | 4    | indirectly_lost | case4 (leak_cases.c:86)          | 1       | 4001  |
+//! | 5    | possibly_lost   | case5 (leak_cases.c:94)          | 1       | 5000  |
+//! | 6    | reachable       | case6 (leak_cases.c:101)         | 1       | 6000  |
+//! | 6    | possibly_lost   | case6 (leak_cases.c:103)         | 1       | 6001  |
+//! | 7    | possibly_lost   | case7 (leak_cases.c:111)         | 1       | 7000  |
+//! | 7    | possibly_lost   | case7 (leak_cases.c:113)         | 1       | 7001  |
+//! | 8    | possibly_lost   | case8 (leak_cases.c:121)         | 1       | 8000  |
+//! | 8    | possibly_lost   | case8 (leak_cases.c:123)         | 1       | 8001  |
+//! | 9    | definitely_lost | case9 (leak_cases.c:131)         | 1       | 9000 (9001) |
+//! | 9    | indirectly_lost | case9 (leak_cases.c:133)         | 1       | 9001  |
+//! | 10   | definitely_lost | case10 (leak_cases.c:142)        | 1       | 10000 (10001): A, the lower address, leads |
+//! | 10   | indirectly_lost | case10 (leak_cases.c:144)        | 1       | 10001 |
+//! | 11   | reachable       | case11_thread (leak_cases.c:155) | 1       | 11000 |
+//! | 12   | reachable       | case12 (leak_cases.c:176)        | 1       | 12000 |
+//! | 13   | definitely_lost | case13 (leak_cases.c:183)        | 1       | 13000 |
+//! | 14   | reachable       | case14_thread (leak_cases.c:194) | 1       | 14000 |
+//! | 15   | reachable       | case15 (leak_cases.c:216)        | 1       | 15000 |
+//! | 16   | reachable       | case16 (leak_cases.c:225)        | 1       | 16000 |
+//! | 17   | reachable       | case17 (leak_cases.c:233)        | 1       | 17000 |
+//! | list | definitely_lost | lost_list (leak_cases.c:245)     | 1       | 48 (47952) |
+//! | list | indirectly_lost | lost_list (leak_cases.c:249)     | 999     | 47952 |
+//! | 18   | definitely_lost | case18 (leak_cases.c:262)        | 1       | 18000 (F, case18 (leak_cases.c:260), freed: no record) |
 //!
 //! `who_points_at` agrees with what `refs` must name: case 1 from data symbol g_case1; 11 from
 //! thread 2's stack, frame created by case11_thread, nothing else; 12 from an rw- anonymous
@@ -79,293 +79,108 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::{OnceLock, mpsc},
+    process::{ChildStdin, Command, Stdio},
+    sync::OnceLock,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use muppy_tests::{ebpf_available, muppy_trace, scratch, workload};
+use muppy_tests::{
+    Lines, Proc, Run, Tracing, ebpf_available, field, field_u64, poll, ready_pid, rows, scratch,
+    send, signal, task_states, tracer_pid, workload,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
-// Children, their output, bounded waits.
+// The workloads, and muppy-trace attached to them.
 
-/// A child process, killed (and reaped) when dropped, on every path.
-struct Proc {
-    child: Child,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, what: &str) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
-        Proc {
-            child,
-            what: what.to_string(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stdout(&mut self) -> Stream {
-        Stream::new(self.child.stdout.take().expect("stdout piped"))
-    }
-
-    fn stderr(&mut self) -> Stream {
-        Stream::new(self.child.stderr.take().expect("stderr piped"))
-    }
-
-    fn stdin(&mut self) -> ChildStdin {
-        self.child.stdin.take().expect("stdin piped")
-    }
-
-    /// Waits for it to end, at most `secs`; kills it and panics after that.
-    fn wait(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} (pid {}) still running after {secs} s",
-                    self.what,
-                    self.pid()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether it is still running (not exited, not a zombie).
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines a child writes to a pipe, each wait bounded.
-struct Stream(mpsc::Receiver<String>);
-
-impl Stream {
-    fn new(pipe: impl std::io::Read + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Stream(rx)
-    }
-
-    /// The next line, or None if none comes within `secs` or the pipe closed.
-    fn next(&self, secs: u64) -> Option<String> {
-        self.0.recv_timeout(Duration::from_secs(secs)).ok()
-    }
-
-    /// Lines up to and including the first containing `needle`; panics after `secs`.
-    fn wait_for(&self, needle: &str, secs: u64) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.0.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    seen.push(l);
-                    if hit {
-                        return seen;
-                    }
-                }
-                Err(e) => {
-                    panic!("no line containing {needle:?} within {secs} s ({e}); got: {seen:#?}")
-                }
-            }
-        }
-    }
-
-    /// Every line until the pipe closes, or until `secs` have passed.
-    fn rest(&self, secs: u64) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut out = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.0.recv_timeout(left) {
-                Ok(l) => out.push(l),
-                Err(_) => return out,
-            }
-        }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a process this test started.
-    let r = unsafe { libc::kill(i32::try_from(pid).expect("pid"), sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-fn send(stdin: &mut ChildStdin, line: &str) {
-    stdin
-        .write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| stdin.flush())
-        .unwrap_or_else(|e| panic!("writing {line:?} to the target: {e}"));
-}
-
-/// `muppy-trace ARGS` with piped stdio.
-fn tracer(args: &[&str]) -> Proc {
-    Proc::spawn(
-        Command::new(muppy_trace())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        &format!("muppy-trace {}", args.join(" ")),
-    )
-}
-
-/// A workload with stdin and stderr piped (its protocol lines are on stderr).
-fn target(name: &str, args: &[&str], no_aslr: bool) -> Proc {
-    let mut cmd = Command::new(workload(name));
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if no_aslr {
-        // SAFETY: personality(2) is async-signal-safe; the closure touches nothing else.
-        unsafe {
-            cmd.pre_exec(|| {
-                const ADDR_NO_RANDOMIZE: libc::c_ulong = 0x0040000;
-                if libc::personality(ADDR_NO_RANDOMIZE) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    Proc::spawn(&mut cmd, name)
-}
-
-/// A finished muppy-trace run: exit code, stdout's JSON lines, stderr.
-struct Finished {
-    code: Option<i32>,
-    json: Vec<Value>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit code: {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Finished {
-    /// Waits (at most `secs`) for the tracer to end and collects what it wrote.
-    fn collect(t: &mut Proc, out: &Stream, err: &Stream, secs: u64) -> Self {
-        let status = t.wait(secs);
-        let stdout = out.rest(10);
-        let stderr = err.rest(10).join("\n");
-        let json = stdout
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| {
-                    panic!("stdout line is not JSON ({e}): {l:?}\n--- stderr\n{stderr}")
-                })
-            })
-            .collect();
-        Finished {
-            code: status.code(),
-            json,
-            stdout: stdout.join("\n"),
-            stderr,
-        }
-    }
-
-    /// The last `{"type":"leaks"}` line.
-    fn leaks(&self) -> &Value {
-        self.json
-            .iter()
-            .rev()
-            .find(|v| v["type"] == "leaks")
-            .unwrap_or_else(|| panic!("no leaks line\n{self}"))
-    }
-
-    /// Output that is no crash: no panic, no signal.
-    fn assert_sane(&self) {
-        assert!(
-            matches!(self.code, Some(0..=2)),
-            "exit code not 0, 1 or 2\n{self}"
-        );
-        assert!(!self.stderr.contains("panicked"), "{self}");
-    }
-}
-
-/// A running `muppy-trace` and its output.
-struct Tracing {
+/// A workload, started and past its `ready <pid>` line; killed when dropped.
+struct Target {
     proc: Proc,
-    out: Stream,
-    err: Stream,
-    /// Its stderr up to the line saying it traces.
-    early: Vec<String>,
+    /// Its protocol lines (stderr; its stdout is discarded).
+    lines: Lines,
+    stdin: ChildStdin,
+    pid: u32,
 }
 
-impl Tracing {
-    /// Starts `muppy-trace ARGS` and waits until its probes are in place.
-    fn start(args: &[&str]) -> Self {
-        let mut proc = tracer(args);
-        let out = proc.stdout();
-        let err = proc.stderr();
-        let early = err.wait_for("muppy-trace: tracing", 120);
-        Tracing {
+impl Target {
+    /// Starts workload `name` with `args` (without address randomisation if `no_aslr`) and
+    /// waits for its `ready` line.
+    fn start(name: &str, args: &[&str], no_aslr: bool) -> Self {
+        let mut cmd = Command::new(workload(name));
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if no_aslr {
+            // SAFETY: personality(2) is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(|| {
+                    const ADDR_NO_RANDOMIZE: libc::c_ulong = 0x0040000;
+                    if libc::personality(ADDR_NO_RANDOMIZE) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut proc = Proc::spawn(&mut cmd, name);
+        let lines = proc.stderr();
+        let stdin = proc.stdin();
+        let pid = ready_pid(&lines.wait_for("ready ", 60));
+        Target {
             proc,
-            out,
-            err,
-            early,
+            lines,
+            stdin,
+            pid,
         }
     }
 
-    /// Ctrl-C, then everything it wrote.
-    fn interrupt(self, secs: u64) -> Finished {
-        signal(self.proc.pid(), libc::SIGINT);
-        self.finish(secs)
+    /// Sends the line `command`; the line that answers it (the first containing `answer`,
+    /// within `secs`).
+    fn ask(&mut self, command: &str, answer: &str, secs: u64) -> String {
+        send(&mut self.stdin, command);
+        self.lines.wait_for(answer, secs).pop().expect("answer")
     }
 
-    /// Waits (at most `secs`) for it to end by itself; everything it wrote.
-    fn finish(mut self, secs: u64) -> Finished {
-        let mut run = Finished::collect(&mut self.proc, &self.out, &self.err, secs);
-        self.early.push(run.stderr);
-        run.stderr = self.early.join("\n");
-        run
+    /// Closes its stdin, whose end ends the interactive workloads; the process, to wait for.
+    fn end_input(self) -> Proc {
+        self.proc
     }
+}
+
+/// `muppy-trace SUBCOMMAND --pid PID ARGS --format json`, its probes in place.
+fn attach(sub: &str, pid: u32, args: &[&str]) -> Tracing {
+    let pid = pid.to_string();
+    let mut all = vec![sub, "--pid", &pid];
+    all.extend_from_slice(args);
+    all.extend(["--format", "json"]);
+    Tracing::start(&all)
+}
+
+/// Output that is no crash: exit code 0, 1 or 2, no panic, JSON lines on stdout.
+fn assert_sane(run: &Run) {
+    assert!(
+        matches!(run.code, Some(0..=2)),
+        "exit code not 0, 1 or 2\n{run}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run}");
+    run.json();
+}
+
+/// The one line of a refusal: exit code 2, no check.
+fn refusal(run: &Run) -> String {
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.json().iter().all(|v| v["type"] != "leaks"), "{run}");
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(said.len(), 1, "one line\n{run}");
+    said[0].to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,18 +350,28 @@ fn leak_table(line: &Value) -> Table {
     t
 }
 
-fn workload_rows(t: &Table) -> Table {
+/// The rows whose site `keep` selects.
+fn rows_where(t: &Table, keep: impl Fn(&str) -> bool) -> Table {
     t.iter()
-        .filter(|((_, site), _)| in_workload(site))
+        .filter(|((_, site), _)| keep(site))
         .map(|(k, v)| (k.clone(), *v))
         .collect()
 }
 
-fn other_rows(t: &Table) -> Table {
-    t.iter()
-        .filter(|((_, site), _)| !in_workload(site))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
+/// The rows at `site` of a leaks line.
+fn rows_at(line: &Value, site: &str) -> Table {
+    rows_where(&leak_table(line), |s| s == site)
+}
+
+/// A table of one row.
+fn one_row(kind: &str, site: &str, fig: Fig) -> Table {
+    [((kind.to_string(), site.to_string()), fig)].into()
+}
+
+/// A leaks line's `totals` of `kind`: (objects, bytes).
+fn total(line: &Value, kind: &str) -> (Option<u64>, Option<u64>) {
+    let t = &line["totals"][kind];
+    (t["objects"].as_u64(), t["bytes"].as_u64())
 }
 
 /// A leaks line's `totals` agree with its rows, kind by kind.
@@ -554,9 +379,8 @@ fn check_totals(line: &Value) {
     let t = leak_table(line);
     for kind in KINDS {
         let s = sum(&t, kind);
-        let tot = &line["totals"][kind];
         assert_eq!(
-            (tot["objects"].as_u64(), tot["bytes"].as_u64()),
+            total(line, kind),
             (Some(s.objects), Some(s.bytes)),
             "totals.{kind} disagree with the rows: {line}"
         );
@@ -572,27 +396,6 @@ fn addr(v: &Value) -> u64 {
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
         })
         .unwrap_or_else(|| panic!("not an address: {v}"))
-}
-
-/// `key=value` of a workload's protocol line.
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key}= missing in {line:?}"))
-        .to_string()
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
-/// The pid of a `ready <pid>` line.
-fn ready_pid(lines: &[String]) -> u32 {
-    let l = lines.last().expect("ready line");
-    l.split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("bad ready line {l:?}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -903,33 +706,25 @@ fn oracle() -> &'static Oracle {
 // One native run of leak_cases under `muppy-trace leaks --pid --save`, shared.
 
 struct Native {
-    run: Finished,
+    run: Run,
     pid: u32,
     /// The snapshot `--save` wrote (in a scratch directory kept for the test binary's life).
     saved: PathBuf,
 }
 
-/// leak_cases, started; returns it and its stderr once it printed `ready`.
-fn start_cases(no_aslr: bool) -> (Proc, Stream, u32) {
-    let mut t = target("leak_cases", &[], no_aslr);
-    let lines = t.stderr();
-    let pid = ready_pid(&lines.wait_for("ready ", 60));
-    (t, lines, pid)
+/// Has a started leak_cases build its cases (SIGUSR1); its `built` line.
+fn build_cases(t: &Target) -> String {
+    signal(t.pid, libc::SIGUSR1);
+    t.lines.wait_for("built", 120).pop().expect("built")
 }
 
 /// Attaches `muppy-trace SUBCOMMAND --pid N EXTRA` to a fresh leak_cases, lets it build its
-/// cases once the probes are in place, then Ctrl-C: the check.
-fn traced_cases(sub: &str, extra: &[&str], no_aslr: bool) -> (Finished, u32, String) {
-    let (target, lines, pid) = start_cases(no_aslr);
-    let pid_s = pid.to_string();
-    let mut args = vec![sub, "--pid", &pid_s, "--format", "json"];
-    args.extend_from_slice(extra);
-    let tracing = Tracing::start(&args);
-    signal(pid, libc::SIGUSR1);
-    let built = lines.wait_for("built", 120).pop().expect("built");
-    let run = tracing.interrupt(120);
-    drop(target);
-    (run, pid, built)
+/// cases once the probes are in place, then Ctrl-C: the check, the pid, the `built` line.
+fn traced_cases(sub: &str, extra: &[&str], no_aslr: bool) -> (Run, u32, String) {
+    let t = Target::start("leak_cases", &[], no_aslr);
+    let tracing = attach(sub, t.pid, extra);
+    let built = build_cases(&t);
+    (tracing.interrupt(120), t.pid, built)
 }
 
 fn native() -> &'static Native {
@@ -1007,16 +802,17 @@ fn valgrind_oracle_matches_the_design() {
             .filter(|l| !l.starts_with("Searching for pointers"))
             .collect()
     };
-    let found = who("case1", 1000);
-    assert!(
-        found.iter().any(|l| l.contains("data symbol \"g_case1\"")),
-        "{found:#?}"
-    );
-    let found = who("case11_thread", 11000);
-    assert!(
-        found.iter().any(|l| l.contains("on thread 2's stack")),
-        "{found:#?}"
-    );
+    // Valgrind's lines about the block at (function, bytes), one of which says `text`.
+    let says = |function: &str, bytes: u64, text: &str| -> Vec<String> {
+        let found = who(function, bytes);
+        assert!(
+            found.iter().any(|l| l.contains(text)),
+            "{function}, {bytes} bytes: no {text:?} in {found:#?}"
+        );
+        found
+    };
+    says("case1", 1000, "data symbol \"g_case1\"");
+    let found = says("case11_thread", 11000, "on thread 2's stack");
     assert!(
         found
             .iter()
@@ -1027,39 +823,56 @@ fn valgrind_oracle_matches_the_design() {
         !found.iter().any(|l| l.contains("register")),
         "only the stack: {found:#?}"
     );
-    let found = who("case12", 12000);
-    assert!(
-        found.iter().any(|l| l.contains("anonymous segment")),
-        "static TLS: {found:#?}"
-    );
+    says("case12", 12000, "anonymous segment"); // static TLS
     let found = who("case14_thread", 14000);
     assert_eq!(found.len(), 1, "r12 only: {found:#?}");
     assert!(
         found[0].starts_with("tid 3 register R12 pointing at"),
         "{found:#?}"
     );
-    let found = who("case15", 15000);
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("data symbol \"g_plugin_slot\"")),
-        "{found:#?}"
-    );
-    let found = who("case16", 16000);
-    assert!(
-        found.iter().any(|l| l.contains("anonymous segment")),
-        "{found:#?}"
-    );
-    let found = who("case17", 17000);
-    assert!(
-        found
-            .iter()
-            .any(|l| l.contains("56 bytes inside a block of size 800 alloc'd")),
-        "T[7]: {found:#?}"
-    );
+    says("case15", 15000, "data symbol \"g_plugin_slot\"");
+    says("case16", 16000, "anonymous segment");
+    says(
+        "case17",
+        17000,
+        "56 bytes inside a block of size 800 alloc'd",
+    ); // T[7]
     for (site, text) in &o.pointers {
         eprintln!("who_points_at, block at {site}:\n{text}");
     }
+}
+
+/// Checks a leaks line of `run` against `want`: the same rows at the workload's sites, every
+/// other row (the loader's) reachable, totals that agree with the rows and, for the three kinds
+/// of lost blocks, with `want`. `note` is printed on failure. Returns the other rows.
+fn check_leaks(run: &Run, line: &Value, want: &Table, note: &str) -> Table {
+    let got = leak_table(line);
+    assert_eq!(
+        rows_where(&got, in_workload),
+        *want,
+        "muppy:\n{}want:\n{}{note}\n{run}",
+        show(&got),
+        show(want)
+    );
+    let others = rows_where(&got, |s| !in_workload(s));
+    for (kind, site) in others.keys() {
+        assert_eq!(
+            kind,
+            "reachable",
+            "{site}: a block not the workload's is not reachable\nmuppy:\n{}",
+            show(&got)
+        );
+    }
+    check_totals(line);
+    for kind in ["definitely_lost", "indirectly_lost", "possibly_lost"] {
+        let f = sum(want, kind);
+        assert_eq!(
+            total(line, kind),
+            (Some(f.objects), Some(f.bytes)),
+            "{kind}\n{run}"
+        );
+    }
+    others
 }
 
 /// (a) muppy, attached after `ready`, gives Valgrind's verdict at every site allocated after
@@ -1073,27 +886,11 @@ fn valgrind_agrees() {
     let n = native();
     let line = n.run.leaks();
     assert_eq!(line["pid"], n.pid, "{}", n.run);
-    let got = leak_table(line);
-    let want = o.after_attach();
-    let mine = workload_rows(&got);
-    assert_eq!(
-        mine,
-        want,
-        "muppy:\n{}Valgrind:\n{}\n{}",
-        show(&got),
-        show(&o.table(|_| true)),
-        n.run
-    );
+    let note = format!("Valgrind, all:\n{}", show(&o.table(|_| true)));
+    let others = check_leaks(&n.run, &line, &o.after_attach(), &note);
     // The loader's blocks: reachable for muppy, as many and as large as Valgrind's.
-    let others = other_rows(&got);
     let mut loader = Fig::default();
-    for ((kind, site), f) in &others {
-        assert_eq!(
-            kind,
-            "reachable",
-            "{site}: a block not the workload's is not reachable\nmuppy:\n{}",
-            show(&got)
-        );
+    for f in others.values() {
         loader += *f;
     }
     assert_eq!(
@@ -1103,20 +900,6 @@ fn valgrind_agrees() {
         show(&others),
         show(&o.table(Record::loader))
     );
-    check_totals(line);
-    for kind in ["definitely_lost", "indirectly_lost", "possibly_lost"] {
-        let f = sum(&want, kind);
-        assert_eq!(
-            line["totals"][kind]["objects"].as_u64(),
-            Some(f.objects),
-            "{kind}: {line}"
-        );
-        assert_eq!(
-            line["totals"][kind]["bytes"].as_u64(),
-            Some(f.bytes),
-            "{kind}: {line}"
-        );
-    }
     assert_eq!(
         line["confirmed"], true,
         "one check, without --interval: {line}"
@@ -1145,34 +928,28 @@ fn lost_list_is_one_definite_and_999_indirect() {
     let cases = cases("leak_cases");
     let head = site_of(&cases, "lost_list", 48);
     let nodes = site_of(&cases, "lost_list", 47952);
-    let n = native();
-    let got = leak_table(n.run.leaks());
-    let at = |site: &str| -> Table {
-        got.iter()
-            .filter(|((_, s), _)| s == site)
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+    let line = native().run.leaks();
+    let all = show(&leak_table(&line));
+    let want_head = Fig {
+        objects: 1,
+        bytes: 48,
+        indirect: 47952,
     };
-    let want_head: Table = [(
-        ("definitely_lost".to_string(), head.clone()),
-        Fig {
-            objects: 1,
-            bytes: 48,
-            indirect: 47952,
-        },
-    )]
-    .into();
-    let want_nodes: Table = [(
-        ("indirectly_lost".to_string(), nodes.clone()),
-        Fig {
-            objects: 999,
-            bytes: 47952,
-            indirect: 0,
-        },
-    )]
-    .into();
-    assert_eq!(at(&head), want_head, "{}", show(&got));
-    assert_eq!(at(&nodes), want_nodes, "{}", show(&got));
+    let want_nodes = Fig {
+        objects: 999,
+        bytes: 47952,
+        indirect: 0,
+    };
+    assert_eq!(
+        rows_at(&line, &head),
+        one_row("definitely_lost", &head, want_head),
+        "{all}"
+    );
+    assert_eq!(
+        rows_at(&line, &nodes),
+        one_row("indirectly_lost", &nodes, want_nodes),
+        "{all}"
+    );
 }
 
 /// (d) `--save` keeps the verdicts: `leaks FILE` prints the live rows again, and `summary` and
@@ -1184,22 +961,17 @@ fn saved_verdicts_read_back_offline() {
     }
     let n = native();
     let live = n.run.leaks();
-    let live_rows = leak_table(live);
+    let live_rows = leak_table(&live);
     let file = n.saved.to_str().expect("utf-8");
-    let offline = |args: &[&str]| -> Finished {
-        let mut t = tracer(args);
-        let out = t.stdout();
-        let err = t.stderr();
-        Finished::collect(&mut t, &out, &err, 60)
-    };
+    let offline = |args: &[&str]| Tracing::spawn(args).finish(60);
     let again = offline(&["leaks", file, "--format", "json"]);
     assert_eq!(again.code, Some(0), "{again}");
     let line = again.leaks();
     assert_eq!(
-        leak_table(line),
+        leak_table(&line),
         live_rows,
         "offline:\n{}live:\n{}",
-        show(&leak_table(line)),
+        show(&leak_table(&line)),
         show(&live_rows)
     );
     assert_eq!(line["totals"], live["totals"], "{again}");
@@ -1207,22 +979,7 @@ fn saved_verdicts_read_back_offline() {
     for kind in ["definitely_lost", "indirectly_lost"] {
         let s = offline(&["summary", file, "--kind", kind, "--format", "json"]);
         assert_eq!(s.code, Some(0), "{s}");
-        let summary = s.json.last().unwrap_or_else(|| panic!("no output\n{s}"));
-        assert_eq!(summary["type"], "summary", "{s}");
-        let rows: BTreeMap<String, (u64, u64)> = summary["rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|r| {
-                (
-                    r["site"].as_str().expect("site").to_string(),
-                    (
-                        r["objects"].as_u64().expect("objects"),
-                        r["bytes"].as_u64().expect("bytes"),
-                    ),
-                )
-            })
-            .collect();
+        let rows = rows(&s.summary());
         let want: BTreeMap<String, (u64, u64)> = live_rows
             .iter()
             .filter(|((k, _), _)| k == kind)
@@ -1241,7 +998,7 @@ fn saved_verdicts_read_back_offline() {
     ]);
     assert_eq!(o.code, Some(0), "{o}");
     let mut got: Vec<(u64, String)> = o
-        .json
+        .json()
         .iter()
         .map(|v| {
             assert_eq!(v["type"], "object", "{o}");
@@ -1269,38 +1026,23 @@ fn launch_mode_checks_at_exit() {
         return;
     }
     let bin = workload("leak_cases");
-    let mut t = tracer(&[
+    let run = Tracing::spawn(&[
         "leaks",
         "--format",
         "json",
         "--",
         bin.to_str().expect("utf-8"),
         "exit",
-    ]);
-    let out = t.stdout();
-    let err = t.stderr();
-    let run = Finished::collect(&mut t, &out, &err, 180);
+    ])
+    .finish(180);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.stderr.contains("built"),
         "the workload did not finish\n{run}"
     );
-    let line = run.leaks();
-    let got = leak_table(line);
-    let cases = cases("leak_cases");
-    let want = expected(&cases, false);
-    assert_eq!(
-        workload_rows(&got),
-        want,
-        "muppy:\n{}want:\n{}\n{run}",
-        show(&got),
-        show(&want)
-    );
-    for ((kind, site), _) in other_rows(&got) {
-        assert_eq!(kind, "reachable", "{site}\n{}", show(&got));
-    }
-    check_totals(line);
-    // definitely 57,048 B in 7, indirectly 70,955 B in 1,002, possibly 41,003 B in 6.
+    let want = expected(&cases("leak_cases"), false);
+    // definitely 57,048 B in 7, indirectly 70,955 B in 1,002, possibly 41,003 B in 6: the
+    // totals must be these too.
     for (kind, objects, bytes) in [
         ("definitely_lost", 7, 57_048),
         ("indirectly_lost", 1_002, 70_955),
@@ -1312,23 +1054,8 @@ fn launch_mode_checks_at_exit() {
             (objects, bytes),
             "the design changed: {kind}"
         );
-        assert_eq!(
-            (
-                line["totals"][kind]["objects"].as_u64(),
-                line["totals"][kind]["bytes"].as_u64()
-            ),
-            (Some(objects), Some(bytes)),
-            "{kind}\n{run}"
-        );
     }
-}
-
-/// The rows at `site` of a leaks line.
-fn rows_at(line: &Value, site: &str) -> Table {
-    leak_table(line)
-        .into_iter()
-        .filter(|((_, s), _)| s == site)
-        .collect()
+    check_leaks(&run, &run.leaks(), &want, "");
 }
 
 /// (c) With --interval, a block that became unreachable is reported definitely lost only at the
@@ -1348,22 +1075,9 @@ fn interval_confirms_a_leak_at_the_second_check() {
         bytes: 4242,
         indirect: 0,
     };
-    let mut t = target("leak_small", &[], false);
-    let lines = t.stderr();
-    let mut stdin = t.stdin();
-    let pid = ready_pid(&lines.wait_for("ready ", 60));
-    let pid_s = pid.to_string();
-    let tracing = Tracing::start(&[
-        "leaks",
-        "--pid",
-        &pid_s,
-        "--interval",
-        "1",
-        "--format",
-        "json",
-    ]);
-    send(&mut stdin, "alloc");
-    lines.wait_for("ok alloc", 30);
+    let mut t = Target::start("leak_small", &[], false);
+    let tracing = attach("leaks", t.pid, &["--interval", "1"]);
+    t.ask("alloc", "ok alloc", 30);
     let mut checks = Vec::new();
     let next_check = |checks: &mut Vec<Value>| -> Value {
         loop {
@@ -1389,8 +1103,7 @@ fn interval_confirms_a_leak_at_the_second_check() {
             "the block never shows reachable: {checks:#?}"
         );
     }
-    send(&mut stdin, "drop");
-    lines.wait_for("ok drop", 30);
+    t.ask("drop", "ok drop", 30);
     // A check under way during the drop may still see it reachable; the first that does not is
     // the first to find it unreachable.
     let first = loop {
@@ -1405,22 +1118,17 @@ fn interval_confirms_a_leak_at_the_second_check() {
         "definitely lost at the first check that found it unreachable: {first}"
     );
     assert_eq!(first["confirmed"], false, "{first}");
+    let confirmed = one_row("definitely_lost", &site, lost);
     let second = next_check(&mut checks);
     assert_eq!(
         rows_at(&second, &site),
-        [(("definitely_lost".to_string(), site.clone()), lost)].into(),
+        confirmed,
         "the second check confirms it: {second}"
     );
     assert_eq!(second["confirmed"], true, "{second}");
     let run = tracing.interrupt(60);
     assert_eq!(run.code, Some(0), "{run}");
-    assert_eq!(
-        rows_at(run.leaks(), &site),
-        [(("definitely_lost".to_string(), site.clone()), lost)].into(),
-        "{run}"
-    );
-    drop(stdin);
-    drop(t);
+    assert_eq!(rows_at(&run.leaks(), &site), confirmed, "{run}");
 }
 
 /// Every root description in a referrers tree, with the depth it was found at (1: it points
@@ -1446,11 +1154,8 @@ fn refs_of(
     let regex = regex_escape(&site);
     let (run, pid, built) = traced_cases("refs", &["--site", &regex, "--maxdepth", "4"], false);
     assert_eq!(run.code, Some(0), "{run}");
-    let lines: Vec<&Value> = run
-        .json
-        .iter()
-        .filter(|v| v["type"] == "referrers")
-        .collect();
+    let json = run.json();
+    let lines: Vec<&Value> = json.iter().filter(|v| v["type"] == "referrers").collect();
     assert_eq!(lines.len(), 1, "one block at {site}\n{run}");
     let line = lines[0].clone();
     assert_eq!(line["site"], site.as_str(), "{run}");
@@ -1489,7 +1194,7 @@ fn refs_names_each_kind_of_root() {
     let cases = cases("leak_cases");
 
     let (line, found, built, _) = refs_of(&cases, "case1", 1000);
-    assert_eq!(addr(&line["addr"]), hex(&field(&built, "case1")), "{line}");
+    assert_eq!(addr(&line["addr"]), field_u64(&built, "case1"), "{line}");
     assert!(
         has_root(&found, 1, "global g_case1 ("),
         "{found:#?}\n{line}"
@@ -1548,22 +1253,21 @@ fn refs_addr_inside_and_outside_blocks() {
     }
     // Without address randomisation leak_cases puts case 1's block at the same address on every
     // run: learn it from a run of its own.
-    let (mut t, lines, pid) = start_cases(true);
-    signal(pid, libc::SIGUSR1);
-    let built = lines.wait_for("built", 60).pop().expect("built");
-    t.wait_or_kill();
-    let case1 = hex(&field(&built, "case1"));
+    let case1 = field_u64(
+        &build_cases(&Target::start("leak_cases", &[], true)),
+        "case1",
+    );
     let inside = format!("{:#x}", case1 + 16);
     let (run, _, built) = traced_cases("refs", &["--addr", &inside], true);
     assert_eq!(
-        hex(&field(&built, "case1")),
+        field_u64(&built, "case1"),
         case1,
         "the heap layout is not the same from run to run without ASLR; the test's premise fails"
     );
-    run.assert_sane();
+    assert_sane(&run);
     let site = site_of(&cases("leak_cases"), "case1", 1000);
     let named = run
-        .json
+        .json()
         .iter()
         .any(|v| v["type"] == "referrers" && addr(&v["addr"]) == case1)
         || run.stderr.contains(&format!("{case1:#x}")) && run.stderr.contains(&site);
@@ -1573,17 +1277,13 @@ fn refs_addr_inside_and_outside_blocks() {
     );
 
     // Nothing is allocated at 0x10.
-    let mut t = target("leak_small", &[], false);
-    let lines = t.stderr();
-    let mut stdin = t.stdin();
-    let pid = ready_pid(&lines.wait_for("ready ", 60)).to_string();
-    let tracing = Tracing::start(&["refs", "--pid", &pid, "--addr", "0x10", "--format", "json"]);
-    send(&mut stdin, "alloc");
-    lines.wait_for("ok alloc", 30);
+    let mut t = Target::start("leak_small", &[], false);
+    let tracing = attach("refs", t.pid, &["--addr", "0x10"]);
+    t.ask("alloc", "ok alloc", 30);
     let run = tracing.interrupt(60);
-    run.assert_sane();
+    assert_sane(&run);
     assert!(
-        !run.json.iter().any(|v| v["type"] == "referrers"),
+        !run.json().iter().any(|v| v["type"] == "referrers"),
         "no block at 0x10\n{run}"
     );
     let said: Vec<&str> = run
@@ -1596,15 +1296,15 @@ fn refs_addr_inside_and_outside_blocks() {
         1,
         "one line saying 0x10 is no live block\n{run}"
     );
-    drop(stdin);
 }
 
-impl Proc {
-    /// Ends a target that idles forever.
-    fn wait_or_kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `leaks --interval 1` attached to `t`, once `t` answered `command` with `answer` and a first
+/// check is out.
+fn checking_every_second(t: &mut Target, command: &str, answer: &str) -> Tracing {
+    let tracing = attach("leaks", t.pid, &["--interval", "1"]);
+    t.ask(command, answer, 60);
+    tracing.out.wait_for("\"type\":\"leaks\"", 60);
+    tracing
 }
 
 /// (f) A target that exits, or is killed, while muppy traces it and checks every second: a
@@ -1615,27 +1315,13 @@ fn target_ending_during_tracing_is_a_clean_end() {
         return;
     }
     // It exits by itself, between two checks.
-    let mut t = target("leak_small", &[], false);
-    let lines = t.stderr();
-    let mut stdin = t.stdin();
-    let pid = ready_pid(&lines.wait_for("ready ", 60));
-    let pid_s = pid.to_string();
-    let tracing = Tracing::start(&[
-        "leaks",
-        "--pid",
-        &pid_s,
-        "--interval",
-        "1",
-        "--format",
-        "json",
-    ]);
-    send(&mut stdin, "alloc");
-    lines.wait_for("ok alloc", 30);
-    tracing.out.wait_for("\"type\":\"leaks\"", 60);
-    send(&mut stdin, "exit");
-    assert!(t.wait(30).success());
+    let mut t = Target::start("leak_small", &[], false);
+    let tracing = checking_every_second(&mut t, "alloc", "ok alloc");
+    send(&mut t.stdin, "exit");
+    let pid = t.pid;
+    assert!(t.proc.wait(30).success());
     let run = tracing.finish(60);
-    run.assert_sane();
+    assert_sane(&run);
     assert!(
         run.stderr.contains(&format!("pid {pid} exited")),
         "the note says the target exited\n{run}"
@@ -1643,72 +1329,23 @@ fn target_ending_during_tracing_is_a_clean_end() {
 
     // Killed with SIGKILL about when the next check freezes its 50 threads.
     for delay_ms in [0, 950] {
-        let mut t = target("leak_threads", &["50"], false);
-        let lines = t.stderr();
-        let mut stdin = t.stdin();
-        let pid = ready_pid(&lines.wait_for("ready ", 60));
-        let pid_s = pid.to_string();
-        let tracing = Tracing::start(&[
-            "leaks",
-            "--pid",
-            &pid_s,
-            "--interval",
-            "1",
-            "--format",
-            "json",
-        ]);
-        send(&mut stdin, "go");
-        lines.wait_for("started", 60);
-        tracing.out.wait_for("\"type\":\"leaks\"", 60);
+        let mut t = Target::start("leak_threads", &["50"], false);
+        let tracing = checking_every_second(&mut t, "go", "started");
         thread::sleep(Duration::from_millis(delay_ms));
-        signal(pid, libc::SIGKILL);
-        let _ = t.wait(30);
+        signal(t.pid, libc::SIGKILL);
+        let _ = t.proc.wait(30);
         let run = tracing.finish(60);
-        run.assert_sane();
+        assert_sane(&run);
         assert!(
-            run.stderr.contains(&pid_s),
+            run.stderr.contains(&t.pid.to_string()),
             "the note names the target\n{run}"
         );
-        drop(stdin);
     }
-}
-
-/// States of a process's threads ('t': stopped by a tracer).
-fn task_states(pid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        if let Some(state) = stat[close + 1..].trim_start().chars().next() {
-            out.push((tid, state));
-        }
-    }
-    out
-}
-
-fn tracer_pid(tid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The smallest count of any of leak_threads' threads.
-fn min_count(stdin: &mut ChildStdin, lines: &Stream) -> u64 {
-    send(stdin, "min");
-    let l = lines.wait_for("min ", 30).pop().expect("min line");
+fn min_count(t: &mut Target) -> u64 {
+    let l = t.ask("min", "min ", 30);
     l.trim_start_matches("min ")
         .trim()
         .parse()
@@ -1723,72 +1360,55 @@ fn check_of_200_threads_resumes_them_all() {
         return;
     }
     let cases = cases("leak_threads");
-    let mut t = target("leak_threads", &["200"], false);
-    let lines = t.stderr();
-    let mut stdin = t.stdin();
-    let pid = ready_pid(&lines.wait_for("ready ", 60));
-    let pid_s = pid.to_string();
-    let tracing = Tracing::start(&["leaks", "--pid", &pid_s, "--format", "json"]);
-    send(&mut stdin, "go");
-    lines.wait_for("started 200", 120);
+    let mut t = Target::start("leak_threads", &["200"], false);
+    let pid = t.pid;
+    let tracing = attach("leaks", pid, &[]);
+    t.ask("go", "started 200", 120);
     let run = tracing.interrupt(180);
     assert_eq!(run.code, Some(0), "{run}");
-    let got = workload_rows_of(&leak_table(run.leaks()), "leak_threads.c");
+    let table = leak_table(&run.leaks());
+    let ours = |site: &str| site.contains("(leak_threads.c:");
     assert_eq!(
-        got,
+        rows_where(&table, ours),
         expected(&cases, false),
         "{}",
-        show(&leak_table(run.leaks()))
+        show(&table)
     );
-    for ((kind, site), _) in leak_table(run.leaks()) {
-        if !site.contains("(leak_threads.c:") {
-            assert_eq!(
-                kind, "reachable",
-                "{site}: the threads' DTVs are the loader's"
-            );
-        }
+    for (kind, site) in rows_where(&table, |s| !ours(s)).keys() {
+        assert_eq!(
+            kind, "reachable",
+            "{site}: the threads' DTVs are the loader's"
+        );
     }
-    assert!(t.running(), "the target died");
+    assert!(t.proc.running(), "the target died");
     let tasks = task_states(pid);
     assert_eq!(tasks.len(), 201, "{tasks:?}");
     for (tid, _) in &tasks {
         assert_eq!(tracer_pid(*tid), 0, "thread {tid} is still traced");
     }
     // Every thread counts on: the smallest count grows.
-    let before = min_count(&mut stdin, &lines);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = min_count(&mut stdin, &lines);
-        if now >= before + 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a thread stopped counting at {now} (was {before}): {:?}",
-            task_states(pid)
-                .into_iter()
-                .filter(|(_, s)| *s == 't' || *s == 'T')
-                .collect::<Vec<_>>()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let before = min_count(&mut t);
+    let mut now = before;
+    assert!(
+        poll(30, || {
+            now = min_count(&mut t);
+            now >= before + 2
+        }),
+        "a thread stopped counting at {now} (was {before}): {:?}",
+        task_states(pid)
+            .into_iter()
+            .filter(|(_, s)| *s == 't' || *s == 'T')
+            .collect::<Vec<_>>()
+    );
     assert!(
         task_states(pid).iter().all(|(_, s)| *s != 't'),
         "{:?}",
         task_states(pid)
     );
-    drop(stdin);
     assert!(
-        t.wait(30).success(),
+        t.end_input().wait(30).success(),
         "leak_threads ends at the end of its input"
     );
-}
-
-fn workload_rows_of(t: &Table, file: &str) -> Table {
-    t.iter()
-        .filter(|((_, site), _)| site.contains(&format!("({file}:")))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
 }
 
 /// (h) A target strace holds: refused in one line with exit code 2, the target left running,
@@ -1802,10 +1422,8 @@ fn refuses_a_target_under_strace_and_an_unknown_pid() {
         which("strace").is_some(),
         "strace is not installed: run `cargo xtask setup`"
     );
-    let mut t = target("leak_small", &[], false);
-    let lines = t.stderr();
-    let mut stdin = t.stdin();
-    let pid = ready_pid(&lines.wait_for("ready ", 60));
+    let mut t = Target::start("leak_small", &[], false);
+    let pid = t.pid;
     let pid_s = pid.to_string();
     let strace = Proc::spawn(
         Command::new("strace")
@@ -1815,12 +1433,11 @@ fn refuses_a_target_under_strace_and_an_unknown_pid() {
             .stderr(Stdio::null()),
         "strace",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tracer_pid(pid) != strace.pid() {
-        assert!(Instant::now() < deadline, "strace did not attach");
-        thread::sleep(Duration::from_millis(20));
-    }
-    let mut m = tracer(&[
+    assert!(
+        poll(30, || tracer_pid(pid) == strace.pid()),
+        "strace did not attach"
+    );
+    let run = Tracing::spawn(&[
         "leaks",
         "--pid",
         &pid_s,
@@ -1828,47 +1445,25 @@ fn refuses_a_target_under_strace_and_an_unknown_pid() {
         "2",
         "--format",
         "json",
-    ]);
-    let out = m.stdout();
-    let err = m.stderr();
-    let run = Finished::collect(&mut m, &out, &err, 120);
-    assert_eq!(run.code, Some(2), "{run}");
-    let said: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(said.len(), 1, "one line\n{run}");
+    ])
+    .finish(120);
     assert!(
-        said[0].contains(&strace.pid().to_string()),
+        refusal(&run).contains(&strace.pid().to_string()),
         "the line names the tracer holding it\n{run}"
     );
-    assert!(run.json.iter().all(|v| v["type"] != "leaks"), "{run}");
     // Untouched: running, still traced by strace only, answering.
-    assert!(t.running(), "the target died");
+    assert!(t.proc.running(), "the target died");
     for (tid, state) in task_states(pid) {
         assert_eq!(tracer_pid(tid), strace.pid(), "thread {tid} ({state})");
     }
-    send(&mut stdin, "tick");
-    lines.wait_for("tick ", 30);
+    t.ask("tick", "tick ", 30);
     drop(strace);
-    drop(stdin);
-    assert!(t.wait(30).success());
+    assert!(t.end_input().wait(30).success());
 
     // A pid that no longer exists.
     let mut gone = Command::new("true").spawn().expect("true");
     let gone_pid = gone.id().to_string();
     gone.wait().expect("wait true");
-    let mut m = tracer(&["leaks", "--pid", &gone_pid, "--format", "json"]);
-    let out = m.stdout();
-    let err = m.stderr();
-    let run = Finished::collect(&mut m, &out, &err, 60);
-    assert_eq!(run.code, Some(2), "{run}");
-    let said: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(said.len(), 1, "one line\n{run}");
-    assert!(said[0].contains(&gone_pid), "{run}");
+    let run = Tracing::spawn(&["leaks", "--pid", &gone_pid, "--format", "json"]).finish(60);
+    assert!(refusal(&run).contains(&gone_pid), "{run}");
 }

@@ -3,29 +3,13 @@
 //! a thread-local, and shows an anonymous mapping; the test freezes it, copies its writable
 //! memory, and names each of those words.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
-
 use muppy::{
     places::{self, Places},
     symbols::{Modules, SiteNamer},
     target::Tracer,
 };
 use muppy_core::model::{Image, Place, Segment};
-use muppy_tests::{Lines, workload};
-
-fn hex(line: &str, key: &str) -> u64 {
-    let v = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix(key))
-        .unwrap_or_else(|| panic!("{key} missing in {line:?}"));
-    match v.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).expect("hex"),
-        None => v.parse().expect("number"),
-    }
-}
+use muppy_tests::{field_u64, send, start_workload};
 
 fn function(place: &Place) -> Option<&str> {
     match place {
@@ -36,16 +20,12 @@ fn function(place: &Place) -> Option<&str> {
 
 #[test]
 fn names_globals_stack_frames_tls_and_anonymous_memory() {
-    let mut child = Command::new(workload("places"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn places workload");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let lines = Lines::new(child.stdout.take().expect("stdout"));
-    let ready = lines.wait_for("ready").pop().expect("ready line");
-    let pid = u32::try_from(hex(&ready, "pid=")).expect("pid");
-    let thread = u32::try_from(hex(&ready, "thread=")).expect("tid");
+    let mut child = start_workload("places", &[]);
+    let mut stdin = child.stdin();
+    let lines = child.stdout();
+    let ready = lines.wait_for("ready", 60).pop().expect("ready line");
+    let pid = u32::try_from(field_u64(&ready, "pid")).expect("pid");
+    let thread = u32::try_from(field_u64(&ready, "thread")).expect("tid");
 
     let tracer = Tracer::start(None, false, |_, _| {}, |_| {}).expect("tracer");
     let frozen = tracer.freeze(pid).expect("freeze");
@@ -80,21 +60,21 @@ fn names_globals_stack_frames_tls_and_anonymous_memory() {
     tracer.resume(pid).expect("resume");
 
     let named: Vec<(&str, Place)> = [
-        "global=",
-        "main_local=",
-        "main_tls=",
-        "thread_local=",
-        "thread_tls=",
-        "anon=",
+        "global",
+        "main_local",
+        "main_tls",
+        "thread_local",
+        "thread_tls",
+        "anon",
     ]
     .into_iter()
-    .map(|k| (k, places.name(hex(&ready, k))))
+    .map(|k| (k, places.name(field_u64(&ready, k))))
     .collect();
     for (k, p) in &named {
         eprintln!("{k:14} {}", p.describe());
     }
     let place = |k: &str| &named.iter().find(|(n, _)| *n == k).expect("named").1;
-    match place("global=") {
+    match place("global") {
         Place::Global {
             symbol,
             module,
@@ -109,34 +89,34 @@ fn names_globals_stack_frames_tls_and_anonymous_memory() {
         p => panic!("global: {p:?}"),
     }
     assert!(
-        matches!(place("main_local="), Place::Stack { tid, .. } if *tid == pid),
+        matches!(place("main_local"), Place::Stack { tid, .. } if *tid == pid),
         "{:?}",
-        place("main_local=")
+        place("main_local")
     );
-    assert_eq!(function(place("main_local=")), Some("hold_in_main"));
+    assert_eq!(function(place("main_local")), Some("hold_in_main"));
     assert!(
-        matches!(place("thread_local="), Place::Stack { tid, .. } if *tid == thread),
+        matches!(place("thread_local"), Place::Stack { tid, .. } if *tid == thread),
         "{:?}",
-        place("thread_local=")
+        place("thread_local")
     );
-    assert_eq!(function(place("thread_local=")), Some("hold_in_thread"));
-    assert_eq!(place("main_tls="), &Place::Tls { tid: pid });
-    assert_eq!(place("thread_tls="), &Place::Tls { tid: thread });
+    assert_eq!(function(place("thread_local")), Some("hold_in_thread"));
+    assert_eq!(place("main_tls"), &Place::Tls { tid: pid });
+    assert_eq!(place("thread_tls"), &Place::Tls { tid: thread });
     assert!(
-        matches!(place("anon="), Place::Anonymous { mapping, addr } if addr - mapping == 0x100),
+        matches!(place("anon"), Place::Anonymous { mapping, addr } if addr - mapping == 0x100),
         "{:?}",
-        place("anon=")
+        place("anon")
     );
     let stacks = places.stack_ranges();
     assert_eq!(stacks.len(), frozen.threads.len());
     assert!(
         stacks
             .iter()
-            .any(|(t, r)| *t == thread && r.contains(&hex(&ready, "thread_tls=")))
+            .any(|(t, r)| *t == thread && r.contains(&field_u64(&ready, "thread_tls")))
     );
 
     drop(tracer);
-    stdin.write_all(b"go\n").expect("write go");
-    let status = child.wait().expect("wait");
+    send(&mut stdin, "go");
+    let status = child.wait(60);
     assert!(status.success(), "{status}");
 }

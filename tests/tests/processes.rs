@@ -237,14 +237,14 @@ fn a_running_process_in_a_container_is_attached_by_its_host_pid() {
         .spawn()
         .unwrap();
     let err = muppy_tests::Lines::new(unshare.stderr.take().unwrap());
-    err.wait_for("ready");
+    err.wait_for("ready", 60);
     // The workload is unshare's child: pid 1 inside, some other pid here.
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
     let pid = children.split_whitespace().next().unwrap().to_string();
     let mut tracer = muppy_tests::spawn_trace(&["--format", "json", "--pid", &pid]);
     let tracer_err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
-    let said = tracer_err.wait_for("tracing pid");
+    let said = tracer_err.wait_for("tracing pid", 60);
     assert!(
         said.last()
             .unwrap()
@@ -290,12 +290,12 @@ fn a_running_process_is_followed_into_its_exec_and_children() {
         .spawn()
         .unwrap();
     let err = muppy_tests::Lines::new(sh.stderr.take().unwrap());
-    err.wait_for("ready");
+    err.wait_for("ready", 60);
     let pid = sh.id().to_string();
     let mut tracer =
         muppy_tests::spawn_trace(&["--follow-forks", "--format", "json", "--pid", &pid]);
     let tracer_err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
-    tracer_err.wait_for("tracing pid");
+    tracer_err.wait_for("tracing pid", 60);
     sh.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(sh.wait().unwrap().success());
     let run = Run::from_output(tracer.wait_with_output().unwrap());

@@ -13,7 +13,7 @@ fn system_wide_tracing_reports_each_process_as_it_exits() {
     muppy_tests::wait_for_no_tracer();
     let mut tracer = muppy_tests::spawn_trace(&["--all", "--format", "json"]);
     let err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
-    err.wait_for("tracing every process");
+    err.wait_for("tracing every process", 60);
     // Started after the tracer, so traced from its exec on: ages lives 2 s, long enough for
     // its mappings to be read and its sites named; allocators lives about a millisecond,
     // which may be over before they are (its counts are exact all the same).

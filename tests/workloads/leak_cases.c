@@ -25,24 +25,14 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define NOINLINE __attribute__((noinline))
-/* The compiler must believe p is used (a malloc whose result is unused may be deleted). */
-#define ESCAPE(p) __asm__ volatile("" : : "r"(p) : "memory")
-/* Zeroes the scratch registers, which calls leave stale pointers in. */
-#define CLEAR_SCRATCH()                                                                           \
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"                 \
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"                 \
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d" ::                \
-                         : "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory")
+#include "leakcase.h" /* NOINLINE, ESCAPE, CLEAR_SCRATCH, say, scrub_stack, HOLD_IN_R12_FOREVER */
 
 /* The roots, by the names `refs` must print. */
 void *volatile g_case1;
@@ -58,17 +48,6 @@ static __thread void *volatile tls_case12;
 
 volatile int g_case11_tid, g_case14_tid;
 static int pipe11[2], block11[2], pipe14[2];
-static const char one = 1;
-
-/* One line on stderr, formatted on the stack (stdio would allocate a buffer). */
-static void say(const char *fmt, ...) {
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (write(2, line, (size_t)n) != n) _exit(3);
-}
 
 NOINLINE void pre_attach(void) {
     void **t = malloc(800); /* leak: site=pre_attach kind=reachable objects=1 bytes=800 before */
@@ -207,55 +186,14 @@ NOINLINE void case13(void) {
 }
 
 /* 14: only in r12 of a thread spinning forever in an asm loop: reachable. The loop first zeroes
- * every other general register and 8 KiB below the stack pointer (where malloc and memset left
- * their frames), then tells main through a pipe, from the asm, that the pointer is in place. */
+ * every other general register and 8 KiB of stack, then tells main through a pipe that the
+ * pointer is in place (leakcase.h). */
 static void *case14_thread(void *unused) {
     (void)unused;
     g_case14_tid = (int)syscall(SYS_gettid);
     void *p = malloc(14000); /* leak: site=case14_thread kind=reachable objects=1 bytes=14000 */
     memset(p, 0, 14000);
-    __asm__ volatile(
-        "mov %%rax, %%r12\n\t"
-        "mov %%rbx, %%r13\n\t"
-        "mov %%rsi, %%r14\n\t"
-        "xor %%eax, %%eax\n\t"
-        "xor %%ebx, %%ebx\n\t"
-        "xor %%ecx, %%ecx\n\t"
-        "xor %%edx, %%edx\n\t"
-        "xor %%esi, %%esi\n\t"
-        "xor %%edi, %%edi\n\t"
-        "xor %%r8d, %%r8d\n\t"
-        "xor %%r9d, %%r9d\n\t"
-        "xor %%r10d, %%r10d\n\t"
-        "xor %%r11d, %%r11d\n\t"
-        "xor %%r15d, %%r15d\n\t"
-        /* the stack pointer moves down first: Valgrind flags writes below it */
-        "sub $8192, %%rsp\n\t"
-        "mov %%rsp, %%rdi\n\t"
-        "mov $1024, %%ecx\n\t"
-        "rep stosq\n\t"
-        "add $8192, %%rsp\n\t"
-        /* write(pipe14[1], &one, 1) */
-        "mov $1, %%eax\n\t"
-        "mov %%r13, %%rdi\n\t"
-        "mov %%r14, %%rsi\n\t"
-        "mov $1, %%edx\n\t"
-        "syscall\n\t"
-        "xor %%eax, %%eax\n\t"
-        "xor %%ecx, %%ecx\n\t"
-        "xor %%edx, %%edx\n\t"
-        "xor %%esi, %%esi\n\t"
-        "xor %%edi, %%edi\n\t"
-        "xor %%r11d, %%r11d\n\t"
-        "xor %%r13d, %%r13d\n\t"
-        "xor %%r14d, %%r14d\n\t"
-        "1: pause\n\t"
-        "jmp 1b\n\t"
-        :
-        : "a"(p), "b"((long)pipe14[1]), "S"(&one)
-        : "rcx", "rdx", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory",
-          "cc");
-    __builtin_unreachable();
+    HOLD_IN_R12_FOREVER(p, pipe14[1]);
 }
 
 NOINLINE void case14(void) {
@@ -349,14 +287,6 @@ NOINLINE void build_cases(void) {
     case18();
 }
 
-/* Zeroes 16 KiB of stack below main's frame, where the cases' frames held their pointers, and
- * the scratch registers. */
-NOINLINE void scrub_stack(void) {
-    volatile char buf[16384];
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] = 0;
-    CLEAR_SCRATCH();
-}
-
 int main(int argc, char **argv) {
     int exit_after = argc > 1 && strcmp(argv[1], "exit") == 0;
     sigset_t usr1;
@@ -372,7 +302,7 @@ int main(int argc, char **argv) {
             if (sigwait(&usr1, &sig)) _exit(3);
     }
     build_cases();
-    scrub_stack();
+    scrub_stack(); /* where the cases' frames held their pointers */
     say("built case11_tid=%d case14_tid=%d case1=%#lx g_case1=%#lx\n", g_case11_tid, g_case14_tid,
         (unsigned long)g_case1, (unsigned long)&g_case1);
     if (exit_after) exit(0);

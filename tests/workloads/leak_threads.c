@@ -6,26 +6,16 @@
  * The end of stdin ends it (status 0). */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#define NOINLINE __attribute__((noinline))
+#include "leakcase.h" /* NOINLINE, ESCAPE, say, get_line, scrub_stack */
+
 #define MAX_THREADS 1024
 
 static volatile long counts[MAX_THREADS];
-
-static void say(const char *fmt, ...) {
-    char line[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (write(2, line, (size_t)n) != n) _exit(3);
-}
 
 NOINLINE void *thread_keep(void) {
     void *p = malloc(300); /* leak: site=thread_keep kind=reachable objects=200 bytes=60000 */
@@ -36,24 +26,14 @@ NOINLINE void *thread_keep(void) {
 NOINLINE void thread_leak(void) {
     void *p = malloc(500); /* leak: site=thread_leak kind=definitely_lost objects=200 bytes=100000 */
     memset(p, 0, 500);
-    __asm__ volatile("" : : "r"(p) : "memory");
-}
-
-/* Zeroes the stack below the caller and the scratch registers: no stale copy of a pointer. */
-NOINLINE void scrub(void) {
-    volatile char buf[2048];
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] = 0;
-    __asm__ volatile("xor %%eax, %%eax\n\txor %%ecx, %%ecx\n\txor %%edx, %%edx\n\t"
-                     "xor %%esi, %%esi\n\txor %%edi, %%edi\n\txor %%r8d, %%r8d\n\t"
-                     "xor %%r9d, %%r9d\n\txor %%r10d, %%r10d\n\txor %%r11d, %%r11d"
-                     ::: "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory");
+    ESCAPE(p);
 }
 
 static void *worker(void *arg) {
     long i = (long)arg;
     void *volatile held = thread_keep();
     thread_leak();
-    scrub();
+    scrub_stack();
     struct timespec nap = {0, 50 * 1000 * 1000};
     for (;;) {
         counts[i]++;
@@ -67,19 +47,6 @@ static long min_count(int n) {
     for (int i = 1; i < n; i++)
         if (counts[i] < m) m = counts[i];
     return m;
-}
-
-static int get_line(char *buf, size_t cap) {
-    size_t n = 0;
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r <= 0) return n > 0;
-        if (c == '\n') break;
-        if (n + 1 < cap) buf[n++] = c;
-    }
-    buf[n] = 0;
-    return 1;
 }
 
 int main(int argc, char **argv) {
