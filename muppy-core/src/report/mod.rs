@@ -57,6 +57,11 @@ pub struct ViewOptions {
     pub format: Format,
     /// Processes to show in full when there are several.
     pub top_procs: usize,
+    /// Tables no wider than this many columns (the terminal's): names that do not fit are
+    /// shortened where they say least. `None`: no limit (a pipe, a file).
+    pub width: Option<usize>,
+    /// Names in full, whatever the width.
+    pub full_names: bool,
 }
 
 /// Why a report could not be written.

@@ -372,6 +372,8 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
         },
         // A target's option (--top-procs), set by `live`; a snapshot is one process.
         top_procs: 0,
+        width: None,
+        full_names: false,
     })
 }
 
