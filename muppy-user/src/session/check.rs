@@ -115,16 +115,18 @@ impl Session<'_> {
                 why: "the ptrace thread is not running".into(),
             });
         };
-        // Made before the pause: faulting the copy's pages in would be most of it.
-        let mut buffers = check::prepare(pid).unwrap_or_default();
+        // Made before the pause: faulting the copy's pages in would be most of it. (Counted
+        // in the check's time, not in the pause.)
         let started = Instant::now();
+        let mut buffers = check::prepare(pid).unwrap_or_default();
+        let stopped = Instant::now();
         let captured = match tracer.freeze(pid) {
             Ok(frozen) => {
                 // The table must equal memory: every completed call is in the ring by now.
                 let drained = self.drain(pump, true);
                 let cap = check::capture(pid, frozen.threads, &mut buffers);
                 let resumed = tracer.resume(pid);
-                let pause = started.elapsed();
+                let pause = stopped.elapsed();
                 drop(buffers);
                 self.tracer = Some(tracer);
                 drained?;

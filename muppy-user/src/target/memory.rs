@@ -14,6 +14,8 @@ use super::TargetError;
 /// the research notes), and a fault costs at most one piece's retry.
 const PIECE: u64 = 1 << 20;
 const PAGE: u64 = 4096;
+/// Ranges from this size up are read by two threads.
+const PARALLEL: usize = 64 << 20;
 
 /// What was read of one requested range.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,17 +129,30 @@ impl Buffers {
     }
 }
 
-/// Faults in every page of `b` now, writable, in one call where the kernel can (Linux 5.14),
-/// else a write per page.
+/// Faults in every page of `b` now, writable: the whole pages inside it in one call where the
+/// kernel can (Linux 5.14); the rest, and everything on an older kernel, a write per page.
+/// (Asking for 2 MiB pages made it slower here: the kernel compacts memory to find them.)
 fn populate(b: &mut [u8]) {
-    if b.is_empty() {
-        return;
+    let start = b.as_mut_ptr() as usize;
+    let end = start + b.len();
+    let (inner, inner_end) = (start.next_multiple_of(4096), end & !4095);
+    let mut done = 0..0;
+    if inner < inner_end {
+        // SAFETY: advice on whole pages of memory we own; it changes no byte (the pages are
+        // zero either way), and failure leaves the default.
+        unsafe {
+            let len = inner_end - inner;
+            if libc::madvise(inner as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) == 0 {
+                done = inner - start..inner_end - start;
+            }
+        }
     }
-    // SAFETY: advice on memory we own; it changes no byte (the pages are zero either way).
-    let ok = unsafe { libc::madvise(b.as_mut_ptr().cast(), b.len(), libc::MADV_POPULATE_WRITE) };
-    if ok != 0 {
-        for i in (0..b.len()).step_by(4096) {
-            // SAFETY: `i` is inside `b`; a volatile write, so that it is not left out.
+    for i in (0..b.len())
+        .step_by(4096)
+        .chain([b.len().saturating_sub(1)])
+    {
+        if !done.contains(&i) {
+            // SAFETY: `i` is inside `b`; volatile, so that the write is not left out.
             unsafe { std::ptr::write_volatile(b.as_mut_ptr().add(i), 0) };
         }
     }
@@ -181,20 +196,24 @@ fn read_range(
         start: range.start,
         end: range.end,
     })?;
-    let mut unreadable: Vec<Range<u64>> = Vec::new();
-    let mut at = range.start;
-    while at < range.end {
-        let piece_end = range.end.min((at / PIECE + 1) * PIECE);
-        let n = read_some(target, pid, at, &mut bytes, range.start, piece_end)?;
-        at += n;
-        if at < piece_end {
-            // A fault at `at`: that page cannot be read. Skip to the next page.
-            let hole_end = range.end.min((at / PAGE + 1) * PAGE);
+    // A large range is read by two threads, half each: the copy is the target's pause, and
+    // one thread does not use all the memory bandwidth there is.
+    let parts = if len >= PARALLEL { 2 } else { 1 };
+    let half = (len / parts).next_multiple_of(1 << 20).min(len);
+    let (first, second) = bytes.split_at_mut(half);
+    let mid = range.start + half as u64;
+    let (a, b) = std::thread::scope(|s| {
+        let b = (!second.is_empty()).then(|| s.spawn(|| read_part(target, pid, second, mid)));
+        let a = read_part(target, pid, first, range.start);
+        (a, b.map(|h| h.join().unwrap_or(Ok(Vec::new()))))
+    });
+    let mut unreadable = a?;
+    if let Some(b) = b {
+        for h in b? {
             match unreadable.last_mut() {
-                Some(h) if h.end == at => h.end = hole_end,
-                _ => unreadable.push(at..hole_end),
+                Some(last) if last.end == h.start => last.end = h.end,
+                _ => unreadable.push(h),
             }
-            at = hole_end;
         }
     }
     Ok(Memory {
@@ -219,6 +238,34 @@ fn zeroed(len: usize) -> Option<Vec<u8>> {
     // SAFETY: `ptr` was allocated by the global allocator with this layout (u8, capacity
     // `len`), and all `len` bytes are initialized (zero).
     Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Reads `buf.len()` bytes at `base` into `buf`, 1 MiB at a time; returns the page-aligned
+/// parts that could not be read, in address order (left as zeros).
+fn read_part(
+    target: i32,
+    pid: u32,
+    buf: &mut [u8],
+    base: u64,
+) -> Result<Vec<Range<u64>>, TargetError> {
+    let end = base + buf.len() as u64;
+    let mut unreadable: Vec<Range<u64>> = Vec::new();
+    let mut at = base;
+    while at < end {
+        let piece_end = end.min((at / PIECE + 1) * PIECE);
+        let n = read_some(target, pid, at, buf, base, piece_end)?;
+        at += n;
+        if at < piece_end {
+            // A fault at `at`: that page cannot be read. Skip to the next page.
+            let hole_end = end.min((at / PAGE + 1) * PAGE);
+            match unreadable.last_mut() {
+                Some(h) if h.end == at => h.end = hole_end,
+                _ => unreadable.push(at..hole_end),
+            }
+            at = hole_end;
+        }
+    }
+    Ok(unreadable)
 }
 
 /// Reads from `at` up to `end` (one piece) into `buf` (which starts at `base`); returns how
