@@ -12,6 +12,7 @@ use crate::{
     model::{Exit, Filter, Heap, Identity, MapRow},
 };
 
+pub mod fit;
 pub mod json;
 pub mod text;
 
