@@ -623,9 +623,10 @@ fn leak_size(r: &LeakRow) -> String {
     if r.indirect_bytes == 0 {
         format_size(r.bytes)
     } else {
+        // Compact, so that the names keep their room in a terminal.
         format!(
-            "{} (+{} indirect)",
-            format_size(r.bytes),
+            "{} + {} indirect",
+            format_size_compact(r.bytes),
             format_size_compact(r.indirect_bytes)
         )
     }
@@ -1043,11 +1044,11 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
             counters: Counters::default(),
         };
         let want = [
-            "            kind |        sites | # objects |                     total size ",
-            "=================|==============|===========|================================",
-            " definitely lost | lost (a.c:3) |         1 |   48     B (+4.69 KB indirect) ",
-            " indirectly lost | lost (a.c:5) |       100 |                        4.69 KB ",
-            " still reachable | kept (a.c:9) |         2 |                        1.95 KB ",
+            "            kind |        sites | # objects |              total size ",
+            "=================|==============|===========|=========================",
+            " definitely lost | lost (a.c:3) |         1 | 48 B + 4.69 KB indirect ",
+            " indirectly lost | lost (a.c:5) |       100 |                 4.69 KB ",
+            " still reachable | kept (a.c:9) |         2 |                 1.95 KB ",
             "definitely lost: 48 B in 1 blocks; indirectly lost: 4.69 KB in 100 blocks; possibly lost: 0 B in 0 blocks; still reachable: 1.95 KB in 2 blocks",
             "check 1: paused 12 ms (3 threads); scanned 4.00 KB; heap memory from before tracing scanned as roots: 2.00 KB; 0 dynamic-loader blocks taken as reachable; lost_events: 0; unknown_frees: 0",
             "why kept (a.c:9) is still reachable:",
@@ -1499,10 +1500,10 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
         fn leaks_fit() {
             let out = leaks_table(&leak_report(), 15, Some(120));
             let want = [
-                "            kind |                                                  sites | # objects |                     total size ",
-                "=================|========================================================|===========|================================",
-                " definitely lost |  llvm::DenseMapBase<…>::grow(…)+0x69 (libLLVM.so.18.1) |         1 |   48     B (+4.69 KB indirect) ",
-                " still reachable | std::basic_ostream…::operator<< <…>(…) (…/ostream:611) |         1 |   48     B (+4.69 KB indirect) ",
+                "            kind |                                                          sites | # objects |              total size ",
+                "=================|================================================================|===========|=========================",
+                " definitely lost |          llvm::DenseMapBase<…>::grow(…)+0x69 (libLLVM.so.18.1) |         1 | 48 B + 4.69 KB indirect ",
+                " still reachable | std::basic_ostream<…>& (an…::operator<< <…>(…) (…/ostream:611) |         1 | 48 B + 4.69 KB indirect ",
             ];
             assert_eq!(out.lines().take(4).collect::<Vec<_>>(), want);
             let why: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("why")).collect();
