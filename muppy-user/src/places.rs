@@ -42,7 +42,7 @@ use object::{
 mod unwind;
 
 use crate::{
-    symbols::{Modules, SiteNamer},
+    symbols::{self, Modules, SiteNamer},
     target::{FrozenThread, Registers},
 };
 
@@ -614,7 +614,7 @@ impl Places {
         let vaddr = addr.wrapping_sub(load.bias);
         let section = names.section(vaddr);
         Some(Place::Global {
-            symbol: names.symbol(vaddr).map(|s| demangle(&s.name)),
+            symbol: names.symbol(vaddr).map(|s| shown_symbol(&s.name)),
             module: load.module.clone(),
             offset: section.map_or(vaddr, |(r, _)| vaddr - r.start),
             section: section.map(|(_, name)| name.clone()),
@@ -862,6 +862,16 @@ fn debug_file<'data, R: object::ReadRef<'data>>(
         &hex[2..]
     ));
     File::open(path).ok()
+}
+
+/// A symbol's name as names are shown: demangled unless the process chose not to
+/// ([`symbols::demangling`]).
+fn shown_symbol(name: &str) -> String {
+    if symbols::demangling() {
+        demangle(name)
+    } else {
+        name.to_string()
+    }
 }
 
 /// A symbol's name demangled (Rust, then C++), or as it is.

@@ -14,6 +14,10 @@
 //! id) through that file's symbol table only: its DWARF would cost the tracer more memory than
 //! everything else it holds, for line numbers inside system libraries. Otherwise the file's own
 //! symbol tables.
+//!
+//! Names are demangled (Rust and C++) unless the process chose otherwise once, before the first
+//! name was resolved ([`set_demangling`]): `muppy-trace --demangle=no` shows them as the files
+//! store them (`_ZN...`), in tables and JSON alike, as [`crate::places`] names globals.
 
 use std::{
     collections::HashMap,
@@ -21,7 +25,7 @@ use std::{
     io,
     os::{fd::AsRawFd, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, LazyLock, Mutex},
+    sync::{Arc, LazyLock, Mutex, OnceLock},
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
@@ -262,6 +266,23 @@ impl Modules {
     }
 }
 
+/// Whether names are demangled: chosen once for the process (see [`set_demangling`]).
+static DEMANGLE: OnceLock<bool> = OnceLock::new();
+
+/// Chooses, once for the whole process and before the first name is resolved, whether
+/// function and symbol names are demangled (`true`, the default) or kept as the files store
+/// them (`false`). Every symbolizer is built with the choice, so it cannot change later:
+/// returns whether `on` is the choice in force (false if another was fixed before).
+pub fn set_demangling(on: bool) -> bool {
+    DEMANGLE.set(on).is_ok() || demangling() == on
+}
+
+/// Whether names are demangled ([`set_demangling`]; true unless chosen otherwise). The first
+/// call fixes the choice.
+pub fn demangling() -> bool {
+    *DEMANGLE.get_or_init(|| true)
+}
+
 /// Turns return addresses into frames, remembering each answer (per process: addresses
 /// differ between processes; what was parsed from the files is shared).
 pub struct SiteNamer {
@@ -271,12 +292,12 @@ pub struct SiteNamer {
 }
 
 thread_local! {
-    /// The symbolizer, with DWARF line info, inlined functions and demangling on. One for the
-    /// thread: it caches every file it parsed, by path.
+    /// The symbolizer, with DWARF line info, inlined functions and demangling as chosen
+    /// ([`demangling`]). One for the thread: it caches every file it parsed, by path.
     static SYMBOLIZER: Symbolizer = Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
-        .enable_demangling(true)
+        .enable_demangling(demangling())
         .build();
 }
 

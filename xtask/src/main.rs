@@ -9,6 +9,8 @@
 //!   and draw who allocated the leak from the saved snapshot.
 //! - `bench`: build, then the benchmarks of `bench.rs` (overhead against the floor and other
 //!   tools, throughput, memory, idle CPU, analysis).
+//! - `install [--prefix DIR]`: build, then install the binary, its man page and its bash, zsh
+//!   and fish completions under DIR (default /usr/local). Idempotent.
 
 use std::{
     path::{Path, PathBuf},
@@ -52,6 +54,12 @@ enum Task {
         /// Only the leak checks' figures.
         #[arg(long)]
         leaks_only: bool,
+    },
+    /// Build, then install muppy-trace, its man page and its shell completions.
+    Install {
+        /// Where: bin/, share/man/man1/, and each shell's completion folder under it.
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
     },
 }
 
@@ -138,7 +146,8 @@ fn setup() -> anyhow::Result<()> {
     // The tests build C and C++ workloads, some static (libc.a comes with libc6-dev), some
     // linked against other allocators, and run one in a namespace (unshare, util-linux). The
     // leak check's tests take Valgrind's memcheck (driven through vgdb) as their oracle, and
-    // check that a target strace holds is refused.
+    // check that a target strace holds is refused. The man page is rendered by man (man-db),
+    // and each completion script checked by its shell.
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
@@ -146,6 +155,9 @@ fn setup() -> anyhow::Result<()> {
         || which("valgrind").is_none()
         || which("vgdb").is_none()
         || which("strace").is_none()
+        || which("man").is_none()
+        || which("zsh").is_none()
+        || which("fish").is_none()
         || [
             "libc.a",
             "libjemalloc.so.2",
@@ -168,6 +180,9 @@ fn setup() -> anyhow::Result<()> {
             "libmimalloc2.0",
             "valgrind",
             "strace",
+            "man-db",
+            "zsh",
+            "fish",
         ]))?;
     }
     Ok(())
@@ -187,7 +202,56 @@ fn build() -> anyhow::Result<PathBuf> {
         "-p",
         "muppy-user",
     ]))?;
-    Ok(root().join("target/release/muppy-trace"))
+    Ok(target_dir().join("release/muppy-trace"))
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR` (relative to the workspace, where cargo runs), else
+/// the workspace's `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root().join("target"), |d| root().join(d))
+}
+
+/// What `install` puts under the prefix besides the binary: (path, `muppy-trace --generate`
+/// argument). The page and the scripts are generated from the binary's own clap definition.
+const GENERATED: [(&str, &str); 4] = [
+    ("share/man/man1/muppy-trace.1", "man"),
+    ("share/bash-completion/completions/muppy-trace", "bash"),
+    ("share/zsh/site-functions/_muppy-trace", "zsh"),
+    ("share/fish/vendor_completions.d/muppy-trace.fish", "fish"),
+];
+
+/// Installs the built binary `bin` under `prefix`, with its man page and completions. Each
+/// file is written beside its place and renamed over it, so a second install replaces the
+/// first whole (a running muppy-trace keeps its old binary).
+fn install(bin: &Path, prefix: &Path) -> anyhow::Result<()> {
+    let place = |rel: &str, contents: &[u8], mode: u32| -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dest = prefix.join(rel);
+        let dir = dest.parent().unwrap_or(prefix);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dest.with_extension("xtask-new");
+        std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, &dest).with_context(|| format!("installing {}", dest.display()))?;
+        println!("installed {}", dest.display());
+        Ok(())
+    };
+    let binary = std::fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
+    place("bin/muppy-trace", &binary, 0o755)?;
+    for (rel, what) in GENERATED {
+        let out = Command::new(bin).args(["--generate", what]).output()?;
+        if !out.status.success() {
+            bail!(
+                "{} --generate {what} failed: {}",
+                bin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        place(rel, &out.stdout, 0o644)?;
+    }
+    Ok(())
 }
 
 fn compile_c(src: &str, out: &str) -> anyhow::Result<PathBuf> {
@@ -246,5 +310,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             json, runs, live, ..
         } => bench::bench(json, runs, live),
+        Task::Install { prefix } => install(&build()?, &prefix),
     }
 }

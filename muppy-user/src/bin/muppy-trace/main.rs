@@ -3,6 +3,10 @@
 //!
 //! Exit codes: 0 when tracing a pid went well; in launch mode, the command's own exit code
 //! (128 + signal if a signal killed it); 2 for any error, with a one-line message on stderr.
+//!
+//! Its man page and shell completions are generated from this clap definition, the one that
+//! makes `--help` (`muppy-trace --generate man|bash|zsh|fish`, hidden; `cargo xtask install`
+//! installs them): see `generate.rs`.
 
 use std::{
     collections::HashMap,
@@ -16,6 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use muppy::{
     probe::ProbeConfig,
     session::{self, CheckSpec, Mode, Options, SessionEvent, Sink, SinkError},
+    symbols,
 };
 use muppy_core::{
     analysis::{self, GroupBy, Summary},
@@ -23,6 +28,8 @@ use muppy_core::{
     report::{self, Facts, Format, Print, ProcView, ReportError, View, ViewOptions},
     snapshot::Snapshot,
 };
+
+mod generate;
 
 /// Trace heap allocations of an unmodified process and show what stays live: per site,
 /// function, stack or size; every block; or who allocated them as a tree.
@@ -44,6 +51,10 @@ struct Cli {
     trace: TraceArgs,
     #[command(flatten)]
     view: ViewArgs,
+    /// Packaging: write the man page or a shell's completion script, generated from this
+    /// definition, to stdout (`cargo xtask install` installs them).
+    #[arg(long, hide = true, value_enum, value_name = "WHAT", exclusive = true)]
+    generate: Option<generate::Output>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +142,7 @@ enum Cmd {
 
 /// What to trace and for how long.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Trace options")]
 struct TraceArgs {
     /// Trace this running process.
     #[arg(short, long, value_name = "PID", conflicts_with_all = ["command", "all"])]
@@ -218,6 +230,7 @@ impl TraceArgs {
 
 /// How to show what was found.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "View options")]
 struct ViewArgs {
     /// Table rows to show (JSON always has every row).
     #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
@@ -250,6 +263,31 @@ struct ViewArgs {
     /// Only blocks a leak check found to be of this kind (a snapshot saved by `leaks --save`).
     #[arg(long, value_enum, value_name = "KIND")]
     kind: Option<Kind>,
+
+    /// Fit tables in COLS columns, shortening the names that do not fit (their least telling
+    /// parts first; the module or file:line stays); 0 for no limit. Default: the terminal's
+    /// width ($COLUMNS if set, else the terminal's size) when stdout is a terminal; no limit
+    /// when it is a pipe or a file. JSON is never shortened.
+    #[arg(long, value_name = "COLS")]
+    width: Option<usize>,
+
+    /// Show names in full, however wide the table gets.
+    #[arg(long)]
+    full_names: bool,
+
+    /// Show function and symbol names demangled (yes) or as the files store them (no:
+    /// `_ZN...`), in tables and JSON. Names are fixed when traced: a snapshot keeps those it
+    /// was saved with.
+    #[arg(long, value_enum, default_value_t = Demangle::Yes)]
+    demangle: Demangle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Demangle {
+    /// Readable names: `ns::Type<int>::f(int)`.
+    Yes,
+    /// Symbol names as stored: `_ZN2ns4TypeIiE1fEi`.
+    No,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -372,9 +410,53 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
         },
         // A target's option (--top-procs), set by `live`; a snapshot is one process.
         top_procs: 0,
-        width: None,
-        full_names: false,
+        width: match v.width {
+            Some(0) => None,
+            Some(cols) => Some(cols),
+            None => terminal_width(),
+        },
+        full_names: v.full_names,
     })
+}
+
+/// The width of the terminal stdout is, or `None` when stdout is not a terminal (a pipe, a
+/// file): see [`width_for`].
+fn terminal_width() -> Option<usize> {
+    // SAFETY: isatty only looks at the descriptor.
+    if unsafe { libc::isatty(libc::STDOUT_FILENO) } != 1 {
+        return None;
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` where the pointer points, at one.
+    let got = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut size) } == 0;
+    let columns = std::env::var("COLUMNS").ok();
+    width_for(got.then_some(usize::from(size.ws_col)), columns.as_deref())
+}
+
+/// A terminal's width: `$COLUMNS` where it is set to a positive number (POSIX: it overrides the
+/// size the system gives, as `ls` takes it), else the size the terminal reports; `None` (no
+/// limit) where neither says (a serial line that reports 0 columns).
+fn width_for(reported: Option<usize>, columns: Option<&str>) -> Option<usize> {
+    let positive = |w: &usize| *w > 0;
+    columns
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(positive)
+        .or(reported.filter(positive))
+}
+
+/// Errs when `--demangle=no` asks to re-read names a snapshot already holds.
+fn names_as_saved(v: &ViewArgs) -> anyhow::Result<()> {
+    if v.demangle == Demangle::No {
+        bail!(
+            "a snapshot holds the names it was saved with: --demangle=no applies when tracing (save with `--demangle=no --save FILE`)"
+        );
+    }
+    Ok(())
 }
 
 fn options(t: &TraceArgs) -> anyhow::Result<Options> {
@@ -479,10 +561,11 @@ impl Sink for CliSink {
 }
 
 /// Shows a view of a saved snapshot given in place of a target.
-fn offline(file: &Path, t: &TraceArgs, view: ViewOptions) -> anyhow::Result<u8> {
+fn offline(file: &Path, t: &TraceArgs, v: &ViewArgs, view: ViewOptions) -> anyhow::Result<u8> {
     if t.wants_target() || t.save.is_some() {
         bail!("give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both");
     }
+    names_as_saved(v)?;
     show_snapshot(file, view)
 }
 
@@ -584,12 +667,34 @@ fn live_checking(
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Some(what) = cli.generate {
+        match generate::write(what, &mut std::io::stdout().lock()) {
+            // A reader that stopped early (`| head`) is no error.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("writing to stdout");
+            }
+            _ => return Ok(0),
+        }
+    }
+    // Chosen once, before any name is resolved; every symbolizer is built with it.
+    let view = match &cli.cmd {
+        None => &cli.view,
+        Some(
+            Cmd::Objects { view, .. }
+            | Cmd::Tree { view, .. }
+            | Cmd::Leaks { view, .. }
+            | Cmd::Refs { view, .. }
+            | Cmd::Summary { view, .. }
+            | Cmd::Diff { view, .. },
+        ) => view,
+    };
+    symbols::set_demangling(view.demangle == Demangle::Yes);
     match cli.cmd {
         None => live(&cli.trace, view_options(&cli.view, View::Summary)?),
         Some(Cmd::Objects { file, trace, view }) => {
             let v = view_options(&view, View::Objects)?;
             match file {
-                Some(f) => offline(&f, &trace, v),
+                Some(f) => offline(&f, &trace, &view, v),
                 None => live(&trace, v),
             }
         }
@@ -602,7 +707,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }) => {
             let v = view_options(&view, View::Tree { addr, maxdepth })?;
             match file {
-                Some(f) => offline(&f, &trace, v),
+                Some(f) => offline(&f, &trace, &view, v),
                 None => live(&trace, v),
             }
         }
@@ -620,6 +725,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                             "give either a SNAPSHOT file or a target (--pid PID, -- CMD), not both"
                         );
                     }
+                    names_as_saved(&view)?;
                     show_leaks(&f, v)
                 }
                 None => {
@@ -653,9 +759,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             live_checking(&trace, v, Some(spec))
         }
         Some(Cmd::Summary { file, view }) => {
+            names_as_saved(&view)?;
             show_snapshot(&file, view_options(&view, View::Summary)?)
         }
         Some(Cmd::Diff { a, b, view }) => {
+            names_as_saved(&view)?;
             let (a, b) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
             let v = view_options(&view, View::Summary)?;
             let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
@@ -751,6 +859,45 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert_eq!(parse_addr("0x10"), Ok(16));
         assert!(parse_addr("0xzz").is_err());
+    }
+
+    #[test]
+    fn width_comes_from_the_flag_then_the_terminal() {
+        let view = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["muppy-trace"].iter().chain(args)).unwrap();
+            let v = view_options(&cli.view, View::Summary).unwrap();
+            (v.width, v.full_names, cli.view.demangle)
+        };
+        assert_eq!(view(&["--width", "80"]), (Some(80), false, Demangle::Yes));
+        assert_eq!(
+            view(&["--width=0", "--full-names"]),
+            (None, true, Demangle::Yes)
+        );
+        assert_eq!(view(&["--demangle=no"]).2, Demangle::No);
+        assert!(Cli::try_parse_from(["muppy-trace", "--demangle=maybe"]).is_err());
+        // Every subcommand takes them.
+        let cli = Cli::try_parse_from(["muppy-trace", "leaks", "--width", "100", "--full-names"])
+            .unwrap();
+        let Some(Cmd::Leaks { view, .. }) = cli.cmd else {
+            panic!("not leaks");
+        };
+        assert_eq!((view.width, view.full_names), (Some(100), true));
+        // On a terminal: $COLUMNS, else its size; neither, no limit.
+        assert_eq!(width_for(Some(120), None), Some(120));
+        assert_eq!(width_for(Some(120), Some("90")), Some(90));
+        assert_eq!(width_for(Some(120), Some("wide")), Some(120));
+        assert_eq!(width_for(Some(120), Some("0")), Some(120));
+        assert_eq!(width_for(Some(0), None), None);
+        assert_eq!(width_for(None, None), None);
+    }
+
+    #[test]
+    fn generate_is_hidden_and_alone() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("--generate"), "{help}");
+        assert!(help.contains("--full-names"), "{help}");
+        assert!(Cli::try_parse_from(["muppy-trace", "--generate", "man"]).is_ok());
+        assert!(Cli::try_parse_from(["muppy-trace", "--generate", "man", "--pid", "1"]).is_err());
     }
 
     #[test]
