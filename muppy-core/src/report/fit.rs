@@ -10,12 +10,12 @@
 //!    `operator->`, `(anonymous namespace)`, `<lambda()>`, and Rust's `<impl Foo for Bar>` and
 //!    `<T as Trait>` stay whole (lists inside them still collapse); a name whose brackets do
 //!    not pair is left as it is;
-//! 2. if the collapsed function and the whole tail still do not fit, the function keeps what
-//!    the tail's short form (`…/basename`, a module cut to 16 characters) leaves, and at least
-//!    three fifths of the room, or all it needs if less; the tail shortens to the rest: a file
-//!    keeps as many trailing directories as fit after `…` (`…/task/harness.rs`, at least
-//!    `…/harness.rs`), a module loses its middle (`libLLVM…-stable`, at least 12 characters).
-//!    The line (`:88`) and the offset (`+0x69`) are never cut;
+//! 2. if the collapsed function and the whole tail still do not fit: a module is never cut
+//!    (it says which library), so the function takes what it leaves; a file gives way first,
+//!    the function keeping what its short form (`…/basename`) leaves, and at least three
+//!    fifths of the room, or all it needs if less, the file keeping as many trailing
+//!    directories as fit after `…` (`…/task/harness.rs`, at least `…/harness.rs`). The line
+//!    (`:88`) and the offset (`+0x69`) are never cut;
 //! 3. the middle of the function is cut to `…`: it keeps as many whole trailing `::`
 //!    components as fit in half its room, at least the last one (for Rust's
 //!    `<impl Debug for a::Foo<…>>::fmt`, `Foo<…>>::fmt`), and its start in the rest
@@ -36,14 +36,8 @@ pub const MIN_NAME_WIDTH: usize = 20;
 /// The fewest columns a function is cut to when its module or file cannot give way enough.
 const MIN_FUNCTION: usize = 10;
 
-/// The fewest characters a shortened module name keeps (`libLLV….18.1`).
-const MIN_MODULE: usize = 12;
-
 /// The fewest characters a shortened source file keeps (`…/config.rs`, `…c_from_iter.rs`).
 const MIN_PATH: usize = 16;
-
-/// The characters a module keeps before the function is cut below three fifths of the room.
-const SHORT_MODULE: usize = 16;
 
 /// The fewest characters kept before a `…` that keeps the last `::` component.
 const MIN_HEAD: usize = 4;
@@ -104,7 +98,14 @@ pub fn fit_frame(frame: &Frame, width: usize) -> String {
     // The function, collapsed, keeps what the tail's short form leaves, and at least three
     // fifths of the room; the tail shortens to make room for it.
     let short = room.saturating_sub(columns(&tail.short()));
-    let keep = columns(&collapsed).min(short.max(room * 3 / 5).max(MIN_FUNCTION));
+    // A module stays whole (it says which library: the point), so the function takes
+    // what it leaves; a file may give way down to its base name.
+    let floor = if tail.keeps_whole() {
+        MIN_FUNCTION
+    } else {
+        (room * 3 / 5).max(MIN_FUNCTION)
+    };
+    let keep = columns(&collapsed).min(short.max(floor));
     let tail = if keep + tail_width <= room {
         tail_full
     } else {
@@ -185,8 +186,13 @@ fn parts(f: &Frame) -> (&str, Tail<'_>) {
 }
 
 impl Tail<'_> {
+    /// Whether it is never shortened: a module's name, or nothing to shorten.
+    fn keeps_whole(&self) -> bool {
+        !matches!(self, Tail::Line { .. })
+    }
+
     /// The tail as short as it goes before the function is cut further: a file without its
-    /// directories (`…/harness.rs`), a module cut to [`SHORT_MODULE`] characters.
+    /// directories (`…/harness.rs`); a module whole.
     fn short(&self) -> String {
         match self {
             Tail::Line { file, .. } => match file.rfind('/') {
@@ -195,17 +201,12 @@ impl Tail<'_> {
                 }
                 None => self.fit(usize::MAX),
             },
-            Tail::Symbol { module, .. } | Tail::Module { module, .. } => {
-                let full = self.fit(usize::MAX);
-                self.fit(columns(&full) - columns(module) + columns(module).min(SHORT_MODULE))
-            }
-            Tail::Fixed(s) => s.clone(),
+            _ => self.fit(usize::MAX),
         }
     }
 
-    /// The tail in `room` columns where it can be: in full if it fits, else its file or module
-    /// shortened (never below [`MIN_PATH`] or [`MIN_MODULE`] characters); line and offsets
-    /// stay whole.
+    /// The tail in `room` columns where it can be: in full if it fits, else its file shortened
+    /// (never below [`MIN_PATH`] characters); a module, the line and offsets stay whole.
     fn fit(&self, room: usize) -> String {
         let (before, name, after, file) = match self {
             Tail::Line { file, line } => (" (".to_string(), *file, format!(":{line})"), true),
@@ -226,7 +227,7 @@ impl Tail<'_> {
             };
             cut_path(name, name_room.max(floor.min(MIN_PATH)))
         } else {
-            cut_plain(name, name_room.max(MIN_MODULE))
+            name.to_string()
         };
         format!("{before}{name}{after}")
     }
@@ -538,21 +539,24 @@ mod tests {
         );
         assert_eq!(
             fit_frame(&f, 40),
-            "llvm::Dens…::grow(…)+0x69 (libLLV….18.1)"
+            "llvm::D…::grow(…)+0x69 (libLLVM.so.18.1)"
         );
         // At the floor: the last component, the offset, the module's ends.
-        assert_eq!(fit_frame(&f, 20), "…::grow(…)+0x69 (libLLV….18.1)");
-        // rustc's own LLVM has a long name: it gives way once the function is down to what
-        // it needs.
+        assert_eq!(fit_frame(&f, 20), "…::grow(…)+0x69 (libLLVM.so.18.1)");
+        // rustc's own LLVM has a long name: it stays whole, the function gives way.
         let f = symbol(LLVM_GROW, 0x69, "libLLVM.so.19.1-rust-1.85.0-stable");
         assert_eq!(
             fit_frame(&f, 53),
-            "llvm::DenseMapBase<…>::grow(…)+0x69 (libLLVM…-stable)"
+            "…::grow(…)+0x69 (libLLVM.so.19.1-rust-1.85.0-stable)"
         );
         for w in MIN_NAME_WIDTH..300 {
             let s = fit_frame(&f, w);
-            // Overflow only at the floor, by the offset's and the module's minimum.
-            assert!(columns(&s) <= w.max(30), "{w}: {s}");
+            // Overflow only below the whole module and the function's floor.
+            assert!(columns(&s) <= w.max(54), "{w}: {s}");
+            assert!(
+                s.contains("(libLLVM.so.19.1-rust-1.85.0-stable)"),
+                "{w}: {s}"
+            );
             assert!(
                 s.contains("::grow(") && s.contains("+0x69 (libL"),
                 "{w}: {s}"
@@ -661,7 +665,10 @@ mod tests {
             offset: 0x1234,
             ..Frame::default()
         };
-        assert_eq!(fit_frame(&f, 30), "[unknown] (libLLV…table+0x1234)");
+        assert_eq!(
+            fit_frame(&f, 30),
+            "[unknown] (libLLVM.so.19.1-rust-1.85.0-stable+0x1234)"
+        );
     }
 
     /// Odd text neither panics nor comes out wider than asked (text has no tail to keep).

@@ -205,6 +205,48 @@ fn estimate_note(sample_bytes: u64) -> String {
     }
 }
 
+/// A line of prose (totals, trust figures, what was probed) in `width` columns: broken after
+/// `; ` where it can, else after `, `, else after a space, the lines after the first indented
+/// by two. A word longer than the width stays whole. No limit: the line as it is. Ends with a
+/// newline.
+pub fn prose(line: &str, width: Option<usize>) -> String {
+    let line = line.trim_end_matches('\n');
+    let Some(width) = width.filter(|&w| crate::report::fit::columns(line) > w) else {
+        return format!("{line}\n");
+    };
+    let cols = crate::report::fit::columns;
+    let mut out = String::new();
+    let mut rest = line;
+    let mut indent = "";
+    while cols(indent) + cols(rest) > width {
+        let room = width.saturating_sub(cols(indent));
+        // The last break that leaves the piece within the room, preferring `; `, then `, `.
+        let fits = |i: &usize| cols(&rest[..*i]) <= room;
+        let at = ["; ", ", ", " "]
+            .iter()
+            .find_map(|sep| {
+                rest.match_indices(sep)
+                    .map(|(i, _)| i + sep.len())
+                    .filter(fits)
+                    .last()
+            })
+            // No break fits: the first word overflows alone.
+            .or_else(|| rest.find(' ').map(|i| i + 1));
+        let Some(at) = at.filter(|&a| a > 0) else {
+            break;
+        };
+        out.push_str(indent);
+        out.push_str(rest[..at].trim_end());
+        out.push('\n');
+        rest = &rest[at..];
+        indent = "  ";
+    }
+    out.push_str(indent);
+    out.push_str(rest);
+    out.push('\n');
+    out
+}
+
 /// The summary as Pympler prints one: `sites | # objects | total size` (or functions, stacks,
 /// sizes), the `top` largest rows, then a line with the totals and how far the figures can be
 /// trusted. Names are fitted to `width` (see the module's documentation).
@@ -221,14 +263,15 @@ pub fn summary_table(s: &Summary, top: usize, width: Option<usize>) -> String {
         .collect();
     let t = fitted_table(&[noun, "# objects", "total size"], 0, rows, width);
     let (objects, bytes) = s.total();
-    format!(
-        "{t}total: {objects} objects, {} live in {} {noun}{}; {}{}\n",
+    let total = format!(
+        "total: {objects} objects, {} live in {} {noun}{}; {}{}",
         format_size_compact(bytes),
         s.rows.len(),
         cut_note(s.rows.len().min(top), s.rows.len(), noun),
         trust(&s.counters),
         estimate_note(s.sample_bytes),
-    )
+    );
+    format!("{t}{}", prose(&total, width))
 }
 
 /// A diff as `SummaryTracker.print_diff()` prints one, with signed figures; names fitted to
@@ -286,11 +329,12 @@ pub fn mappings_table(rows: &[MapRow], top: usize, width: Option<usize>) -> Stri
         width,
     );
     let (regions, bytes) = map_totals(rows);
-    format!(
-        "\n{t}mmap total: {regions} regions, {} mapped by the program itself (anonymous mmap outside the allocator; not in the heap figures){}\n",
+    let total = format!(
+        "mmap total: {regions} regions, {} mapped by the program itself (anonymous mmap outside the allocator; not in the heap figures){}",
         format_size_compact(bytes),
         cut_note(rows.len().min(top), rows.len(), "sites"),
-    )
+    );
+    format!("\n{t}{}", prose(&total, width))
 }
 
 /// The process table that heads a report on several processes, largest first as given:
@@ -324,12 +368,13 @@ fn processes_table(
     let (objects, bytes) = rows
         .iter()
         .fold((0, 0), |a, r| (a.0 + r.objects, a.1 + r.bytes));
-    format!(
-        "{t}total: {objects} objects, {} live in {} processes{}; lost_events: {lost_events} (all processes)\n",
+    let total = format!(
+        "total: {objects} objects, {} live in {} processes{}; lost_events: {lost_events} (all processes)",
         format_size_compact(bytes),
         rows.len(),
         cut_note(rows.len().min(top), rows.len(), "processes"),
-    )
+    );
+    format!("{t}{}", prose(&total, width))
 }
 
 /// An age as people read one: `"850 ms"`, `"12.3 s"`, `"4.0 min"`, `"2.5 h"`.
@@ -670,25 +715,30 @@ pub fn leaks_table(r: &LeakReport, top: usize, width: Option<usize>) -> String {
             )
         })
         .collect();
-    out.push_str(&totals.join("; "));
-    out.push('\n');
+    out.push_str(&prose(&totals.join("; "), width));
     if r.facts.two_checks {
-        out.push_str(&format!(
-            "lost at this check only, reported if the next check finds them lost too: {} in {} blocks\n",
-            format_size_compact(r.unconfirmed.bytes),
-            r.unconfirmed.objects
+        out.push_str(&prose(
+            &format!(
+                "lost at this check only, reported if the next check finds them lost too: {} in {} blocks",
+                format_size_compact(r.unconfirmed.bytes),
+                r.unconfirmed.objects
+            ),
+            width,
         ));
     }
     let f = &r.facts;
-    out.push_str(&format!(
-        "check {}: paused {} ({} threads); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}\n",
-        f.check,
-        format_age(f.pause),
-        f.threads,
-        format_size_compact(f.scanned_bytes),
-        format_size_compact(f.unaccounted_root_bytes),
-        f.loader_blocks,
-        trust(&r.counters),
+    out.push_str(&prose(
+        &format!(
+            "check {}: paused {} ({} threads); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}",
+            f.check,
+            format_age(f.pause),
+            f.threads,
+            format_size_compact(f.scanned_bytes),
+            format_size_compact(f.unaccounted_root_bytes),
+            f.loader_blocks,
+            trust(&r.counters),
+        ),
+        width,
     ));
     // Each step holds the one before: the row's block, then its holder, up to a root.
     for row in r.rows.iter().take(top).filter(|r| !r.retention.is_empty()) {
@@ -765,7 +815,7 @@ impl<W: io::Write> TextPrinter<W> {
             View::Summary => {
                 let s = analysis::summarize(&p.heap, &o.filter, o.group_by);
                 let probed = match (&p.probed, probed) {
-                    (Some(pr), true) => format!("probed: {}\n", pr.allocator),
+                    (Some(pr), true) => prose(&format!("probed: {}", pr.allocator), width),
                     _ => String::new(),
                 };
                 summary_table(&s, o.top, width)
@@ -1113,6 +1163,23 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                             +-... 2 more roots (--max-roots)
 ";
         assert_eq!(referrers_text(&r, None), want);
+    }
+
+    #[test]
+    fn prose_breaks_at_semicolons_then_commas() {
+        let line = "total: 3 objects, 2.01 KB live in 2 sites; lost_events: 0; unknown_frees: 3";
+        assert_eq!(prose(line, None), format!("{line}\n"));
+        assert_eq!(prose(line, Some(200)), format!("{line}\n"));
+        assert_eq!(
+            prose(line, Some(45)),
+            "total: 3 objects, 2.01 KB live in 2 sites;\n  lost_events: 0; unknown_frees: 3\n"
+        );
+        assert_eq!(
+            prose(line, Some(30)),
+            "total: 3 objects,\n  2.01 KB live in 2 sites;\n  lost_events: 0;\n  unknown_frees: 3\n"
+        );
+        // A word longer than the width stays whole.
+        assert_eq!(prose("probed: x,y", Some(3)), "probed:\n  x,y\n");
     }
 
     #[test]
@@ -1547,7 +1614,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
             let roots = [root];
             let at120 = tree_text(&roots, 8, Some(120));
             let want = "\
-llvm::D…::grow(…)+0x69 (libLLV….18.1) [3, 24 B]-+-…iguration<…>>::fmt (…/config.rs:123) [2, 16 B]--main (a.c:9) [1, 8 B]
+llvm…::grow(…)+0x69 (libLLVM.so.18.1) [3, 24 B]-+-…iguration<…>>::fmt (…/config.rs:123) [2, 16 B]--main (a.c:9) [1, 8 B]
                                                 +-std::basic_ostream<…>& (a…::operator<< <…>(…) (…/ostream:611) [1, 8 B]
 ";
             assert_eq!(at120, want);
@@ -1556,7 +1623,7 @@ llvm::D…::grow(…)+0x69 (libLLV….18.1) [3, 24 B]-+-…iguration<…>>::fmt 
             // overflow.
             let at80 = tree_text(&roots, 8, Some(80));
             assert!(
-                at80.starts_with("…::grow(…)+0x69 (libLLV….18.1) [3, 24 B]-+-"),
+                at80.starts_with("…::grow(…)+0x69 (libLLVM.so.18.1) [3, 24 B]-+-"),
                 "{at80}"
             );
             // With one level, the root's name takes what the line leaves.
@@ -1581,7 +1648,7 @@ llvm::D…::grow(…)+0x69 (libLLV….18.1) [3, 24 B]-+-…iguration<…>>::fmt 
         fn referrers_fit() {
             let out = referrers_text(&ref_report(), Some(200));
             let want = "\
-0x2000 llvm::DenseMa…::grow(…)+0x69 (libLLV….18.1) [100 B]-+-0x1000 std::ba…::operator<< <…>(…) (…/ostream:611) [64 B]--thread 9 stack in …erConfiguration<…>>::fmt (…/config.rs:123) (interior pointer)
+0x2000 llvm::Dens…::grow(…)+0x69 (libLLVM.so.18.1) [100 B]-+-0x1000 std::ba…::operator<< <…>(…) (…/ostream:611) [64 B]--thread 9 stack in …erConfiguration<…>>::fmt (…/config.rs:123) (interior pointer)
                                                            +-thread 9 TLS (interior pointer)
 ";
             assert_eq!(out, want);
