@@ -10,8 +10,9 @@
 //!    `operator->`, `(anonymous namespace)`, `<lambda()>`, and Rust's `<impl Foo for Bar>` and
 //!    `<T as Trait>` stay whole (lists inside them still collapse); a name whose brackets do
 //!    not pair is left as it is;
-//! 2. if the collapsed function and the whole tail still do not fit: a module is never cut
-//!    (it says which library), so the function takes what it leaves; a file gives way first,
+//! 2. if the collapsed function and the whole tail still do not fit: a module stays whole (it
+//!    says which library) while the function can give way, down to 10 columns, and then keeps
+//!    its stem (`librustc_driver…cf.so`); a file gives way first,
 //!    the function keeping what its short form (`…/basename`) leaves, and at least three
 //!    fifths of the room, or all it needs if less, the file keeping as many trailing
 //!    directories as fit after `…` (`…/task/harness.rs`, at least `…/harness.rs`). The line
@@ -227,10 +228,27 @@ impl Tail<'_> {
             };
             cut_path(name, name_room.max(floor.min(MIN_PATH)))
         } else {
-            name.to_string()
+            cut_module(name, name_room)
         };
         format!("{before}{name}{after}")
     }
+}
+
+/// A module's name in `room` columns, as a last resort (the function is down to its floor):
+/// its stem (`librustc_driver`, up to the first `-` or `.`) stays, the middle gives way
+/// (`librustc_driver…cf.so`).
+fn cut_module(name: &str, room: usize) -> String {
+    if columns(name) <= room {
+        return name.to_string();
+    }
+    let stem = name.find(['-', '.']).unwrap_or(name.len());
+    let chars: Vec<char> = name.chars().collect();
+    let stem = name[..stem].chars().count();
+    let tail = room.saturating_sub(stem + 1).min(chars.len() - stem);
+    let mut out: String = chars[..stem].iter().collect();
+    out.push(ELLIPSIS);
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 /// A path in `room` columns: as many of its trailing components as fit after `…`
@@ -542,7 +560,7 @@ mod tests {
             "llvm::D…::grow(…)+0x69 (libLLVM.so.18.1)"
         );
         // At the floor: the last component, the offset, the module's ends.
-        assert_eq!(fit_frame(&f, 20), "…::grow(…)+0x69 (libLLVM.so.18.1)");
+        assert_eq!(fit_frame(&f, 20), "…::grow(…)+0x69 (libLLVM…)");
         // rustc's own LLVM has a long name: it stays whole, the function gives way.
         let f = symbol(LLVM_GROW, 0x69, "libLLVM.so.19.1-rust-1.85.0-stable");
         assert_eq!(
@@ -551,12 +569,16 @@ mod tests {
         );
         for w in MIN_NAME_WIDTH..300 {
             let s = fit_frame(&f, w);
-            // Overflow only below the whole module and the function's floor.
-            assert!(columns(&s) <= w.max(54), "{w}: {s}");
-            assert!(
-                s.contains("(libLLVM.so.19.1-rust-1.85.0-stable)"),
-                "{w}: {s}"
-            );
+            // Overflow only below the function's floor and the module's stem; the module
+            // whole wherever the function can give way instead.
+            assert!(columns(&s) <= w.max(26), "{w}: {s}");
+            assert!(s.contains("(libLLVM"), "{w}: {s}");
+            if w >= 53 {
+                assert!(
+                    s.contains("(libLLVM.so.19.1-rust-1.85.0-stable)"),
+                    "{w}: {s}"
+                );
+            }
             assert!(
                 s.contains("::grow(") && s.contains("+0x69 (libL"),
                 "{w}: {s}"
@@ -652,6 +674,15 @@ mod tests {
     }
 
     #[test]
+    fn a_module_keeps_its_stem() {
+        let m = "librustc_driver-6108105cd7e839cf.so";
+        assert_eq!(cut_module(m, 100), m);
+        assert_eq!(cut_module(m, 21), "librustc_driver…cf.so");
+        assert_eq!(cut_module(m, 5), "librustc_driver…");
+        assert_eq!(cut_module("libLLVM.so.22.1-rust", 12), "libLLVM…rust");
+    }
+
+    #[test]
     fn paths_and_modules_give_way_last() {
         assert_eq!(cut_path("/a/bb/ccc/harness.rs", 16), "…/ccc/harness.rs");
         assert_eq!(cut_path("/a/bb/ccc/harness.rs", 15), "…/harness.rs");
@@ -665,10 +696,7 @@ mod tests {
             offset: 0x1234,
             ..Frame::default()
         };
-        assert_eq!(
-            fit_frame(&f, 30),
-            "[unknown] (libLLVM.so.19.1-rust-1.85.0-stable+0x1234)"
-        );
+        assert_eq!(fit_frame(&f, 30), "[unknown] (libLLVM…ble+0x1234)");
     }
 
     /// Odd text neither panics nor comes out wider than asked (text has no tail to keep).
