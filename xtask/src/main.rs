@@ -291,7 +291,15 @@ fn main() -> anyhow::Result<()> {
                 .args(["--interval", "1", "--save", &snap_s, "--"])
                 .arg(&demo))?;
             println!("\n$ muppy-trace tree {snap_s} --site new_session\n");
-            run(Command::new(&bin).args(["tree", &snap_s, "--site", "new_session"]))
+            run(Command::new(&bin).args(["tree", &snap_s, "--site", "new_session"]))?;
+            // Live, but leaked? The sessions are held by a global cache: reachable, and why.
+            println!(
+                "\n$ sudo muppy-trace leaks --retention -- {}\n",
+                demo.display()
+            );
+            run(Command::new(&bin)
+                .args(["leaks", "--retention", "--"])
+                .arg(&demo))
         }
         Task::Bench {
             json,

@@ -377,6 +377,15 @@ fn processes_table(
     format!("{t}{}", prose(&total, width))
 }
 
+/// A pause: to the hundredth of a millisecond below 10 ms (`"0.21 ms"`), else as an age.
+fn format_pause(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format_age(d)
+    }
+}
+
 /// An age as people read one: `"850 ms"`, `"12.3 s"`, `"4.0 min"`, `"2.5 h"`.
 pub fn format_age(age: Duration) -> String {
     let secs = age.as_secs_f64();
@@ -731,7 +740,7 @@ pub fn leaks_table(r: &LeakReport, top: usize, width: Option<usize>) -> String {
         &format!(
             "check {}: paused {} ({} threads); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}",
             f.check,
-            format_age(f.pause),
+            format_pause(f.pause),
             f.threads,
             format_size_compact(f.scanned_bytes),
             format_size_compact(f.unaccounted_root_bytes),
