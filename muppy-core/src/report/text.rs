@@ -738,10 +738,11 @@ pub fn leaks_table(r: &LeakReport, top: usize, width: Option<usize>) -> String {
     let f = &r.facts;
     out.push_str(&prose(
         &format!(
-            "check {}: paused {} ({} threads); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}",
+            "check {}: paused {} ({} thread{}); scanned {}; heap memory from before tracing scanned as roots: {}; {} dynamic-loader blocks taken as reachable; {}",
             f.check,
             format_pause(f.pause),
             f.threads,
+            if f.threads == 1 { "" } else { "s" },
             format_size_compact(f.scanned_bytes),
             format_size_compact(f.unaccounted_root_bytes),
             f.loader_blocks,
