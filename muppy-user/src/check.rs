@@ -351,15 +351,17 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// The referrer tree of block `i`.
-    pub fn referrers(&self, i: usize, maxdepth: usize, max_roots: usize) -> RefTree {
-        let node = leaks::referrer_tree(
-            &self.input(),
-            u32::try_from(i).unwrap_or(u32::MAX),
-            maxdepth,
-            max_roots,
-        );
-        self.ref_tree(&node)
+    /// The referrer trees of blocks `selected`, grown together (one pass over the copy per
+    /// level, however many trees).
+    pub fn referrers(&self, selected: &[usize], maxdepth: usize, max_roots: usize) -> Vec<RefTree> {
+        let blocks: Vec<u32> = selected
+            .iter()
+            .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        leaks::referrer_trees(&self.input(), &blocks, maxdepth, max_roots)
+            .iter()
+            .map(|n| self.ref_tree(n))
+            .collect()
     }
 
     fn ref_tree(&self, n: &RefNode) -> RefTree {

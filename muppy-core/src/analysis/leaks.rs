@@ -965,62 +965,97 @@ struct FlatNode {
 /// [`referrers`] pass per level over the level's blocks (one more to tell whether the deepest
 /// have referrers), so it costs `O(maxdepth × memory)`; the tree nests `maxdepth` deep at most.
 pub fn referrer_tree(input: &Input, block: u32, maxdepth: usize, max_roots: usize) -> RefNode {
-    let mut nodes = vec![FlatNode {
-        block,
-        edges: Vec::new(),
-        cut: None,
-    }];
-    let mut shown: HashSet<u32> = HashSet::from([block]);
-    let mut frontier = vec![0usize];
+    referrer_trees(input, &[block], maxdepth, max_roots)
+        .pop()
+        .expect("one tree per block")
+}
+
+/// [`referrer_tree`] for each of `blocks`, grown together: each level is one [`referrers`]
+/// pass over every tree's blocks of that level, so many trees cost what one does.
+pub fn referrer_trees(
+    input: &Input,
+    blocks: &[u32],
+    maxdepth: usize,
+    max_roots: usize,
+) -> Vec<RefNode> {
+    /// One tree while it grows.
+    struct Growing {
+        nodes: Vec<FlatNode>,
+        shown: HashSet<u32>,
+        frontier: Vec<usize>,
+    }
+    let mut trees: Vec<Growing> = blocks
+        .iter()
+        .map(|&block| Growing {
+            nodes: vec![FlatNode {
+                block,
+                edges: Vec::new(),
+                cut: None,
+            }],
+            shown: HashSet::from([block]),
+            frontier: vec![0],
+        })
+        .collect();
     for depth in 0..=maxdepth {
-        if frontier.is_empty() {
+        let targets: Vec<u32> = trees
+            .iter()
+            .flat_map(|t| t.frontier.iter().map(|&f| t.nodes[f].block))
+            .collect();
+        if targets.is_empty() {
             break;
         }
-        let targets: Vec<u32> = frontier.iter().map(|&f| nodes[f].block).collect();
-        let refs = referrers(input, &targets);
-        let mut next = Vec::new();
-        for (&f, rs) in frontier.iter().zip(&refs) {
-            if rs.is_empty() {
-                continue;
-            }
-            if depth == maxdepth {
-                nodes[f].cut = Some(Cut::Depth);
-                continue;
-            }
-            let keep = rs.len().min(max_roots);
-            if keep < rs.len() {
-                nodes[f].cut = Some(Cut::MaxRoots {
-                    more: rs.len() - keep,
-                });
-            }
-            for r in &rs[..keep] {
-                let (at, interior) = (r.at, r.interior);
-                let edge = match r.from {
-                    From::Root(root) => FlatEdge::Root { root, at, interior },
-                    From::Block(b) if shown.insert(b) => {
-                        nodes.push(FlatNode {
+        let mut refs = referrers(input, &targets).into_iter();
+        for t in &mut trees {
+            let mut next = Vec::new();
+            for f in std::mem::take(&mut t.frontier) {
+                let rs = refs.next().unwrap_or_default();
+                if rs.is_empty() {
+                    continue;
+                }
+                if depth == maxdepth {
+                    t.nodes[f].cut = Some(Cut::Depth);
+                    continue;
+                }
+                let keep = rs.len().min(max_roots);
+                if keep < rs.len() {
+                    t.nodes[f].cut = Some(Cut::MaxRoots {
+                        more: rs.len() - keep,
+                    });
+                }
+                for r in &rs[..keep] {
+                    let (at, interior) = (r.at, r.interior);
+                    let edge = match r.from {
+                        From::Root(root) => FlatEdge::Root { root, at, interior },
+                        From::Block(b) if t.shown.insert(b) => {
+                            t.nodes.push(FlatNode {
+                                block: b,
+                                edges: Vec::new(),
+                                cut: None,
+                            });
+                            next.push(t.nodes.len() - 1);
+                            FlatEdge::Node {
+                                node: t.nodes.len() - 1,
+                                at,
+                                interior,
+                            }
+                        }
+                        From::Block(b) => FlatEdge::Seen {
                             block: b,
-                            edges: Vec::new(),
-                            cut: None,
-                        });
-                        next.push(nodes.len() - 1);
-                        FlatEdge::Node {
-                            node: nodes.len() - 1,
                             at,
                             interior,
-                        }
-                    }
-                    From::Block(b) => FlatEdge::Seen {
-                        block: b,
-                        at,
-                        interior,
-                    },
-                };
-                nodes[f].edges.push(edge);
+                        },
+                    };
+                    t.nodes[f].edges.push(edge);
+                }
             }
+            t.frontier = next;
         }
-        frontier = next;
     }
+    trees.into_iter().map(|t| nest(t.nodes)).collect()
+}
+
+/// A flat tree (each child made after its parent) nested, without recursion.
+fn nest(nodes: Vec<FlatNode>) -> RefNode {
     // A child is always made after its parent: build from the last node back.
     let mut built: Vec<Option<RefNode>> = Vec::with_capacity(nodes.len());
     built.resize_with(nodes.len(), || None);
@@ -1791,6 +1826,29 @@ mod tests {
             node.referrers[..],
             [RefEdge::Root { root: 0, .. }]
         ));
+    }
+
+    /// Trees grown together are the trees grown one by one.
+    #[test]
+    fn referrer_trees_together_are_each_tree() {
+        let mut m = Mem::new();
+        let (a, b, c, d) = (m.alloc(16), m.alloc(16), m.alloc(16), m.alloc(16));
+        m.global(0, a, 0);
+        m.link(a, 0, b, 0);
+        m.link(b, 0, a, 0);
+        m.link(c, 0, b, 8);
+        m.link(d, 0, c, 0);
+        m.seal();
+        let input = m.input();
+        for (depth, roots) in [(0, 10), (1, 10), (3, 1), (10, 10)] {
+            let blocks = [b, d, a, b, c];
+            let together = referrer_trees(&input, &blocks, depth, roots);
+            let apart: Vec<RefNode> = blocks
+                .iter()
+                .map(|&x| referrer_tree(&input, x, depth, roots))
+                .collect();
+            assert_eq!(together, apart, "depth {depth}, roots {roots}");
+        }
     }
 
     #[test]

@@ -297,11 +297,12 @@ impl Session<'_> {
         if selected.is_empty() {
             return self.note(Note::NoBlockSelected);
         }
-        let reports: Vec<RefReport> = selected
+        let reports: Vec<RefReport> = scan
+            .referrers(&selected, maxdepth, max_roots)
             .into_iter()
-            .map(|i| RefReport {
+            .map(|tree| RefReport {
                 pid: root,
-                tree: scan.referrers(i, maxdepth, max_roots),
+                tree,
                 facts,
             })
             .collect();
