@@ -132,6 +132,15 @@ fn sys(call: &'static str) -> impl FnOnce(Errno) -> TargetError {
 
 pub use muppy_core::model::Exit;
 
+/// A task's state letter from `/proc/TID/stat` (`R`, `S`, `Z`...), if it can be read. The
+/// command name before it is in parentheses and may hold any character: read after the last
+/// `)`.
+pub(crate) fn task_state(tid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].trim_start().chars().next()
+}
+
 /// Checks that `pid` is a live user-space process other than this one.
 pub fn check_pid(pid: u32) -> Result<(), TargetError> {
     if pid == std::process::id() {
@@ -141,11 +150,7 @@ pub fn check_pid(pid: u32) -> Result<(), TargetError> {
     if pid == 0 || !proc.join("stat").exists() {
         return Err(TargetError::NoSuchProcess { pid });
     }
-    let stat = fs::read_to_string(proc.join("stat")).unwrap_or_default();
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X')) {
+    if matches!(task_state(pid), Some('Z' | 'X')) {
         return Err(TargetError::Zombie { pid });
     }
     // Kernel threads have no mm: an empty maps file and no exe link.

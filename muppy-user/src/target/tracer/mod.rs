@@ -807,13 +807,10 @@ pub fn check_untraced(pid: u32) -> Result<(), TargetError> {
 
 /// Whether `tid` has ended (or is ending: ptrace cannot seize a zombie).
 fn ended(tid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
-        return true;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    matches!(state, None | Some('Z' | 'X'))
+    matches!(
+        u32::try_from(tid).ok().and_then(super::task_state),
+        None | Some('Z' | 'X')
+    )
 }
 
 fn list_tasks(pid: i32) -> Result<Vec<i32>, TargetError> {
