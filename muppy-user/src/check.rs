@@ -15,12 +15,7 @@
 //! loader allocated (DTV, dynamic TLS) are taken as reachable, as LeakSanitizer does; Valgrind
 //! reports the DTV of each thread as possibly lost (its pointer is into the block).
 
-use std::{
-    collections::{HashMap, HashSet},
-    fs,
-    ops::Range,
-    time::Duration,
-};
+use std::{collections::HashSet, fs, ops::Range, time::Duration};
 
 use muppy_core::{
     analysis::{
@@ -500,17 +495,9 @@ pub fn facts(
 
 /// Retention paths by block address, for the report.
 pub fn retention_by_addr<'s>(scan: &'s Scan, v: &'s Verdicts) -> impl Fn(u64) -> Vec<Step> + 's {
-    let index: HashMap<u64, u32> = scan
-        .blocks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (a, _))| Some((*a, u32::try_from(i).ok()?)))
-        .collect();
-    move |addr| {
-        index
-            .get(&addr)
-            .map(|&i| scan.retention(v, i))
-            .unwrap_or_default()
+    move |addr| match scan.block_at(addr) {
+        Ok(i) => scan.retention(v, u32::try_from(i).unwrap_or(u32::MAX)),
+        Err(_) => Vec::new(),
     }
 }
 
