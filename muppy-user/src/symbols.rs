@@ -176,25 +176,14 @@ pub struct MapsEntry {
 
 /// Parses the executable, file-backed lines of a `/proc/PID/maps` text.
 pub fn parse_maps(text: &str) -> Vec<MapsEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let range = f.next()?;
-            let perms = f.next()?;
-            let offset = f.next()?;
-            let _dev = f.next()?;
-            let _inode = f.next()?;
-            let path = f.collect::<Vec<_>>().join(" ");
-            if !perms.contains('x') || !path.starts_with('/') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(MapsEntry {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                offset: u64::from_str_radix(offset, 16).ok()?,
-                path: path.trim_end_matches(" (deleted)").to_string(),
-            })
+    crate::places::parse_mappings(text)
+        .into_iter()
+        .filter(|m| m.executable && m.is_file())
+        .map(|m| MapsEntry {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.name,
         })
         .collect()
 }
