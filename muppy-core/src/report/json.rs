@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Facts, Print, Probed, ProcView, ReportError, View, ViewOptions, process_rows};
 use crate::{
     analysis::{self, Diff, Key, LeakReport, Node, RefReport, RefTree, Referrer, Step, Summary},
-    model::{Counters, Exit, Identity, LeakKind, MapRow},
+    model::{Counters, Exit, Frame, Identity, LeakKind, MapRow, Place},
 };
 
 /// Whose a line or row is, when a report covers several processes.
@@ -444,10 +444,11 @@ pub struct LeakRowLine {
     pub retention: Vec<StepLine>,
 }
 
-/// One step of a retention path.
-#[derive(Debug, Serialize)]
-pub struct StepLine {
-    /// The block's address, `0x…` (absent for the root).
+/// What holds a pointer, in a retention path or a referrer tree: a block (its address, site
+/// and size), or a root (in words).
+#[derive(Debug, Default, Serialize)]
+pub struct HolderFields {
+    /// The block's address, `0x…`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
     /// The block's site.
@@ -456,35 +457,53 @@ pub struct StepLine {
     /// The block's size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// The root, in words (the last step).
+    /// The root, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
+}
+
+impl HolderFields {
+    fn block(addr: u64, site: &Frame, size: u64) -> Self {
+        HolderFields {
+            addr: Some(format!("{addr:#x}")),
+            site: Some(site.name().to_string()),
+            size: Some(size),
+            root: None,
+        }
+    }
+
+    fn root(place: &Place) -> Self {
+        HolderFields {
+            root: Some(place.describe()),
+            ..HolderFields::default()
+        }
+    }
+}
+
+/// One step of a retention path.
+#[derive(Debug, Serialize)]
+pub struct StepLine {
+    /// The block that holds the pointer, or the root (the last step).
+    #[serde(flatten)]
+    pub holder: HolderFields,
     /// The address of the pointing word.
     pub at: String,
 }
 
 impl StepLine {
     fn of(s: &Step) -> Self {
-        match s {
+        let (holder, at) = match s {
             Step::Block {
                 addr,
                 size,
                 site,
                 at,
-            } => StepLine {
-                addr: Some(format!("{addr:#x}")),
-                site: Some(site.name().to_string()),
-                size: Some(*size),
-                root: None,
-                at: format!("{at:#x}"),
-            },
-            Step::Root { place, at } => StepLine {
-                addr: None,
-                site: None,
-                size: None,
-                root: Some(place.describe()),
-                at: format!("{at:#x}"),
-            },
+            } => (HolderFields::block(*addr, site, *size), at),
+            Step::Root { place, at } => (HolderFields::root(place), at),
+        };
+        StepLine {
+            holder,
+            at: format!("{at:#x}"),
         }
     }
 }
@@ -532,18 +551,9 @@ pub struct LeaksLine {
 /// One node of a `referrers` tree: a block, or a root.
 #[derive(Debug, Serialize)]
 pub struct RefNodeLine {
-    /// The block's address, `0x…`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub addr: Option<String>,
-    /// The block's site.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
-    /// The block's size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// The root, in words.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub root: Option<String>,
+    /// The block, or the root.
+    #[serde(flatten)]
+    pub holder: HolderFields,
     /// A block shown higher in the tree already (a cycle), not expanded.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub seen: bool,
@@ -571,10 +581,7 @@ fn is_zero(n: &usize) -> bool {
 impl RefNodeLine {
     fn block(t: &RefTree, at: Option<u64>, interior: bool) -> Self {
         RefNodeLine {
-            addr: Some(format!("{:#x}", t.addr)),
-            site: Some(t.site.name().to_string()),
-            size: Some(t.size),
-            root: None,
+            holder: HolderFields::block(t.addr, &t.site, t.size),
             seen: false,
             at: at.map(|a| format!("{a:#x}")),
             interior,
@@ -585,12 +592,9 @@ impl RefNodeLine {
     }
 
     fn of(r: &Referrer) -> Self {
-        let bare = |at: u64, interior: bool| RefNodeLine {
-            addr: None,
-            site: None,
-            size: None,
-            root: None,
-            seen: false,
+        let leaf = |holder: HolderFields, seen: bool, at: u64, interior: bool| RefNodeLine {
+            holder,
+            seen,
             at: Some(format!("{at:#x}")),
             interior,
             referrers: None,
@@ -601,19 +605,18 @@ impl RefNodeLine {
             Referrer::Block { at, interior, tree } => {
                 RefNodeLine::block(tree, Some(*at), *interior)
             }
-            Referrer::Seen { addr, at, interior } => RefNodeLine {
-                addr: Some(format!("{addr:#x}")),
-                seen: true,
-                ..bare(*at, *interior)
-            },
+            Referrer::Seen { addr, at, interior } => {
+                let holder = HolderFields {
+                    addr: Some(format!("{addr:#x}")),
+                    ..HolderFields::default()
+                };
+                leaf(holder, true, *at, *interior)
+            }
             Referrer::Root {
                 place,
                 at,
                 interior,
-            } => RefNodeLine {
-                root: Some(place.describe()),
-                ..bare(*at, *interior)
-            },
+            } => leaf(HolderFields::root(place), false, *at, *interior),
         }
     }
 }
