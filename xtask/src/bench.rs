@@ -400,9 +400,8 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     figures["analysis"] = analysis;
 
     // Leak checks: a 1 GiB heap, the same under Valgrind, a lost list of a million nodes.
-    let bigheap = compile_c("tests/workloads/bigheap.c", "bench/bigheap")?;
     settle();
-    figures["leaks"] = crate::bench_leaks::bench(&trace, &bigheap)?;
+    figures["leaks"] = crate::bench_leaks::bench(&trace)?;
     if json {
         println!("{figures}");
     }

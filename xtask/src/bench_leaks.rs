@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::{output, root};
+use crate::{compile_c, output, root};
 
 /// `muppy-trace leaks -- bigheap ARGS`, bigheap exiting a while after it is ready: the check
 /// at its exit, as a JSON line.
@@ -97,7 +97,8 @@ fn valgrind_check(bigheap: &Path, args: &[&str]) -> anyhow::Result<Value> {
 }
 
 /// The leak-check figures.
-pub fn bench(trace: &Path, bigheap: &Path) -> anyhow::Result<Value> {
+pub fn bench(trace: &Path) -> anyhow::Result<Value> {
+    let bigheap = &compile_c("tests/workloads/bigheap.c", "bench/bigheap")?;
     // 1 GiB: a million blocks of 1 KiB, lists of 1000, one list in 100 dropped.
     let big = muppy_check(trace, bigheap, &["1000000", "1024", "1000", "100", "1"])?;
     let pause = big["pause_ms"].as_f64().unwrap_or(f64::NAN);

@@ -306,10 +306,7 @@ fn main() -> anyhow::Result<()> {
             leaks_only: true,
             ..
         } => {
-            let figures = bench_leaks::bench(
-                &build()?,
-                &compile_c("tests/workloads/bigheap.c", "bench/bigheap")?,
-            )?;
+            let figures = bench_leaks::bench(&build()?)?;
             if json {
                 println!("{}", serde_json::json!({ "leaks": figures }));
             }
