@@ -23,7 +23,8 @@
 //!                     unaccounted_root_bytes, loader_blocks, threads)
 //! ```
 //!
-//! Version 3 had no verdicts and no check. Version 2 stored each frame as its name (a string) and each trace's function; version 1
+//! Trace states: 0 off, 1 lost, 2 walked, 3-7 cut (copy, depth, signal, trampoline, no CFI;
+//! since version 5). Version 3 had no verdicts and no check. Version 2 stored each frame as its name (a string) and each trace's function; version 1
 //! was version 2 without the age resolution. Both still read: their names are parsed back into
 //! frames ([`Frame::from_name`]).
 //!
@@ -38,14 +39,14 @@ use std::{
 };
 
 use crate::model::{
-    Block, Blocks, CheckFacts, Counters, Frame, Heap, LeakKind, StackState, Trace, Verdict,
+    Block, Blocks, CheckFacts, Counters, Cut, Frame, Heap, LeakKind, StackState, Trace, Verdict,
 };
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
-/// The snapshot format version this muppy writes. It reads this one and versions 1 to 3
-/// (version 3 had no leak verdicts; 1 and 2 stored frames as names; version 1 had no age
+/// The snapshot format version this muppy writes. It reads this one and versions 1 to 4
+/// (version 4 had no cut stacks; version 3 had no leak verdicts; 1 and 2 stored frames as names; version 1 had no age
 /// resolution, its ages were exact).
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Why a snapshot could not be written or read.
@@ -180,12 +181,10 @@ impl Snapshot {
             .traces
             .iter()
             .map(|t| {
-                let state = match t.state {
-                    StackState::Off => 0,
-                    StackState::Lost => 1,
-                    StackState::Walked => 2,
-                };
-                (state, t.frames.iter().map(|f| frames.index(f)).collect())
+                (
+                    stack_state_code(t.state),
+                    t.frames.iter().map(|f| frames.index(f)).collect(),
+                )
             })
             .collect();
         let frames: Vec<[u64; 8]> = frames
@@ -440,11 +439,30 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A trace's state as stored (the cut reasons since version 5).
+fn stack_state_code(s: StackState) -> u64 {
+    match s {
+        StackState::Off => 0,
+        StackState::Lost => 1,
+        StackState::Walked => 2,
+        StackState::Cut(Cut::Copy) => 3,
+        StackState::Cut(Cut::Depth) => 4,
+        StackState::Cut(Cut::Signal) => 5,
+        StackState::Cut(Cut::Trampoline) => 6,
+        StackState::Cut(Cut::NoCfi) => 7,
+    }
+}
+
 fn stack_state(v: u64) -> Result<StackState, &'static str> {
     Ok(match v {
         0 => StackState::Off,
         1 => StackState::Lost,
         2 => StackState::Walked,
+        3 => StackState::Cut(Cut::Copy),
+        4 => StackState::Cut(Cut::Depth),
+        5 => StackState::Cut(Cut::Signal),
+        6 => StackState::Cut(Cut::Trampoline),
+        7 => StackState::Cut(Cut::NoCfi),
         _ => return Err("unknown stack state"),
     })
 }
@@ -736,7 +754,7 @@ mod tests {
                     .map(|f| strings.index(&f.name().to_string()))
                     .collect();
                 let function = strings.index(&t.site().function_name());
-                (t.state as u64, function, names)
+                (stack_state_code(t.state), function, names)
             })
             .collect();
         put(&mut p, strings.items.len() as u64);
@@ -827,6 +845,19 @@ mod tests {
     }
 
     #[test]
+    fn every_stack_state_is_stored_as_itself() {
+        use crate::model::Cut;
+        let cuts = [Cut::Copy, Cut::Depth, Cut::Signal, Cut::Trampoline, Cut::NoCfi];
+        let states = [StackState::Off, StackState::Lost, StackState::Walked]
+            .into_iter()
+            .chain(cuts.map(StackState::Cut));
+        for st in states {
+            assert_eq!(stack_state(stack_state_code(st)), Ok(st));
+        }
+        assert!(stack_state(8).is_err());
+    }
+
+    #[test]
     fn says_what_is_wrong() {
         let bytes = sample().encode();
         let msg = |b: &[u8]| {
@@ -838,11 +869,11 @@ mod tests {
             msg(b"hello world"),
             "s.muppy: not a muppy snapshot (save one with --save FILE)"
         );
-        let mut v5 = bytes.clone();
-        v5[8] = 5;
+        let mut v6 = bytes.clone();
+        v6[8] = 6;
         assert_eq!(
-            msg(&v5),
-            "s.muppy: snapshot format version 5; this muppy reads versions 1 to 4"
+            msg(&v6),
+            "s.muppy: snapshot format version 6; this muppy reads versions 1 to 5"
         );
         assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
         let mut flipped = bytes.clone();

@@ -5,15 +5,15 @@
 //! through it.
 
 use super::aggregate::{largest_first, per_trace};
-use crate::model::{Filter, Frame, Heap, LOST_STACK, StackState, Trace};
+use crate::model::{Filter, Frame, Heap, LOST_STACK, Trace};
 
 /// What a node stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Label {
     /// A frame of the call paths.
     Frame(Frame),
-    /// Where the frames above the site were lost.
-    StackLost,
+    /// Where a path that is not whole ends: its [`StackState::marker`].
+    End(&'static str),
     /// The one block a tree is rooted at.
     Block(u64),
 }
@@ -37,7 +37,7 @@ impl Node {
     fn new(label: Label) -> Self {
         let name = match &label {
             Label::Frame(f) => f.name().to_string(),
-            Label::StackLost => LOST_STACK.to_string(),
+            Label::End(marker) => (*marker).to_string(),
             Label::Block(addr) => format!("{addr:#x}"),
         };
         Node {
@@ -73,22 +73,20 @@ impl Node {
     }
 }
 
-/// A trace as empty nodes, innermost first, ending in [`Label::StackLost`] where it was lost.
+/// A trace as empty nodes, innermost first, ending in [`Label::End`] where it is not whole.
 fn path(t: &Trace) -> Vec<Node> {
     let mut v: Vec<Node> = t
         .frames
         .iter()
         .map(|f| Node::new(Label::Frame(f.clone())))
         .collect();
-    if t.state == StackState::Lost {
-        v.push(Node::new(Label::StackLost));
-    }
+    v.extend(t.state.marker().map(|m| Node::new(Label::End(m))));
     v
 }
 
 /// The trees of the blocks `filter` selects, one per allocation site, largest first.
 pub fn build(heap: &Heap, filter: &Filter) -> Vec<Node> {
-    let mut top = Node::new(Label::StackLost);
+    let mut top = Node::new(Label::End(LOST_STACK));
     for (t, tally) in per_trace(heap, filter).into_iter().enumerate() {
         if tally.is_empty() {
             continue;

@@ -4,7 +4,7 @@
 use std::{cmp::Ordering, collections::HashMap, hash::Hash};
 
 use super::aggregate::{largest_first, per_size, per_trace};
-use crate::model::{Counters, Filter, Frame, Heap, LOST_STACK};
+use crate::model::{Counters, Filter, Frame, Heap};
 
 /// What a summary's rows are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,12 +50,12 @@ pub enum Key {
     Site(Frame),
     /// A function.
     Function(String),
-    /// A call path, innermost first; `lost` where the frames above the site were lost.
+    /// A call path, innermost first, with what ends it where it is not whole.
     Stack {
         /// The frames.
         frames: Vec<Frame>,
-        /// The stack could not be stored: only the site is known.
-        lost: bool,
+        /// [`crate::model::StackState::marker`]: why the frames stop short, if they do.
+        end: Option<&'static str>,
     },
     /// A block size.
     Size(u64),
@@ -63,16 +63,14 @@ pub enum Key {
 
 impl Key {
     /// The names a row shows for the key: one, or a stack's frames innermost first (and
-    /// [`LOST_STACK`] where the stack was lost).
+    /// the marker of a stack that is not whole).
     pub fn names(&self) -> Vec<String> {
         match self {
             Key::Site(f) => vec![f.name().to_string()],
             Key::Function(s) => vec![s.clone()],
-            Key::Stack { frames, lost } => {
+            Key::Stack { frames, end } => {
                 let mut v: Vec<String> = frames.iter().map(|f| f.name().to_string()).collect();
-                if *lost {
-                    v.push(LOST_STACK.to_string());
-                }
+                v.extend(end.map(str::to_string));
                 v
             }
             Key::Size(n) => vec![format!("{n} B")],
@@ -220,7 +218,7 @@ pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
                     GroupBy::Function => Key::Function(trace.site().function_name()),
                     GroupBy::Stack => Key::Stack {
                         frames: trace.frames.clone(),
-                        lost: trace.state == crate::model::StackState::Lost,
+                        end: trace.state.marker(),
                     },
                     GroupBy::Size => unreachable!("sizes are added up per block"),
                 };

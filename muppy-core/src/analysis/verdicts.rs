@@ -8,7 +8,7 @@ use super::{
     aggregate::largest_first,
     summary::{GroupBy, Key},
 };
-use crate::model::{CheckFacts, Counters, Filter, Frame, Heap, LeakKind, Place, StackState};
+use crate::model::{CheckFacts, Counters, Filter, Frame, Heap, LeakKind, Place};
 
 /// One step of a retention path: why a block is not freed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn leak_report(
         GroupBy::Function => Key::Function(t.site().function_name()),
         GroupBy::Stack => Key::Stack {
             frames: t.frames.clone(),
-            lost: t.state == StackState::Lost,
+            end: t.state.marker(),
         },
         _ => Key::Site(t.site().clone()),
     };

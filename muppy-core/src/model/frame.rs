@@ -126,11 +126,48 @@ impl fmt::Display for FrameName<'_> {
 pub enum StackState {
     /// Stack collection was off: the path is the site alone.
     Off,
-    /// The stack could not be stored: the path is the site alone, and the summary's
+    /// The stack could not be stored or sent: the path is the site alone, and the summary's
     /// `lost_stacks` counts it.
     Lost,
-    /// Every frame the stack walk reached.
+    /// Every frame up to the outermost one.
     Walked,
+    /// The frames up to where the walk had to stop, for the reason given: the path is true
+    /// as far as it goes, and says that it goes no further.
+    Cut(Cut),
+}
+
+/// Why a stack walk stopped before the outermost frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cut {
+    /// The stack was deeper than the bytes copied at the allocation (`--stack-bytes`): the
+    /// innermost frames are kept.
+    Copy,
+    /// The walk reached its frame limit.
+    Depth,
+    /// The next frame is a signal handler's return into the kernel's signal frame.
+    Signal,
+    /// The next return address is the kernel's uretprobe trampoline (`[uprobes]`), which
+    /// stands in for a probed function's real return address.
+    Trampoline,
+    /// The next frame is in code with no unwind information (no `.eh_frame` entry, or no
+    /// file: generated code).
+    NoCfi,
+}
+
+impl StackState {
+    /// What a printed stack shows after its frames: why it ends there, for every stack that
+    /// is not whole (so that a cut or missing stack never passes for a short one).
+    pub fn marker(self) -> Option<&'static str> {
+        match self {
+            StackState::Off | StackState::Walked => None,
+            StackState::Lost => Some(LOST_STACK),
+            StackState::Cut(Cut::Copy) => Some("[stack deeper than the copy]"),
+            StackState::Cut(Cut::Depth) => Some("[frame limit reached]"),
+            StackState::Cut(Cut::Signal) => Some("[signal frame]"),
+            StackState::Cut(Cut::Trampoline) => Some("[uprobes trampoline]"),
+            StackState::Cut(Cut::NoCfi) => Some("[no unwind info]"),
+        }
+    }
 }
 
 /// Stands in for the frames above the site when the stack was lost.
@@ -151,13 +188,11 @@ impl Trace {
         &self.frames[0]
     }
 
-    /// The frames' names, with [`LOST_STACK`] after them where the stack was lost, so that a
-    /// missing stack never passes for a short one.
+    /// The frames' names, with the state's [`StackState::marker`] after them where the stack
+    /// is not whole, so that a missing or cut stack never passes for a short one.
     pub fn stack_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.frames.iter().map(|f| f.name().to_string()).collect();
-        if self.state == StackState::Lost {
-            v.push(LOST_STACK.to_string());
-        }
+        v.extend(self.state.marker().map(str::to_string));
         v
     }
 }

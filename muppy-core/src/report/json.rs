@@ -1035,7 +1035,7 @@ mod tests {
             rows: vec![DiffRow {
                 key: Key::Stack {
                     frames: vec![Frame::from_name("a"), Frame::from_name("main")],
-                    lost: false,
+                    end: None,
                 },
                 objects: -1,
                 bytes: -10,

@@ -23,7 +23,7 @@ use crate::{
         self, Diff, Key, Label, LeakReport, LeakRow, Node, Object, RefReport, RefTree, Referrer,
         Step, Summary,
     },
-    model::{Counters, Frame, Identity, LOST_STACK, LeakKind, MapRow, Place, Trace},
+    model::{Counters, Frame, Identity, LeakKind, MapRow, Place, Trace},
 };
 
 const UNITS: [&str; 7] = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
@@ -91,16 +91,14 @@ fn cut_note(shown: usize, all: usize, noun: &str) -> String {
 }
 
 /// A row key's names, as [`Key::names`] gives them but kept structured: one, or a stack's
-/// frames innermost first (and [`LOST_STACK`] where the stack was lost).
+/// frames innermost first (and the marker of a stack that is not whole).
 fn key_names(k: &Key) -> Vec<Name<'_>> {
     match k {
         Key::Site(f) => vec![Name::Frame(f)],
         Key::Function(s) => vec![Name::Text(s.clone())],
-        Key::Stack { frames, lost } => {
+        Key::Stack { frames, end } => {
             let mut v: Vec<Name> = frames.iter().map(Name::Frame).collect();
-            if *lost {
-                v.push(Name::Text(LOST_STACK.to_string()));
-            }
+            v.extend(end.map(|m| Name::Text(m.to_string())));
             v
         }
         Key::Size(_) => k.names().into_iter().map(Name::Text).collect(),
@@ -464,7 +462,7 @@ impl<'a> Labeled<'a> {
             before: String::new(),
             name: match &n.label {
                 Label::Frame(f) => Name::Frame(f),
-                Label::StackLost | Label::Block(_) => Name::Text(n.name.clone()),
+                Label::End(_) | Label::Block(_) => Name::Text(n.name.clone()),
             },
             after: format!(" [{}, {}]", n.objects, format_size_compact(n.bytes)),
             children: n.children.iter().map(Labeled::of_node).collect(),
@@ -1331,7 +1329,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                 rows: vec![DiffRow {
                     key: Key::Stack {
                         frames: vec![grow(), rust_fmt()],
-                        lost: true,
+                        end: Some(crate::model::LOST_STACK),
                     },
                     objects: 3,
                     bytes: 4096,
@@ -1488,7 +1486,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                     rust_fmt(),
                     Frame::from_name("main (a.c:9)"),
                 ],
-                lost: true,
+                end: Some(crate::model::LOST_STACK),
             };
             let s = Summary::from_figures(
                 1,
