@@ -12,17 +12,73 @@ pub mod names;
 /// so that a random index gives an exponentially distributed gap between samples.
 pub const INTERVALS: u32 = 4096;
 
-/// [`Event::stack`] when the event has no stack: stacks are off, or the stack was lost
-/// ([`STACK_LOST`] says which).
-pub const NO_STACK: u32 = u32::MAX;
-/// [`Event::flags`] bit: the stack in the map starts with the caller frame itself (the
-/// fallback form). Without it, the map holds the frames *above* the caller, and the caller is
-/// [`Event::caller`].
-pub const STACK_HAS_CALLER: u32 = 1;
-/// [`Event::flags`] bit: stacks were on, but neither form of this allocation's stack could be
-/// stored (the stack map was full or both its buckets were taken). Counted as
-/// [`Drop::StackLost`].
+/// [`Event::flags`] bit: stacks were on, but this allocation's stack could not be sent (the
+/// ring had no room for the larger record); the event itself, with its exact site, was sent
+/// alone. Counted as [`Drop::StackLost`].
 pub const STACK_LOST: u32 = 2;
+/// [`Event::flags`] bit: the record goes on with [`Event::stack`] return addresses (`u64`) of
+/// the kernel's frame-pointer walk, the caller's own first.
+pub const STACK_FRAMES: u32 = 4;
+/// [`Event::flags`] bit: the record goes on with a [`StackCopy`], then [`Event::stack`] pages
+/// of the user stack, from the page that holds [`StackCopy::sp`] upwards.
+pub const STACK_COPY: u32 = 8;
+/// [`Event::flags`] bit with [`STACK_FRAMES`]: the walk filled the record's
+/// [`MAX_FP_FRAMES`], so the stack may go on above.
+pub const STACK_FULL: u32 = 16;
+
+/// Return addresses a frame-pointer stack carries at most: the kernel's default
+/// `perf_event_max_stack`.
+pub const MAX_FP_FRAMES: usize = 127;
+/// The size of the pages a [`StackCopy`] is read in: copies start at the page that holds the
+/// stack pointer so that every read is a whole page at a fixed offset (the verifier proves
+/// those in bounds), and a read past the top of a thread's stack mapping fails on a page
+/// boundary, losing nothing below it.
+pub const STACK_PAGE: usize = 4096;
+
+/// What follows an [`Event`] flagged [`STACK_COPY`]: the registers the unwinder starts from
+/// (the instruction pointer is [`Event::caller`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackCopy {
+    /// The caller's stack pointer at the allocator's return.
+    pub sp: u64,
+    /// The caller's frame pointer register (any value where the code keeps none).
+    pub bp: u64,
+}
+
+/// Size of [`StackCopy`] in bytes, for decoding.
+pub const STACK_COPY_SIZE: usize = core::mem::size_of::<StackCopy>();
+
+/// How allocations' stacks are taken (`--unwind`), the probes' `STACK_MODE`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackMode {
+    /// No stacks: the exact site alone.
+    Off = 0,
+    /// The kernel's frame-pointer walk.
+    Fp = 1,
+    /// A copy of the user stack, unwound in user space with the modules' call frame
+    /// information.
+    Dwarf = 2,
+    /// [`StackMode::Fp`] where the caller's code is in [`names::map::FP_CODE`] (modules that
+    /// keep frame pointers), else [`StackMode::Dwarf`].
+    Auto = 3,
+}
+
+/// Code ranges of one process kept in [`names::map::FP_CODE`]: at most this many.
+pub const MAX_CODE_RANGES: usize = 32;
+
+/// A process's executable mappings of modules that keep frame pointers, `[start, end)`: with
+/// [`StackMode::Auto`], an allocation whose caller is in one gets the kernel's frame-pointer
+/// walk, any other a [`StackCopy`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeRanges {
+    /// Ranges in use.
+    pub n: u64,
+    /// The ranges.
+    pub ranges: [[u64; 2]; MAX_CODE_RANGES],
+}
 
 /// The allocator entry points muppy probes.
 ///
@@ -211,9 +267,10 @@ pub struct Event {
     /// decoded. The probes write the kernel's tick count instead where user space asked for
     /// it (`TICKS` in muppy-ebpf; the ring reader converts). 0 for frees.
     pub ts_ns: u64,
-    /// Allocations: the id of the user stack in the stack map, or [`NO_STACK`].
+    /// Allocations: with [`STACK_FRAMES`], the return addresses that follow; with
+    /// [`STACK_COPY`], the pages of stack that follow. Otherwise 0.
     pub stack: u32,
-    /// [`STACK_HAS_CALLER`], [`STACK_LOST`].
+    /// [`STACK_LOST`], [`STACK_FRAMES`], [`STACK_COPY`], [`STACK_FULL`].
     pub flags: u32,
 }
 
@@ -324,8 +381,9 @@ pub enum Drop {
     /// An allocator call was entered and its return never seen (its record went stale): an
     /// allocation missed.
     EntryWithoutReturn = 3,
-    /// An allocation was recorded without its stack: the stack map had no room for it. The
-    /// allocation itself and its site are exact; only its call path is missing.
+    /// An allocation was recorded without its stack: the ring had no room for the record
+    /// with the stack. The allocation itself and its site are exact; only its call path is
+    /// missing.
     StackLost = 4,
     /// Sampling: a sampled block could not be remembered (the sampled set was full), so it was
     /// not recorded either: an allocation missed.
@@ -350,7 +408,7 @@ impl Drop {
             Drop::InflightFull => "too many threads were inside allocator calls at once",
             Drop::ReturnWithoutEntry => "a return without its entry (calls under way at attach)",
             Drop::EntryWithoutReturn => "an entry whose return was never seen",
-            Drop::StackLost => "the stack map was full (try a larger --stack-entries)",
+            Drop::StackLost => "the ring had no room for the stack (try a larger --ring-mb)",
             Drop::SampledFull => "the set of sampled blocks was full",
         }
     }
@@ -397,6 +455,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::MapEvent {}
     unsafe impl aya::Pod for super::MapCall {}
+    unsafe impl aya::Pod for super::CodeRanges {}
 }
 
 const _: () = {
@@ -410,3 +469,4 @@ const _: () = assert!(core::mem::size_of::<Event>() == 6 * 4 + 6 * 8);
 const _: () = assert!(core::mem::size_of::<FreeEvent>() == 2 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 4 * 8);
 const _: () = assert!(core::mem::size_of::<MapEvent>() == 4 * 4 + 6 * 8);
+const _: () = assert!(core::mem::size_of::<CodeRanges>() == 8 + MAX_CODE_RANGES * 16);

@@ -18,9 +18,9 @@ pub mod map {
     pub const INFLIGHT: &str = "INFLIGHT";
     /// The count of calls in flight in [`INFLIGHT`].
     pub const FALLBACKS: &str = "FALLBACKS";
-    /// The kernel stack map (`BPF_MAP_TYPE_STACK_TRACE`) that an allocation's stack id
-    /// indexes.
-    pub const STACKS: &str = "STACKS";
+    /// Per process (tgid), the code of modules that keep frame pointers
+    /// ([`crate::CodeRanges`]), where `--unwind auto` walks them rather than copy the stack.
+    pub const FP_CODE: &str = "FP_CODE";
     /// Per-CPU counters of events that could not be delivered, by [`crate::Drop`] reason.
     pub const DROPS: &str = "DROPS";
     /// Per-CPU count of submits since the CPU last woke the reader.
@@ -52,7 +52,7 @@ pub mod map {
         SLOTS,
         INFLIGHT,
         FALLBACKS,
-        STACKS,
+        FP_CODE,
         DROPS,
         SUBMITS,
         SAMPLED,
@@ -105,12 +105,15 @@ pub mod global {
 
     /// Entries of the [`SLOTS`](super::map::SLOTS) map - 1.
     pub const SLOT_MASK: GlobalName<u32> = GlobalName::new("SLOT_MASK");
-    /// Every this many submits on one CPU, a submit wakes the reader.
+    /// Every this many bytes submitted on one CPU, a submit wakes the reader.
     pub const WAKEUP_EVERY: GlobalName<u64> = GlobalName::new("WAKEUP_EVERY");
     /// Non-zero: sample allocations byte-weighted.
     pub const SAMPLING: GlobalName<u32> = GlobalName::new("SAMPLING");
-    /// Non-zero: record a user stack with every allocation.
-    pub const WANT_STACKS: GlobalName<u32> = GlobalName::new("WANT_STACKS");
+    /// How allocations' stacks are taken: a [`crate::StackMode`].
+    pub const STACK_MODE: GlobalName<u32> = GlobalName::new("STACK_MODE");
+    /// Pages of user stack a [`crate::StackCopy`] carries (from the one that holds the stack
+    /// pointer): 2, 3, 5 or 9, for `--stack-bytes` 4, 8, 16 or 32 KiB above it.
+    pub const STACK_PAGES: GlobalName<u32> = GlobalName::new("STACK_PAGES");
     /// The tracer's own process, whose allocations are never recorded.
     pub const TRACER_TGID: GlobalName<u32> = GlobalName::new("TRACER_TGID");
     /// Non-zero: stamp events with the kernel's tick count instead of ns.
@@ -121,11 +124,12 @@ pub mod global {
     pub const MAP_ALL: GlobalName<u32> = GlobalName::new("MAP_ALL");
 
     /// Every global: name and size in bytes.
-    pub const ALL: [(&str, usize); 8] = [
+    pub const ALL: [(&str, usize); 9] = [
         SLOT_MASK.erased(),
         WAKEUP_EVERY.erased(),
         SAMPLING.erased(),
-        WANT_STACKS.erased(),
+        STACK_MODE.erased(),
+        STACK_PAGES.erased(),
         TRACER_TGID.erased(),
         TICKS.erased(),
         PAGE_SIZE.erased(),

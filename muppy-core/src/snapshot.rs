@@ -847,7 +847,13 @@ mod tests {
     #[test]
     fn every_stack_state_is_stored_as_itself() {
         use crate::model::Cut;
-        let cuts = [Cut::Copy, Cut::Depth, Cut::Signal, Cut::Trampoline, Cut::NoCfi];
+        let cuts = [
+            Cut::Copy,
+            Cut::Depth,
+            Cut::Signal,
+            Cut::Trampoline,
+            Cut::NoCfi,
+        ];
         let states = [StackState::Off, StackState::Lost, StackState::Walked]
             .into_iter()
             .chain(cuts.map(StackState::Cut));

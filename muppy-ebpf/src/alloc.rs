@@ -2,22 +2,20 @@
 //! the thread's in-flight record, and the return sends the block with its site and stack.
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+    programs::{ProbeContext, RetProbeContext},
 };
-use muppy_common::{
-    AllocFn, Drop, Event, EventKind, InFlight, NO_STACK, STACK_HAS_CALLER, STACK_LOST,
-};
+use muppy_common::{AllocFn, Drop, Event, EventKind, InFlight};
 
 use crate::{
     arch::{return_ip, stack_pointer},
     emit::{count_drop, emit, timestamp},
     free::{emit_free, free_caller},
     inflight::{begin_call, end_call, in_flight, load_owner, nested_in},
-    maps::{PAGE_SIZE, SAMPLING, STACKS, WANT_STACKS},
+    maps::{PAGE_SIZE, SAMPLING},
     sampling::{sample_event, take_sample},
     scope::is_tracer,
+    stack::send_alloc,
 };
 
 #[inline(always)]
@@ -151,7 +149,7 @@ pub fn on_alloc_exit(ctx: &RetProbeContext) {
         caller,
         reserved: 0,
         ts_ns: timestamp(),
-        stack: NO_STACK,
+        stack: 0,
         flags: 0,
     };
     match func {
@@ -190,35 +188,9 @@ pub fn on_alloc_exit(ctx: &RetProbeContext) {
     if SAMPLING.load() != 0 && !sample_event(&mut ev, rec.sampled != 0) {
         return;
     }
-    if ev.kind != EventKind::Free as u32 && WANT_STACKS.load() != 0 {
-        (ev.stack, ev.flags) = user_stack(ctx);
+    if ev.kind == EventKind::Free as u32 {
+        emit(ev);
+    } else {
+        send_alloc(ctx, ev);
     }
-    emit(ev);
-}
-
-/// The allocation's user stack, taken at the allocator's return: the probe sees the caller's
-/// registers with the instruction pointer at the return address, so the frame-pointer walk
-/// starts at the caller itself (exact even if the caller keeps no frame pointer) and goes on
-/// through its callers.
-///
-/// The stack map stores one stack per hash bucket and refuses a different stack whose hash
-/// lands on a taken bucket. The first try skips the caller frame, which the event carries
-/// anyway (sites calling the allocator from one function share the entry); a refused stack is
-/// tried again whole, which hashes to another bucket. Only if both are refused is the stack
-/// lost, and that is counted, never guessed.
-#[inline(always)]
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "stack ids are below the stack map's size, a u32"
-)]
-fn user_stack(ctx: &RetProbeContext) -> (u32, u32) {
-    let skip_caller = 1;
-    if let Ok(id) = ctx.get_stackid(&STACKS, (BPF_F_USER_STACK | skip_caller).into()) {
-        return (id as u32, 0);
-    }
-    if let Ok(id) = ctx.get_stackid(&STACKS, BPF_F_USER_STACK.into()) {
-        return (id as u32, STACK_HAS_CALLER);
-    }
-    count_drop(Drop::StackLost);
-    (NO_STACK, STACK_LOST)
 }

@@ -4,6 +4,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    maps::ring_buf::RingBufEntry,
 };
 use muppy_common::Drop;
 
@@ -37,17 +38,18 @@ pub fn count_drops(reason: Drop, n: u64) {
     }
 }
 
-/// Whether this submit wakes the reader: every `WAKEUP_EVERY`th event on this CPU does (a
-/// per-CPU count costs less than asking the ring how full it is, which reads a position the
-/// reader writes). Between wake-ups the reader polls.
+/// Whether a submit of `bytes` wakes the reader: the one that takes this CPU past
+/// `WAKEUP_EVERY` bytes since its last wake-up does (a per-CPU count costs less than asking
+/// the ring how full it is, which reads a position the reader writes). Between wake-ups the
+/// reader polls.
 #[inline(always)]
-fn wakeup_flag() -> u32 {
+fn wakeup_flag(bytes: u64) -> u32 {
     let Some(n) = SUBMITS.get_ptr_mut(0) else {
         return BPF_RB_FORCE_WAKEUP;
     };
     // SAFETY: this CPU's slot; programs do not preempt each other on one CPU.
     let n = unsafe { &mut *n };
-    *n += 1;
+    *n += bytes;
     if *n >= WAKEUP_EVERY.load() {
         *n = 0;
         BPF_RB_FORCE_WAKEUP
@@ -70,10 +72,18 @@ pub fn send<T: 'static>(ev: T, wake: bool) {
         return;
     };
     entry.write(ev);
-    let flags = if wake {
-        BPF_RB_FORCE_WAKEUP
+    if wake {
+        entry.submit(BPF_RB_FORCE_WAKEUP.into());
     } else {
-        wakeup_flag()
-    };
-    entry.submit(flags.into());
+        submit(entry);
+    }
+}
+
+/// Submits a record reserved and written in place, waking the reader when [`wakeup_flag`]
+/// says.
+#[inline(always)]
+pub fn submit<T: 'static>(entry: RingBufEntry<T>) {
+    // The ring's own 8-byte header counts too.
+    let bytes = core::mem::size_of::<T>() as u64 + 8;
+    entry.submit(wakeup_flag(bytes).into());
 }

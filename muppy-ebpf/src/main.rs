@@ -34,6 +34,7 @@ mod mmap;
 mod proc;
 mod sampling;
 mod scope;
+mod stack;
 
 use aya_ebpf::{
     EbpfContext,

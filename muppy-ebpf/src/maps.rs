@@ -5,9 +5,9 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use muppy_common::{DROP_KINDS, INTERVALS, InFlight, MapCall};
+use muppy_common::{CodeRanges, DROP_KINDS, INTERVALS, InFlight, MapCall};
 
 /// Events to user space. Sized by user space (`--ring-mb`) before load.
 #[map]
@@ -35,20 +35,24 @@ pub static INFLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16
 #[map]
 pub static FALLBACKS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// User stacks of allocations. Sized by user space.
+/// Per process (tgid), the code of its modules that keep frame pointers, where
+/// [`muppy_common::StackMode::Auto`] walks them instead of copying the stack. Written by user
+/// space.
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub static FP_CODE: HashMap<u32, CodeRanges> = HashMap::with_max_entries(1024, 0);
 
 /// Events that could not be delivered, per [`muppy_common::Drop`] reason.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 
-/// Every this many submits on one CPU, a submit wakes the reader; between them the reader
-/// polls. Waking on every event costs ≈1.5 µs per call. Set by user space.
+/// Every this many bytes submitted on one CPU, a submit wakes the reader; between them the
+/// reader polls. Waking on every event costs ≈1.5 µs per call; counting bytes, not records,
+/// keeps a stream of large records (stack copies) from filling the ring before a wake-up.
+/// Set by user space.
 #[unsafe(no_mangle)]
-pub static WAKEUP_EVERY: Global<u64> = Global::new(1024);
+pub static WAKEUP_EVERY: Global<u64> = Global::new(1 << 16);
 
-/// Submits per CPU since this CPU last woke the reader.
+/// Bytes submitted per CPU since this CPU last woke the reader.
 #[map]
 pub static SUBMITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -71,9 +75,13 @@ pub static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 pub static SAMPLING: Global<u32> = Global::new(0);
 
-/// Non-zero: record a user stack with every allocation.
+/// How allocations' stacks are taken: a [`muppy_common::StackMode`].
 #[unsafe(no_mangle)]
-pub static WANT_STACKS: Global<u32> = Global::new(1);
+pub static STACK_MODE: Global<u32> = Global::new(1);
+
+/// Pages of user stack a stack copy carries: 2, 3, 5 or 9.
+#[unsafe(no_mangle)]
+pub static STACK_PAGES: Global<u32> = Global::new(3);
 
 /// muppy-trace's own process: probes placed on every process (`--all`) must not record the
 /// tracer's allocations, which reading events makes.

@@ -27,3 +27,4 @@ pub mod stacks;
 pub mod symbols;
 pub mod table;
 pub mod target;
+pub mod unwind;

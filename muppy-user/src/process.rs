@@ -120,7 +120,7 @@ impl Process {
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
     /// paths that appeared, while the process is still there to ask about libraries it loaded
     /// since (mapped files stay open afterwards, so names made later still resolve).
-    pub fn settle(&mut self, stacks: &mut StackReader) {
+    pub fn settle(&mut self, stacks: &StackReader) {
         // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
         self.table
             .prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));

@@ -21,7 +21,7 @@ use std::{
 
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::{event::Event, ring::Ring};
+use crate::{event::Event, ring::Ring, stacks::StackDecoder};
 
 /// Events queued between the thread and the session at most (≈70 MiB). Past it the thread
 /// stops emptying the ring until the session catches up, so a session that cannot keep up on
@@ -95,8 +95,8 @@ fn make_realtime() -> bool {
 }
 
 impl Pump {
-    /// Starts the reader thread over `ring`.
-    pub fn start(mut ring: Ring) -> io::Result<Pump> {
+    /// Starts the reader thread over `ring`, its stacks interned by `stacks`.
+    pub fn start(mut ring: Ring, mut stacks: StackDecoder) -> io::Result<Pump> {
         let notify = eventfd()?;
         let notify_tx = notify.try_clone()?;
         let control = Arc::new(eventfd()?);
@@ -112,7 +112,7 @@ impl Pump {
             .name("muppy-ring".into())
             .spawn(move || {
                 let _ = rt_tx.send(make_realtime());
-                run(&mut ring, &ctl, &sh, &tx, &notify_tx);
+                run(&mut ring, &mut stacks, &ctl, &sh, &tx, &notify_tx);
             })?;
         let realtime = rt_rx.recv().unwrap_or(false);
         // SAFETY: the AsyncFd owns the eventfd, so it stays open while registered.
@@ -179,6 +179,7 @@ impl Drop for Pump {
 /// The thread's loop: sleep until woken, empty the ring, send what it held.
 fn run(
     ring: &mut Ring,
+    stacks: &mut StackDecoder,
     control: &OwnedFd,
     shared: &Shared,
     tx: &mpsc::Sender<Msg>,
@@ -210,7 +211,8 @@ fn run(
         let must = asked > answered;
         if must || shared.queued.load(Ordering::Relaxed) < MAX_QUEUED {
             let mut batch = Vec::new();
-            ring.drain(|ev| batch.push(ev));
+            stacks.heed();
+            ring.drain(stacks, |ev| batch.push(ev));
             if !batch.is_empty() {
                 shared.queued.fetch_add(batch.len(), Ordering::Relaxed);
                 if tx.send(Msg::Events(batch)).is_err() {

@@ -19,13 +19,15 @@ use std::{
 
 use aya::maps::MapData;
 use muppy_common::{
-    AllocFn, EVENT_SIZE, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent, NO_STACK,
-    ProcEvent, STACK_HAS_CALLER, STACK_LOST,
+    AllocFn, EVENT_SIZE, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
+    ProcEvent, STACK_COPY, STACK_COPY_SIZE, STACK_FRAMES, STACK_FULL, STACK_LOST, STACK_PAGE,
+    StackCopy,
 };
 
 use crate::{
     clock::Ticks,
     event::{Alloc, Change, Event, Free, HeapChange, MapChange},
+    stacks::StackDecoder,
     table::StackRef,
 };
 
@@ -35,11 +37,12 @@ const HEADER: u64 = 8;
 /// Records consumed between two publications of the consumer position.
 const PUBLISH_EVERY: usize = 512;
 
-/// Decodes one ring record, a [`muppy_common::Event`], a [`FreeEvent`] or [`ProcEvent`] (the
-/// same length, told apart by kind) or a [`MapEvent`] (told apart from the others by length),
-/// into what it means; `None` if it is none of them. `ns` turns the probes' timestamps
-/// (non-zero ones) into `CLOCK_MONOTONIC` ns. The only place the wire records are read.
-pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64) -> Option<Event> {
+/// Decodes one ring record, a [`muppy_common::Event`] (with the stack its flags say follows
+/// it), a [`FreeEvent`] or [`ProcEvent`] (the same length, told apart by kind) or a
+/// [`MapEvent`] (told apart from the others by length), into what it means; `None` if it is
+/// none of them. `ns` turns the probes' timestamps (non-zero ones) into `CLOCK_MONOTONIC` ns;
+/// `stacks` interns the stacks. The only place the wire records are read.
+pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64, stacks: &mut StackDecoder) -> Option<Event> {
     let ts = |t: u64| if t != 0 { ns(t) } else { 0 };
     if bytes.len() == MAP_EVENT_SIZE {
         // SAFETY: the length is checked; MapEvent is plain integers.
@@ -81,13 +84,17 @@ pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64) -> Option<Event> {
             tid: e.tid,
             caller: e.caller,
             ts_ns: ts(e.ts_ns),
-            stack: stack_ref(e.stack, e.flags),
+            stack: StackRef::Off,
+        };
+        let with_stack = |mut block: Alloc, stacks: &mut StackDecoder| {
+            block.stack = stack_ref(&e, &bytes[EVENT_SIZE..], stacks);
+            block
         };
         let change = match EventKind::from_u32(e.kind)? {
-            EventKind::Alloc => HeapChange::Alloc(block),
+            EventKind::Alloc => HeapChange::Alloc(with_stack(block, stacks)),
             EventKind::Realloc => HeapChange::Realloc {
                 old: e.old_addr,
-                new: block,
+                new: with_stack(block, stacks),
             },
             // Sent at a realloc's return (realloc(p, 0)), or by sampling for the old block of
             // a realloc.
@@ -127,6 +134,8 @@ pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64) -> Option<Event> {
             let p = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) };
             let end = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
             let comm = String::from_utf8_lossy(&p.comm[..end]).into_owned();
+            // Its mappings are gone or replaced: unwinding must read them again.
+            stacks.forget(p.pid);
             Some(if kind == EventKind::Exec {
                 Event::Exec { pid: p.pid, comm }
             } else {
@@ -137,14 +146,33 @@ pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64) -> Option<Event> {
     }
 }
 
-/// Where an allocation's stack is, from the record's `stack` and `flags`.
-fn stack_ref(stack: u32, flags: u32) -> StackRef {
-    if stack != NO_STACK {
-        StackRef::Map {
-            id: stack,
-            has_caller: flags & STACK_HAS_CALLER != 0,
-        }
-    } else if flags & STACK_LOST != 0 {
+/// An allocation's stack, from the record's flags and what follows the event (`tail`). A
+/// record shorter than its flags say is a stack lost, never a guess.
+fn stack_ref(e: &muppy_common::Event, tail: &[u8], stacks: &mut StackDecoder) -> StackRef {
+    let n = e.stack as usize;
+    if e.flags & STACK_FRAMES != 0 {
+        let Some(bytes) = tail.get(..n * 8) else {
+            return StackRef::Lost;
+        };
+        let ips: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or_default()))
+            .collect();
+        stacks.frames(e.caller, &ips, e.flags & STACK_FULL != 0)
+    } else if e.flags & STACK_COPY != 0 {
+        let Some(regs) = tail.get(..STACK_COPY_SIZE) else {
+            return StackRef::Lost;
+        };
+        // SAFETY: the length is checked; StackCopy is plain integers.
+        let regs = unsafe { std::ptr::read_unaligned(regs.as_ptr().cast::<StackCopy>()) };
+        let pages = &tail[STACK_COPY_SIZE..];
+        // The pages start at the one that holds the stack pointer.
+        let skip = usize::try_from(regs.sp % STACK_PAGE as u64).unwrap_or(0);
+        let Some(stack) = pages.get(skip..n * STACK_PAGE) else {
+            return StackRef::Lost;
+        };
+        stacks.copy(e.pid, e.caller, regs.sp, regs.bp, stack)
+    } else if e.flags & STACK_LOST != 0 {
         StackRef::Lost
     } else {
         StackRef::Off
@@ -226,8 +254,9 @@ impl Ring {
         unsafe { AtomicU64::from_ptr(self.producer.addr.as_ptr().cast()) }
     }
 
-    /// Hands every committed event to `sink`, in ring order; returns how many.
-    pub fn drain(&mut self, mut sink: impl FnMut(Event)) -> usize {
+    /// Hands every committed event to `sink`, in ring order, its stack interned by `stacks`;
+    /// returns how many.
+    pub fn drain(&mut self, stacks: &mut StackDecoder, mut sink: impl FnMut(Event)) -> usize {
         let data = self
             .producer
             .addr
@@ -238,6 +267,7 @@ impl Ring {
         let mut prod = self.producer_pos().load(Ordering::Acquire);
         let mut n = 0;
         let mut unpublished = 0;
+        let mut unpublished_bytes = 0;
         loop {
             if cons >= prod {
                 prod = self.producer_pos().load(Ordering::Acquire);
@@ -259,16 +289,20 @@ impl Ring {
                 // SAFETY: the record lies within the double mapping (off < size, len < size).
                 let bytes = unsafe { std::slice::from_raw_parts(data.add(off + 8), len as usize) };
                 let ticks = self.ticks.as_ref();
-                if let Some(ev) = decode(bytes, |t| ticks.map_or(t, |k| k.ns(t))) {
+                if let Some(ev) = decode(bytes, |t| ticks.map_or(t, |k| k.ns(t)), stacks) {
                     sink(ev);
                     n += 1;
                 }
             }
-            cons += (u64::from(len) + HEADER + 7) & !7;
+            let step = (u64::from(len) + HEADER + 7) & !7;
+            cons += step;
             unpublished += 1;
-            if unpublished == PUBLISH_EVERY {
+            unpublished_bytes += step;
+            // Large records (stack copies) free their room sooner: an eighth of the ring.
+            if unpublished == PUBLISH_EVERY || unpublished_bytes > self.mask / 8 {
                 self.consumer_pos().store(cons, Ordering::Release);
                 unpublished = 0;
+                unpublished_bytes = 0;
             }
         }
         self.consumer_pos().store(cons, Ordering::Release);
@@ -304,30 +338,43 @@ mod tests {
             caller: 8,
             reserved: 0,
             ts_ns: 10,
-            stack: 11,
-            flags: STACK_HAS_CALLER,
+            stack: 2,
+            flags: STACK_FRAMES,
         };
         let mut buf = vec![0u8; 1];
         buf.extend_from_slice(&bytes(&ev));
+        for ip in [8u64, 9] {
+            buf.extend_from_slice(&ip.to_ne_bytes());
+        }
+        let store = std::sync::Arc::new(crate::stacks::StackStore::default());
+        let mut stacks = StackDecoder::new(std::sync::Arc::clone(&store));
         let new = Alloc {
             addr: 5,
             size: 7,
             tid: 4,
             caller: 8,
             ts_ns: 20,
-            stack: StackRef::Map {
-                id: 11,
-                has_caller: true,
-            },
+            stack: StackRef::Id(0),
         };
         assert_eq!(
-            decode(&buf[1..], |t| t * 2),
+            decode(&buf[1..], |t| t * 2, &mut stacks),
             Some(Event::Change {
                 pid: 3,
                 change: Change::Heap(HeapChange::Realloc { old: 6, new }),
             })
         );
-        assert_eq!(decode(&buf[1..FREE_EVENT_SIZE], |t| t), None);
+        let path = store.get(0).unwrap();
+        assert_eq!(path.addrs, vec![8, 9]);
+        // A record shorter than its flags say keeps its event, without a stack.
+        let Some(Event::Change {
+            change: Change::Heap(HeapChange::Realloc { new, .. }),
+            ..
+        }) = decode(&buf[1..buf.len() - 8], |t| t, &mut stacks)
+        else {
+            panic!("not a realloc");
+        };
+        assert_eq!(new.stack, StackRef::Lost);
+        assert_eq!(decode(&buf[1..FREE_EVENT_SIZE], |t| t, &mut stacks), None);
         let free = FreeEvent {
             kind: EventKind::Free as u32,
             pid: 3,
@@ -335,7 +382,7 @@ mod tests {
             caller: 0x20,
         };
         assert_eq!(
-            decode(&bytes(&free), |t| t),
+            decode(&bytes(&free), |t| t, &mut stacks),
             Some(Event::Change {
                 pid: 3,
                 change: Change::Heap(HeapChange::Free(Free {
@@ -355,13 +402,13 @@ mod tests {
             func: AllocFn::Reallocarray as u32,
             addr: 0x10,
             ts_ns: 5,
-            stack: NO_STACK,
             ..muppy_common::Event::default()
         };
+        let mut stacks = StackDecoder::new(std::sync::Arc::default());
         let Some(Event::Change {
             change: Change::Heap(HeapChange::Free(f)),
             ..
-        }) = decode(&bytes(&ev), |t| t)
+        }) = decode(&bytes(&ev), |t| t, &mut stacks)
         else {
             panic!("not a free");
         };
@@ -374,7 +421,7 @@ mod tests {
             comm,
         };
         assert_eq!(
-            decode(&bytes(&exec), |t| t),
+            decode(&bytes(&exec), |t| t, &mut stacks),
             Some(Event::Exec {
                 pid: 9,
                 comm: "make".into()
@@ -389,7 +436,7 @@ mod tests {
             ..MapEvent::default()
         };
         assert_eq!(
-            decode(&bytes(&munmap), |t| t + 1),
+            decode(&bytes(&munmap), |t| t + 1, &mut stacks),
             Some(Event::Change {
                 pid: 9,
                 change: Change::Map(MapChange::Munmap {

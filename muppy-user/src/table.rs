@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// How the probes identified where a block was allocated: the caller's return address (the
-/// *site*) and the user stack above it, as the stack map holds it.
+/// *site*) and its interned call path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TraceKey {
     /// The caller's return address.
@@ -37,16 +37,10 @@ pub struct TraceKey {
 pub enum StackRef {
     /// Stacks were not collected.
     Off,
-    /// Stacks were on but this one did not fit in the stack map (counted as lost).
+    /// Stacks were on but this one could not be sent (counted as lost).
     Lost,
-    /// In the stack map under `id`; `has_caller` says whether its first frame is the caller
-    /// itself or the caller's caller.
-    Map {
-        /// The stack id.
-        id: u32,
-        /// Whether the stored stack starts at the caller.
-        has_caller: bool,
-    },
+    /// The call path with this id in the [`crate::stacks::StackStore`].
+    Id(u32),
 }
 
 /// Counters that say how far the table can be trusted.
@@ -565,18 +559,12 @@ mod tests {
     fn same_site_with_other_stack_is_another_trace() {
         let mut t = LiveTable::new();
         let mut a = block(0x100, 10, 0xa, 2);
-        a.stack = StackRef::Map {
-            id: 7,
-            has_caller: false,
-        };
+        a.stack = StackRef::Id(7);
         t.apply(&HeapChange::Alloc(a));
         a.addr = 0x200;
         t.apply(&HeapChange::Alloc(a));
         a.addr = 0x300;
-        a.stack = StackRef::Map {
-            id: 8,
-            has_caller: true,
-        };
+        a.stack = StackRef::Id(8);
         t.apply(&HeapChange::Alloc(a));
         a.addr = 0x400;
         a.stack = StackRef::Lost;
@@ -584,17 +572,7 @@ mod tests {
         let stacks: Vec<StackRef> = t.traces().iter().map(|k| k.stack).collect();
         assert_eq!(
             stacks,
-            vec![
-                StackRef::Map {
-                    id: 7,
-                    has_caller: false
-                },
-                StackRef::Map {
-                    id: 8,
-                    has_caller: true
-                },
-                StackRef::Lost
-            ]
+            vec![StackRef::Id(7), StackRef::Id(8), StackRef::Lost]
         );
         assert!(t.traces().iter().all(|k| k.caller == 0xa));
         assert_eq!(t.len(), 4);

@@ -226,33 +226,3 @@ fn tree_of_one_block_by_address() {
     assert_eq!(none.stderr.lines().count(), 1, "{none}");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[test]
-fn a_full_stack_map_is_counted_and_shown_never_misattributed() {
-    if !ebpf_available("a_full_stack_map_is_counted_and_shown_never_misattributed") {
-        return;
-    }
-    // Room for one stack: path a (first) gets it, path b's 200 allocations find it taken.
-    let out = run(&["--stack-entries", "1", "--group-by", "stack"]);
-    let s = out.last().unwrap();
-    assert_eq!(s["lost_stacks"], 200, "{s}");
-    assert_eq!(s["lost_events"], 0, "{s}");
-    let paths = expected_paths();
-    let rows = s["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{s}");
-    assert_eq!(rows[0]["stack"][1], paths[0].0[1].as_str(), "{s}");
-    assert_eq!(rows[0]["objects"], 300, "{s}");
-    let lost: Vec<&str> = rows[1]["stack"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    assert_eq!(lost, vec![paths[1].0[0].as_str(), "[stack lost]"], "{s}");
-    assert_eq!(rows[1]["objects"], 200, "{s}");
-    // Sites stay exact.
-    let out = run(&["--stack-entries", "1"]);
-    let s = out.last().unwrap();
-    assert_eq!(s["rows"][0]["objects"], 500, "{s}");
-    assert_eq!(s["rows"].as_array().unwrap().len(), 1, "{s}");
-}

@@ -147,7 +147,8 @@ fn setup() -> anyhow::Result<()> {
     // linked against other allocators, and run one in a namespace (unshare, util-linux). The
     // leak check's tests take Valgrind's memcheck (driven through vgdb) as their oracle, and
     // check that a target strace holds is refused. The man page is rendered by man (man-db),
-    // and each completion script checked by its shell.
+    // and each completion script checked by its shell. The stack tests attach to Debian's own
+    // python3.11, built without frame pointers.
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
@@ -158,6 +159,7 @@ fn setup() -> anyhow::Result<()> {
         || which("man").is_none()
         || which("zsh").is_none()
         || which("fish").is_none()
+        || !Path::new("/usr/bin/python3.11").exists()
         || [
             "libc.a",
             "libjemalloc.so.2",
@@ -183,6 +185,7 @@ fn setup() -> anyhow::Result<()> {
             "man-db",
             "zsh",
             "fish",
+            "python3.11",
         ]))?;
     }
     Ok(())

@@ -41,6 +41,13 @@ pub fn return_ip(ctx: &RetProbeContext) -> u64 {
     unsafe { (*ctx.regs).rip }
 }
 
+/// The caller's stack pointer and frame pointer register at a return probe.
+#[inline(always)]
+pub fn return_sp_bp(ctx: &RetProbeContext) -> (u64, u64) {
+    // SAFETY: the kernel hands return probes a valid pt_regs.
+    unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) }
+}
+
 /// One register from the saved user registers at `regs` (a raw tracepoint's `pt_regs`).
 #[inline(always)]
 pub fn reg(regs: u64, offset: usize) -> u64 {

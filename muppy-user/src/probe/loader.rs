@@ -4,11 +4,11 @@ use std::{num::NonZeroU32, path::Path, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, StackTraceMap},
+    maps::{Array, MapData, PerCpuArray},
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, Drop, FREE_CALLERS_ALWAYS, cookie,
+    AllocFn, CodeRanges, Drop, FREE_CALLERS_ALWAYS, StackMode, cookie,
     names::{GlobalName, global, map, program, tracepoint},
 };
 
@@ -81,8 +81,10 @@ pub struct ProbeConfig {
     /// kernel). Threads whose ids collide while both are inside an allocator use the fallback
     /// map.
     pub slots: u32,
-    /// Distinct user stacks the stack map can hold; 0 turns stack collection off.
-    pub stacks: u32,
+    /// How allocations' stacks are taken.
+    pub stack_mode: StackMode,
+    /// Pages of stack a copy carries (2, 3, 5 or 9: 4 to 32 KiB above the stack pointer).
+    pub stack_pages: u32,
     /// Attach empty programs at the same points, recording nothing: the cost of the traps
     /// alone, for the benchmark.
     pub empty: bool,
@@ -99,14 +101,12 @@ impl Probes {
     pub fn load(cfg: ProbeConfig) -> Result<Self, ProbeError> {
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        // Wake the reader when the CPUs together may have filled an eighth of the ring with the
-        // largest records (72 bytes and an 8-byte header).
+        // Wake the reader when the CPUs together may have filled an eighth of the ring.
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Read {
             path: "/sys/devices/system/cpu/possible".into(),
             source: e,
         })?;
-        let wakeup = (u64::from(cfg.ring_bytes) / 8 / 80 / cpus.max(1) as u64).max(1);
-        let want_stacks = u32::from(cfg.stacks > 0);
+        let wakeup = (u64::from(cfg.ring_bytes) / 8 / cpus.max(1) as u64).max(1);
         let sampling = u32::from(cfg.sample_bytes > 0);
         let ticks = crate::clock::Ticks::read();
         let mut ebpf = EbpfLoader::new()
@@ -116,10 +116,10 @@ impl Probes {
             .map_max_entries(map::INFLIGHT, cfg.max_inflight)
             .map_max_entries(map::SLOTS, cfg.slots.max(1))
             .typed_global(global::SLOT_MASK, &(cfg.slots.max(1) - 1))
-            .map_max_entries(map::STACKS, cfg.stacks.max(1))
             .typed_global(global::PAGE_SIZE, &page)
             .typed_global(global::WAKEUP_EVERY, &wakeup)
-            .typed_global(global::WANT_STACKS, &want_stacks)
+            .typed_global(global::STACK_MODE, &(cfg.stack_mode as u32))
+            .typed_global(global::STACK_PAGES, &cfg.stack_pages)
             .typed_global(global::SAMPLING, &sampling)
             .typed_global(global::TRACER_TGID, &std::process::id())
             .typed_global(global::MAP_ALL, &u32::from(cfg.all_mappings))
@@ -361,13 +361,19 @@ impl Probes {
         })
     }
 
-    /// Takes the stack map that events' stack ids index.
-    pub fn take_stacks(&mut self) -> Result<StackTraceMap<MapData>, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map(map::STACKS)
-            .ok_or(ProbeError::MissingMap { name: map::STACKS })?;
-        StackTraceMap::try_from(map).map_err(|e| map_err(map::STACKS, e))
+    /// Sets (`Some`) or clears the code of process `pid` that keeps frame pointers, where
+    /// `--unwind auto` walks them rather than copy the stack.
+    pub fn set_fp_code(&mut self, pid: u32, code: Option<&CodeRanges>) {
+        let Some(map) = self.ebpf.map_mut(map::FP_CODE) else {
+            return;
+        };
+        let Ok(mut map) = aya::maps::HashMap::<_, u32, CodeRanges>::try_from(map) else {
+            return;
+        };
+        let _ = match code {
+            Some(c) => map.insert(pid, c, 0),
+            None => map.remove(&pid),
+        };
     }
 
     fn drops(&self, reason: u32) -> u64 {
@@ -405,7 +411,7 @@ impl Probes {
             .collect()
     }
 
-    /// Allocations recorded without their stack because the stack map had no room.
+    /// Allocations recorded without their stack because the ring had no room for it.
     pub fn lost_stacks(&self) -> u64 {
         self.drops(Drop::StackLost as u32)
     }

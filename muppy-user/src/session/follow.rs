@@ -113,8 +113,12 @@ impl Session<'_> {
                         why: e.to_string(),
                     })?;
                 }
+                let traced = plan.is_some();
                 self.live
                     .insert(child, Process::new(child, Some(parent), plan));
+                if traced {
+                    self.plan_stacks(child)?;
+                }
             }
             TreeEvent::Exec { pid } => {
                 if Some(pid) == self.root && self.root_exec_pending {
@@ -143,6 +147,9 @@ impl Session<'_> {
                         None
                     }
                 };
+                if plan.is_some() {
+                    self.plan_stacks(pid)?;
+                }
                 let mut p = Process::new(pid, parent, plan);
                 if Some(pid) == self.root && self.check.is_some() {
                     p.table.track_freed();

@@ -7,9 +7,11 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroU32,
     path::PathBuf,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
+use muppy_common::StackMode;
 use muppy_core::{
     model::{Counters, End, Exit},
     report::{Facts, ProbeOffset, Probed, ProbedLibrary, ProcView, TracerUsage},
@@ -25,7 +27,7 @@ use crate::{
     probe::{ProbeConfig, ProbeError, ProbePlan, ProbePoint, Probes, Scope},
     process::Process,
     pump::Pump,
-    stacks::StackReader,
+    stacks::{FpCode, Notice, StackDecoder, StackReader},
     target::{self, Root, TargetError, Tracer},
 };
 
@@ -165,9 +167,32 @@ struct Session<'s> {
     /// The check to make of the root, if any, and what the checks made remember.
     check: Option<CheckSpec>,
     checks: check::Checks,
+    /// `--unwind auto`: which code keeps frame pointers.
+    fp_code: Option<FpCode>,
+    verbose: bool,
 }
 
 impl Session<'_> {
+    /// Readies stacks for process `pid`, whose program is in place: the unwinders read its
+    /// mappings now (it may end before they would), and with `--unwind auto` the probes learn
+    /// which of its code keeps frame pointers.
+    fn plan_stacks(&mut self, pid: u32) -> Result<(), TraceError> {
+        self.stacks.store().tell(Notice::Watch(pid));
+        let Some((code, decided)) = self.fp_code.as_mut().and_then(|f| f.of(pid)) else {
+            return Ok(());
+        };
+        self.probes.set_fp_code(pid, Some(&code));
+        if self.verbose {
+            for (path, how) in decided {
+                self.note(Note::Unwind {
+                    path: path.into(),
+                    how,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, ev: SessionEvent<'_>) -> Result<(), TraceError> {
         self.sink.event(ev).map_err(TraceError::Sink)
     }
@@ -193,7 +218,7 @@ impl Session<'_> {
             pump.take(&mut apply);
         }
         for p in self.live.values_mut().chain(&mut ended) {
-            p.settle(&mut self.stacks);
+            p.settle(&self.stacks);
         }
         for p in ended {
             self.finish(p)?;
@@ -324,6 +349,10 @@ impl Session<'_> {
     /// process that never allocated while traced) has nothing to report.
     fn finish(&mut self, p: Process) -> Result<(), TraceError> {
         self.system.forget(p.id.pid);
+        self.stacks.store().tell(Notice::Forget(p.id.pid));
+        if self.fp_code.is_some() {
+            self.probes.set_fp_code(p.id.pid, None);
+        }
         let all = self.kind == Kind::System;
         // Mappings last: they are looked up only for an image that recorded no event.
         if p.table.stats().events == 0
@@ -398,6 +427,7 @@ impl Session<'_> {
                 self.root = Some(pid);
                 self.attach(Some(pid), &plan)?;
                 self.tell_plan(&plan, opts.verbose)?;
+                self.plan_stacks(pid)?;
                 let what = plan.describe();
                 let mut p = Process::new(pid, None, Some(plan));
                 if self.check.is_some() {
@@ -453,6 +483,7 @@ impl Session<'_> {
                     self.probes.hold_exit(exit, p)?;
                 }
                 launched.release()?;
+                self.plan_stacks(pid)?;
                 self.note(Note::Tracing {
                     who: format!("pid {pid}"),
                     what: plan.describe(),
@@ -496,6 +527,18 @@ impl Session<'_> {
         }
         let lost_events = self.probes.lost_events();
         let lost_stacks = self.probes.lost_stacks();
+        let store = self.stacks.store();
+        let copies = store.copies.load(Ordering::Relaxed);
+        if opts.verbose && copies > 0 {
+            let note = Note::StackCost {
+                copies,
+                bytes: store.copied_bytes.load(Ordering::Relaxed),
+                time: Duration::from_nanos(store.unwind_ns.load(Ordering::Relaxed)),
+                frames: store.unwound_frames.load(Ordering::Relaxed),
+                paths: store.len(),
+            };
+            self.note(note)?;
+        }
         if lost_events > 0 {
             let reasons = self.probes.lost_events_by_reason();
             self.note(Note::LostEvents {
@@ -592,7 +635,7 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     };
     let mut s = Session {
         probes,
-        stacks: StackReader::new(None),
+        stacks: StackReader::default(),
         sink,
         kind,
         root: None,
@@ -610,13 +653,17 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
             two_checks: opts.interval.is_some(),
             ..check::Checks::default()
         },
+        fp_code: (opts.probe.stack_mode == StackMode::Auto).then(FpCode::default),
+        verbose: opts.verbose,
     };
     if opts.mappings {
         s.probes.watch_mappings()?;
     }
     // The reader runs before any probe is attached: a busy process fills the ring within
     // tens of milliseconds of the attach, while the session is still reading its mappings.
-    let mut pump = Pump::start(s.probes.take_ring()?).map_err(io("starting the ring reader"))?;
+    let decoder = StackDecoder::new(Arc::clone(s.stacks.store()));
+    let mut pump =
+        Pump::start(s.probes.take_ring()?, decoder).map_err(io("starting the ring reader"))?;
     if !pump.realtime {
         s.note(Note::NotRealtime)?;
     }
@@ -627,9 +674,6 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
     let mut exit_watch = s.start(mode, opts, req_tx)?;
 
-    if opts.probe.stacks > 0 {
-        s.stacks = StackReader::new(Some(s.probes.take_stacks()?));
-    }
     let launched = kind == Kind::Launch;
     // System-wide: look for ended processes and new allocators now and then.
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));

@@ -145,6 +145,27 @@ pub enum Note {
         /// How many.
         count: u64,
     },
+    /// `--verbose`, `--unwind auto`: how one module's stacks are taken.
+    Unwind {
+        /// The module.
+        path: PathBuf,
+        /// Whether its code keeps frame pointers (walked in the kernel) or not (copied and
+        /// unwound with its call frame information), and what that was decided from.
+        how: crate::unwind::FramePointers,
+    },
+    /// `--verbose`: what the stack copies cost the reader.
+    StackCost {
+        /// Copies unwound.
+        copies: u64,
+        /// Bytes of stack they held.
+        bytes: u64,
+        /// Time spent unwinding them.
+        time: Duration,
+        /// Frames they gave.
+        frames: u64,
+        /// Distinct call paths interned, from copies and walks.
+        paths: usize,
+    },
     /// Allocations without their stack.
     LostStacks {
         /// How many.
@@ -258,9 +279,39 @@ impl fmt::Display for Note {
                 f,
                 "warning: {count} events came from processes muppy was not tracing and were left out"
             ),
+            Note::Unwind { path, how } => write!(
+                f,
+                "stacks in {}: {} ({} of {} functions' call frame information uses the frame pointer)",
+                path.display(),
+                if how.kept() {
+                    "frame pointers, walked in the kernel"
+                } else {
+                    "no frame pointers, copied and unwound with .eh_frame"
+                },
+                how.rbp_cfa,
+                how.fdes
+            ),
+            Note::StackCost {
+                copies,
+                bytes,
+                time,
+                frames,
+                paths,
+            } => {
+                #[expect(clippy::cast_precision_loss, reason = "means, shown rounded")]
+                let (each, per_frame) = (
+                    time.as_nanos() as f64 / (*copies).max(1) as f64,
+                    time.as_nanos() as f64 / (*frames).max(1) as f64,
+                );
+                write!(
+                    f,
+                    "stacks: {copies} copies ({bytes} bytes) unwound in {:.1} ms, {each:.0} ns each, {per_frame:.0} ns a frame; {paths} distinct call paths",
+                    time.as_secs_f64() * 1e3
+                )
+            }
             Note::LostStacks { count } => write!(
                 f,
-                "warning: {count} allocations have no stack (the stack map was full); their sites are exact; try a larger --stack-entries"
+                "warning: {count} allocations have no stack (the ring had no room for it); their sites are exact; try a larger --ring-mb, or --sample-bytes"
             ),
             Note::Saved { blocks, pid, path } => write!(
                 f,
