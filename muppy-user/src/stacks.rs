@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{Hash as _, Hasher as _},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -17,7 +18,7 @@ use muppy_common::{CodeRanges, MAX_CODE_RANGES};
 use muppy_core::model::{Cut, StackState};
 
 use crate::{
-    table::{StackRef, TraceKey},
+    table::{AddrHasher, FastHash, StackRef, TraceKey},
     unwind::{FramePointers, Regs, Unwinders, frame_pointers},
 };
 
@@ -90,7 +91,12 @@ impl StackStore {
 /// The ring thread's side: turns the stacks in records into interned paths.
 pub struct StackDecoder {
     store: Arc<StackStore>,
-    ids: HashMap<Arc<CallPath>, u32>,
+    /// Ids by a hash of their path (several where hashes collide), and the paths, kept here
+    /// too so that a path seen before costs a hash and a compare, no lock and no allocation.
+    ids: HashMap<u64, Vec<u32>, FastHash>,
+    paths: Vec<Arc<CallPath>>,
+    /// The path being decoded.
+    scratch: Vec<u64>,
     unwinders: Unwinders,
 }
 
@@ -99,7 +105,9 @@ impl StackDecoder {
     pub fn new(store: Arc<StackStore>) -> Self {
         Self {
             store,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
+            paths: Vec::new(),
+            scratch: Vec::new(),
             unwinders: Unwinders::new(MAX_FRAMES),
         }
     }
@@ -130,7 +138,8 @@ impl StackDecoder {
     /// walk's first address, which it starts at the return probe's instruction pointer);
     /// `full` if the walk filled its record and may have gone on.
     pub fn frames(&mut self, caller: u64, ips: &[u64], full: bool) -> StackRef {
-        let mut addrs = Vec::with_capacity(ips.len().min(MAX_FRAMES) + 1);
+        let mut addrs = std::mem::take(&mut self.scratch);
+        addrs.clear();
         addrs.push(caller);
         let above = match ips.first() {
             Some(&first) if first == caller => &ips[1..],
@@ -142,7 +151,9 @@ impl StackDecoder {
         } else {
             StackState::Walked
         };
-        self.intern(CallPath { addrs, state })
+        let id = self.intern(&addrs, state);
+        self.scratch = addrs;
+        id
     }
 
     /// A copy of process `pid`'s stack at an allocation by `caller`: `stack` holds the bytes
@@ -166,26 +177,37 @@ impl StackDecoder {
             Some(first) => *first = caller,
             None => addrs.push(caller),
         }
-        self.intern(CallPath {
-            addrs,
-            state: u.state,
-        })
+        self.intern(&addrs, u.state)
     }
 
-    fn intern(&mut self, path: CallPath) -> StackRef {
-        if let Some(&id) = self.ids.get(&path) {
+    fn intern(&mut self, addrs: &[u64], state: StackState) -> StackRef {
+        let mut h = AddrHasher::default();
+        addrs.hash(&mut h);
+        state.hash(&mut h);
+        let hash = h.finish();
+        let same = |&id: &u32| {
+            let p = &self.paths[id as usize];
+            p.addrs == addrs && p.state == state
+        };
+        if let Some(&id) = self
+            .ids
+            .get(&hash)
+            .and_then(|ids| ids.iter().find(|id| same(id)))
+        {
             return StackRef::Id(id);
         }
-        let path = Arc::new(path);
-        let mut paths = self
-            .store
+        let path = Arc::new(CallPath {
+            addrs: addrs.to_vec(),
+            state,
+        });
+        let id = u32::try_from(self.paths.len()).unwrap_or(u32::MAX);
+        self.paths.push(Arc::clone(&path));
+        self.store
             .paths
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let id = u32::try_from(paths.len()).unwrap_or(u32::MAX);
-        paths.push(Arc::clone(&path));
-        drop(paths);
-        self.ids.insert(path, id);
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(path);
+        self.ids.entry(hash).or_default().push(id);
         StackRef::Id(id)
     }
 }

@@ -103,7 +103,8 @@ impl Hasher for AddrHasher {
     }
 }
 
-type FastHash = BuildHasherDefault<AddrHasher>;
+/// A map hashed with [`AddrHasher`].
+pub type FastHash = BuildHasherDefault<AddrHasher>;
 type AddrMap<V> = HashMap<u64, V, FastHash>;
 
 /// The live set is split into this many maps by address, so that growing one map (which

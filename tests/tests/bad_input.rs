@@ -29,6 +29,14 @@ fn bad_flags() {
         &trace(&["--ring-mb", "3", "--pid", "1"], ""),
         "power of two",
     );
+    assert_one_line_error(
+        &trace(&["--stack-bytes", "5000", "--pid", "1"], ""),
+        "--stack-bytes takes 4K, 8K, 16K or 32K, not 5000",
+    );
+    assert_one_line_error(
+        &trace(&["--unwind", "lbr", "--pid", "1"], ""),
+        "invalid value 'lbr'",
+    );
 }
 
 #[test]
