@@ -164,9 +164,7 @@ impl Unwinders {
     /// exits before its stacks are read still unwinds.
     pub fn watch(&mut self, pid: u32) {
         let space = self.spaces.entry(pid).or_insert_with(Space::new);
-        space.read(pid, &mut self.files);
-        self.stats.maps_reads += 1;
-        self.files.sweep();
+        read_maps(space, pid, &mut self.files, &mut self.stats);
     }
 
     /// The process ended: its modules are dropped, and the files no other process maps (but
@@ -190,8 +188,7 @@ impl Unwinders {
         } = self;
         let space = spaces.entry(pid).or_insert_with(|| {
             let mut s = Space::new();
-            s.read(pid, files);
-            stats.maps_reads += 1;
+            read_maps(&mut s, pid, files, stats);
             s
         });
         // At most one reading of the maps per stack.
@@ -203,9 +200,7 @@ impl Unwinders {
                 && space.may_reread()
             {
                 may_reread = false;
-                space.read(pid, files);
-                stats.maps_reads += 1;
-                files.sweep();
+                read_maps(space, pid, files, stats);
             }
         };
         let copy_end = regs.sp.saturating_add(stack.len() as u64);
@@ -277,6 +272,14 @@ impl Unwinders {
     }
 }
 
+/// Reads `pid`'s maps into `space` now, counted; files no longer mapped are let go.
+#[cfg(target_arch = "x86_64")]
+fn read_maps(space: &mut Space, pid: u32, files: &mut Files, stats: &mut UnwindStats) {
+    space.read(pid, files);
+    stats.maps_reads += 1;
+    files.sweep();
+}
+
 /// What the walk needs of the return address at `file`'s `svma`, from the cache or looked
 /// up and cached.
 #[cfg(target_arch = "x86_64")]
@@ -344,8 +347,8 @@ const FP: gimli::Register = gimli::AArch64::X29;
 /// the frame pointer the CFA's register (`DW_CFA_def_cfa_register rbp`, `DW_CFA_def_cfa rbp`).
 /// `None` if the file cannot be read, has no `.eh_frame`, or it does not parse.
 pub fn frame_pointers(path: &Path) -> Option<FramePointers> {
-    let data = std::fs::read(path).ok()?;
-    let elf = object::File::parse(&*data).ok()?;
+    let cache = object::ReadCache::new(std::fs::File::open(path).ok()?);
+    let elf = object::File::parse(&cache).ok()?;
     let section = elf.section_by_name(".eh_frame")?;
     let mut eh = EhFrame::new(section.data().ok()?, LittleEndian);
     eh.set_address_size(8);

@@ -159,11 +159,11 @@ impl CfiFile {
 
     /// framehop's module for a mapping of the file at `range` with load bias `bias`; the
     /// section bytes are shared, not copied.
-    pub(super) fn module(&self, name: &str, range: Range<u64>, bias: u64) -> Module<Arc<[u8]>> {
+    pub(super) fn module(&self, range: Range<u64>, bias: u64) -> Module<Arc<[u8]>> {
         let svma = |s: &Option<Section>| s.as_ref().map(|s| s.range.clone());
         let data = |s: &Option<Section>| s.as_ref().map(|s| Arc::clone(&s.data));
         Module::new(
-            name.to_string(),
+            String::new(),
             range,
             bias,
             ExplicitModuleSectionInfo {

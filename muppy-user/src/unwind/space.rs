@@ -126,7 +126,7 @@ impl Space {
         let mut unwinder = UnwinderX86_64::new();
         for m in &self.mapped {
             if let Some((file, bias)) = &m.cfi {
-                unwinder.add_module(file.module("", m.range.clone(), *bias));
+                unwinder.add_module(file.module(m.range.clone(), *bias));
             }
         }
         self.unwinder = unwinder;
