@@ -70,7 +70,7 @@ pub struct UnwindStats {
     /// Frames produced, the sites included.
     pub frames: u64,
     /// Time spent in [`Unwinders::unwind`], in nanoseconds.
-    pub nanos: u64,
+    pub ns: u64,
     /// Readings (or attempts) of a `/proc/PID/maps`.
     pub maps_reads: u64,
 }
@@ -153,7 +153,7 @@ impl Unwinders {
         let state = self.walk(pid, regs, stack, &mut addrs);
         self.stats.stacks += 1;
         self.stats.frames += addrs.len() as u64;
-        self.stats.nanos += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.ns += u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Unwound { addrs, state }
     }
 }

@@ -158,7 +158,7 @@ fn walks_own_stack_whole() {
     eprintln!(
         "unwound {} frames in {} ns per stack",
         out.addrs.len(),
-        (after.nanos - before.nanos) / runs
+        (after.ns - before.ns) / runs
     );
 }
 
