@@ -320,7 +320,7 @@ impl Unwinders {
 }
 
 /// How many of a file's functions keep a frame pointer (see [`frame_pointers`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FramePointers {
     /// The FDEs (functions, or pieces of them) in `.eh_frame`.
     pub fdes: usize,
