@@ -12,8 +12,9 @@
 //! code without rules (no file, no `.eh_frame`, a rule framehop would not follow exactly).
 //!
 //! The modules are the process's executable file mappings, read from `/proc/PID/maps` when
-//! tracing starts ([`Unwinders::watch`]), and again (at most every 100 ms) when an address
-//! falls in none: a library opened since. Mappings read later replace those they overlap and
+//! tracing starts ([`Unwinders::watch`]), and again when an address falls in none: a library
+//! opened since (a page of addresses still in none after a reading, JIT code, is remembered
+//! and not read again for). Mappings read later replace those they overlap and
 //! keep the others, so stacks queued before a library was closed still unwind; after an
 //! `exec`, [`Unwinders::forget`] and watch the process anew. Each file is parsed once for all
 //! the processes that map it.
@@ -186,21 +187,25 @@ impl Unwinders {
             sites,
             ctx,
         } = self;
+        // At most one reading of the maps per stack (the first sight of a process is one).
+        let mut may_reread = true;
         let space = spaces.entry(pid).or_insert_with(|| {
             let mut s = Space::new();
             read_maps(&mut s, pid, files, stats);
+            may_reread = false;
             s
         });
-        // At most one reading of the maps per stack.
-        let mut may_reread = true;
         let mut known = |space: &mut Space, addr: u64| {
             if space.find(addr).is_none()
                 && !space.in_uprobes(addr)
                 && may_reread
-                && space.may_reread()
+                && space.may_reread(addr)
             {
                 may_reread = false;
                 read_maps(space, pid, files, stats);
+                if space.find(addr).is_none() {
+                    space.still_unknown(addr);
+                }
             }
         };
         let copy_end = regs.sp.saturating_add(stack.len() as u64);

@@ -2,11 +2,7 @@
 //! file's rules and load bias, the kernel's `[uprobes]` page, and the framehop unwinder and
 //! rule cache built from them.
 
-use std::{
-    ops::Range,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, ops::Range, sync::Arc};
 
 use framehop::{
     Unwinder as _,
@@ -16,9 +12,9 @@ use framehop::{
 use super::file::{CfiFile, Files};
 use crate::places::{Mapping, parse_mappings};
 
-/// The shortest time between two readings of a process's maps for an unknown address, so that
-/// code outside every file (JIT code) costs one `/proc` read per interval, not one per stack.
-const REFRESH_EVERY: Duration = Duration::from_millis(100);
+/// Pages of code outside every file (JIT code) remembered per process: each costs one `/proc`
+/// read when first seen, not one per stack.
+const UNKNOWN_PAGES: usize = 4096;
 
 /// One executable file mapping.
 pub(super) struct Mapped {
@@ -39,8 +35,10 @@ pub(super) struct Space {
     /// 16-bit generation shared by all unwinders, which wraps; a cache that only ever served
     /// one unwinder cannot mistake another's rule for its own.
     pub(super) cache: CacheX86_64,
-    /// When the maps were last read.
-    read_at: Option<Instant>,
+    /// Pages of addresses found in no mapping at the last reading of the maps: reading them
+    /// again for those would find nothing new, while a library loaded since (the program's
+    /// own libraries, loaded after the first reading at exec) is read at its first address.
+    unknown: HashSet<u64>,
 }
 
 impl Space {
@@ -51,7 +49,7 @@ impl Space {
             uprobes: Vec::new(),
             unwinder: UnwinderX86_64::new(),
             cache: CacheX86_64::new(),
-            read_at: None,
+            unknown: HashSet::new(),
         }
     }
 
@@ -61,14 +59,21 @@ impl Space {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             self.load(pid, &text, files);
         }
-        // Counted from the end: parsing a new file may take longer than the interval.
-        self.read_at = Some(Instant::now());
+        self.unknown.clear();
     }
 
-    /// Whether the maps may be read again for an address found in none: not if they were
-    /// read less than [`REFRESH_EVERY`] ago.
-    pub(super) fn may_reread(&self) -> bool {
-        self.read_at.is_none_or(|t| t.elapsed() >= REFRESH_EVERY)
+    /// Whether the maps may be read again for `addr`, found in none: not if its page was
+    /// already unknown at the last reading.
+    pub(super) fn may_reread(&self, addr: u64) -> bool {
+        !self.unknown.contains(&(addr >> 12))
+    }
+
+    /// `addr` is in no mapping, even after a reading: remembered so as not to read again for
+    /// its page.
+    pub(super) fn still_unknown(&mut self, addr: u64) {
+        if self.unknown.len() < UNKNOWN_PAGES {
+            self.unknown.insert(addr >> 12);
+        }
     }
 
     /// Takes in a `/proc/PID/maps` text: new mappings replace those they overlap, others are
