@@ -54,6 +54,14 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("short", "short.c", &["dlopen:plugin"]),
     ("preexec", "preexec.c", &["local:preexec_lib"]),
     ("leak_cases", "leak_cases.c", &["dlopen:leak_plugin"]),
+    // As distributions build: no frame pointers (later flags override cflags'), so only the
+    // call frame information walks their stacks (tests/dwarf.rs). Calls stay calls.
+    (
+        "nofp_paths",
+        "nofp_paths.c",
+        &["-O2", "-fomit-frame-pointer", "-fno-optimize-sibling-calls"],
+    ),
+    ("unwind_cases", "unwind_cases.c", &["-fomit-frame-pointer"]),
 ];
 
 fn compile(src: &Path, out: &Path, cflags: &[String], extra: &[String]) {
