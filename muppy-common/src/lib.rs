@@ -19,8 +19,10 @@ pub const STACK_LOST: u32 = 2;
 /// [`Event::flags`] bit: the record goes on with [`Event::stack`] return addresses (`u64`) of
 /// the kernel's frame-pointer walk, the caller's own first.
 pub const STACK_FRAMES: u32 = 4;
-/// [`Event::flags`] bit: the record goes on with a [`StackCopy`], then [`Event::stack`] pages
-/// of the user stack, from the page that holds [`StackCopy::sp`] upwards.
+/// [`Event::flags`] bit: the record goes on with a [`StackCopy`], then the pages the copy
+/// spans, from the page that holds [`StackCopy::sp`] up: the copy is the bytes from `sp` for
+/// one page less than the record has, or up to the end of the first [`Event::stack`] pages
+/// if fewer could be read (the top of the thread's stack).
 pub const STACK_COPY: u32 = 8;
 /// [`Event::flags`] bit with [`STACK_FRAMES`]: the walk filled the record's
 /// [`MAX_FP_FRAMES`], so the stack may go on above.

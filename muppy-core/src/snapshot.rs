@@ -471,7 +471,7 @@ fn trace(frames: Vec<Frame>, state: StackState) -> Result<Trace, &'static str> {
     if frames.is_empty() {
         return Err("call path without frames");
     }
-    Ok(Trace { frames, state })
+    Ok(Trace::new(frames, state))
 }
 
 fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
@@ -672,15 +672,15 @@ mod tests {
             sample_bytes: 512,
             label: "./prog arg".into(),
             traces: vec![
-                Trace {
-                    frames: vec![
+                Trace::new(
+                    vec![
                         frame("leaf", "a.c", 3, 0x1234),
                         frame("main", "a.c", 9, 0x1301),
                     ],
-                    state: StackState::Walked,
-                },
-                Trace {
-                    frames: vec![
+                    StackState::Walked,
+                ),
+                Trace::new(
+                    vec![
                         Frame {
                             addr: 0x7f00_0000_1000,
                             module: Some("libc.so.6".into()),
@@ -689,8 +689,8 @@ mod tests {
                         },
                         Frame::unknown(0x7f12),
                     ],
-                    state: StackState::Lost,
-                },
+                    StackState::Lost,
+                ),
             ],
             blocks: vec![
                 (

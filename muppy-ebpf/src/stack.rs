@@ -185,8 +185,9 @@ fn send_long(ctx: &RetProbeContext, mut ev: Event) {
     submit(entry);
 }
 
-/// A copy of the stack: whole pages from the one that holds the stack pointer, up to `P` or
-/// to the first that cannot be read (the top of the thread's stack mapping).
+/// A copy of the `P - 1` pages' worth of stack above the stack pointer, laid out as the
+/// pages it spans (`P` of them): each read stays within one page, so the copy stops exactly
+/// at the top of the thread's stack mapping (the first page that cannot be read).
 #[inline(always)]
 fn send_copy<const P: usize>(ctx: &RetProbeContext, mut ev: Event) {
     let Some(mut entry) = EVENTS.reserve::<Copy<P>>(0) else {
@@ -194,16 +195,33 @@ fn send_copy<const P: usize>(ctx: &RetProbeContext, mut ev: Event) {
         return;
     };
     let (sp, bp) = return_sp_bp(ctx);
-    let base = sp & !(STACK_PAGE as u64 - 1);
+    let page = STACK_PAGE as u64;
+    let base = sp & !(page - 1);
+    let off = (sp & (page - 1)) as usize;
     let rec = entry.as_mut_ptr();
     let mut pages = 0u32;
     for k in 0..P {
-        // SAFETY: a checked read of the target's memory into the record's page k.
+        // The first page from the stack pointer on, the last up to the same offset.
+        let (from, len) = if k == 0 {
+            (off, STACK_PAGE - off)
+        } else if k == P - 1 {
+            (0, off)
+        } else {
+            (0, STACK_PAGE)
+        };
+        if len == 0 {
+            break;
+        }
+        // SAFETY: a checked read of the target's memory into the record's page k, from
+        // `from` (below a page) for `len` bytes (to the page's end at most).
         let failed = unsafe {
             bpf_probe_read_user(
-                core::ptr::addr_of_mut!((*rec).pages[k]).cast(),
-                STACK_PAGE as u32,
-                (base + (k * STACK_PAGE) as u64) as *const _,
+                core::ptr::addr_of_mut!((*rec).pages[k])
+                    .cast::<u8>()
+                    .add(from)
+                    .cast(),
+                len as u32,
+                (base + (k * STACK_PAGE + from) as u64) as *const _,
             )
         } != 0;
         if failed {

@@ -61,8 +61,8 @@ fn main() {
                 line: u32::try_from(line).ok(),
                 inlined: false,
             };
-            Trace {
-                frames: vec![
+            Trace::new(
+                vec![
                     frame(format!("site_{i}"), 10 + i, 0x40_0000 + i),
                     frame(
                         format!("caller_{}", i % 37),
@@ -71,8 +71,8 @@ fn main() {
                     ),
                     frame("main".into(), 9000, 0x42_0000),
                 ],
-                state: StackState::Walked,
-            }
+                StackState::Walked,
+            )
         })
         .collect();
     // Consecutive 64-byte-spaced addresses, the way a heap hands them out.

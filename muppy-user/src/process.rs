@@ -140,7 +140,8 @@ impl Process {
             let _ = modules.refresh();
         }
         for &a in new_regions {
-            self.region_names.push(self.namer.frame(modules, a).clone());
+            self.region_names
+                .push(Frame::clone(self.namer.frame(modules, a)));
         }
         for p in paths {
             let frames = p

@@ -166,9 +166,12 @@ fn stack_ref(e: &muppy_common::Event, tail: &[u8], stacks: &mut StackDecoder) ->
         // SAFETY: the length is checked; StackCopy is plain integers.
         let regs = unsafe { std::ptr::read_unaligned(regs.as_ptr().cast::<StackCopy>()) };
         let pages = &tail[STACK_COPY_SIZE..];
-        // The pages start at the one that holds the stack pointer.
+        // The pages start at the one that holds the stack pointer; the copy is a page less
+        // than the record holds, or ends with the last page read.
         let skip = usize::try_from(regs.sp % STACK_PAGE as u64).unwrap_or(0);
-        let Some(stack) = pages.get(skip..n * STACK_PAGE) else {
+        let window = (pages.len() / STACK_PAGE).saturating_sub(1) * STACK_PAGE;
+        let end = (n * STACK_PAGE).min(skip + window);
+        let Some(stack) = pages.get(skip..end) else {
             return StackRef::Lost;
         };
         stacks.copy(e.pid, e.caller, regs.sp, regs.bp, stack)

@@ -275,7 +275,8 @@ pub fn demangling() -> bool {
 /// Turns return addresses into frames, remembering each answer (per process: addresses
 /// differ between processes; what was parsed from the files is shared).
 pub struct SiteNamer {
-    cache: HashMap<u64, Frame>,
+    /// Shared with the traces that hold them: a long run sees many paths through few frames.
+    cache: HashMap<u64, Arc<Frame>>,
     /// [`SiteNamer::outer_frame`]'s answers.
     outer: HashMap<u64, Frame>,
 }
@@ -311,10 +312,10 @@ impl SiteNamer {
     }
 
     /// The frame of the return address `ret`.
-    pub fn frame(&mut self, modules: &Modules, ret: u64) -> &Frame {
+    pub fn frame(&mut self, modules: &Modules, ret: u64) -> &Arc<Frame> {
         if !self.cache.contains_key(&ret) {
             let name = self.resolve(modules, ret, true);
-            self.cache.insert(ret, name);
+            self.cache.insert(ret, Arc::new(name));
         }
         &self.cache[&ret]
     }

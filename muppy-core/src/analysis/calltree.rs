@@ -78,7 +78,7 @@ fn path(t: &Trace) -> Vec<Node> {
     let mut v: Vec<Node> = t
         .frames
         .iter()
-        .map(|f| Node::new(Label::Frame(f.clone())))
+        .map(|f| Node::new(Label::Frame(Frame::clone(f))))
         .collect();
     v.extend(t.state.marker().map(|m| Node::new(Label::End(m))));
     v

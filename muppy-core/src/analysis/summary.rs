@@ -217,7 +217,7 @@ pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
                     GroupBy::Site => Key::Site(trace.site().clone()),
                     GroupBy::Function => Key::Function(trace.site().function_name()),
                     GroupBy::Stack => Key::Stack {
-                        frames: trace.frames.clone(),
+                        frames: trace.owned_frames(),
                         end: trace.state.marker(),
                     },
                     GroupBy::Size => unreachable!("sizes are added up per block"),

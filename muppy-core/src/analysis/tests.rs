@@ -8,10 +8,7 @@ use super::*;
 use crate::model::{Block, Counters, Filter, Frame, Heap, StackState, Trace};
 
 fn trace(frames: &[&str], state: StackState) -> Trace {
-    Trace {
-        frames: frames.iter().map(|s| Frame::from_name(s)).collect(),
-        state,
-    }
+    Trace::new(frames.iter().map(|s| Frame::from_name(s)).collect(), state)
 }
 
 fn block(size: u64, ts_ns: u64, trace: u32) -> Block {
@@ -115,14 +112,8 @@ fn frames_of_one_name_are_one_site() {
         ..Frame::from_name("leaf (a.c:3)")
     };
     let traces = [
-        Trace {
-            frames: vec![at(0x10)],
-            state: StackState::Off,
-        },
-        Trace {
-            frames: vec![at(0x18)],
-            state: StackState::Off,
-        },
+        Trace::new(vec![at(0x10)], StackState::Off),
+        Trace::new(vec![at(0x18)], StackState::Off),
     ];
     let blocks = vec![(1, block(10, 0, 0)), (2, block(20, 0, 1))];
     let s = summarize(

@@ -107,7 +107,7 @@ pub fn leak_report(
     let key_of = |t: &crate::model::Trace| match by {
         GroupBy::Function => Key::Function(t.site().function_name()),
         GroupBy::Stack => Key::Stack {
-            frames: t.frames.clone(),
+            frames: t.owned_frames(),
             end: t.state.marker(),
         },
         _ => Key::Site(t.site().clone()),
@@ -139,7 +139,7 @@ pub fn leak_report(
                         objects: 0,
                         bytes: 0,
                         indirect_bytes: 0,
-                        stack: t.frames.clone(),
+                        stack: t.owned_frames(),
                         retention: Vec::new(),
                     },
                     addr,
@@ -150,7 +150,7 @@ pub fn leak_report(
         row.indirect_bytes += v.indirect_bytes;
         if addr < *first {
             *first = addr;
-            row.stack.clone_from(&t.frames);
+            row.stack = t.owned_frames();
         }
     });
     let mut rows: Vec<LeakRow> = rows

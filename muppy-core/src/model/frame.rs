@@ -2,7 +2,7 @@
 //! printer formats them: tables show a name, pprof wants `Location`/`Line`/`Mapping`, flame
 //! graphs and HTML want the function and the source apart.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// One frame of a call path: a return address, and what symbolization found for it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -176,13 +176,27 @@ pub const LOST_STACK: &str = "[stack lost]";
 /// A symbolized call path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Trace {
-    /// Innermost first; `frames[0]` is the allocation site (never empty).
-    pub frames: Vec<Frame>,
+    /// Innermost first; `frames[0]` is the allocation site (never empty). Shared: a long run
+    /// sees many paths through the same few frames.
+    pub frames: Vec<Arc<Frame>>,
     /// Whether the frames above the site are there.
     pub state: StackState,
 }
 
 impl Trace {
+    /// A path of `frames`, innermost first (not empty).
+    pub fn new(frames: Vec<Frame>, state: StackState) -> Self {
+        Trace {
+            frames: frames.into_iter().map(Arc::new).collect(),
+            state,
+        }
+    }
+
+    /// The frames as values of their own, for a row that outlives the trace.
+    pub fn owned_frames(&self) -> Vec<Frame> {
+        self.frames.iter().map(|f| Frame::clone(f)).collect()
+    }
+
     /// The allocation site.
     pub fn site(&self) -> &Frame {
         &self.frames[0]

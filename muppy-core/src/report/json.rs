@@ -904,17 +904,14 @@ mod tests {
 
     fn traces() -> Vec<Trace> {
         vec![
-            Trace {
-                frames: vec![
+            Trace::new(
+                vec![
                     Frame::from_name("leak (a.c:3)"),
                     Frame::from_name("main (a.c:9)"),
                 ],
-                state: StackState::Walked,
-            },
-            Trace {
-                frames: vec![Frame::from_name("keep (a.c:5)")],
-                state: StackState::Lost,
-            },
+                StackState::Walked,
+            ),
+            Trace::new(vec![Frame::from_name("keep (a.c:5)")], StackState::Lost),
         ]
     }
 

@@ -1235,14 +1235,11 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
 
         fn traces() -> Vec<Trace> {
             vec![
-                Trace {
-                    frames: vec![grow(), rust_fmt(), Frame::from_name("main (main.rs:3)")],
-                    state: StackState::Walked,
-                },
-                Trace {
-                    frames: vec![cpp_print(), grow()],
-                    state: StackState::Lost,
-                },
+                Trace::new(
+                    vec![grow(), rust_fmt(), Frame::from_name("main (main.rs:3)")],
+                    StackState::Walked,
+                ),
+                Trace::new(vec![cpp_print(), grow()], StackState::Lost),
             ]
         }
 
