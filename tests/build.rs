@@ -58,7 +58,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     // call frame information walks their stacks (tests/dwarf.rs). Calls stay calls.
     (
         "nofp_paths",
-        "nofp_paths.c",
+        "paths.c",
         &["-O2", "-fomit-frame-pointer", "-fno-optimize-sibling-calls"],
     ),
     ("unwind_cases", "unwind_cases.c", &["-fomit-frame-pointer"]),

@@ -88,6 +88,24 @@ fn source(name: &str) -> (String, String) {
     (file, text)
 }
 
+/// The two call paths of `paths.c` (also built without frame pointers, as `nofp_paths`), from
+/// its markers: each stack from the site to main, its objects and bytes, largest first as the
+/// rows are.
+pub fn paths_stacks() -> Vec<(Vec<String>, u64, u64)> {
+    let site = ledger("paths")[0].site.clone();
+    let f = |func: &str, marker: &str| marked_frame("paths", func, marker);
+    let path = |p: &str| {
+        vec![
+            site.clone(),
+            f(&format!("{p}3"), &format!("{p}3")),
+            f(&format!("{p}2"), &format!("{p}2")),
+            f(&format!("{p}1"), &format!("{p}1")),
+            f("main", &format!("main_{p}")),
+        ]
+    };
+    vec![(path("a"), 300, 300 * 48), (path("b"), 200, 200 * 64)]
+}
+
 /// Reads the `ledger: site=F objects=N bytes=B` comments of a workload's source.
 pub fn ledger(name: &str) -> Vec<Expected> {
     let (file, src) = source(name);

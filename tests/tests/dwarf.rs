@@ -17,8 +17,8 @@
 use std::{process::Command, process::Stdio, sync::OnceLock};
 
 use muppy_tests::{
-    Proc, Run, Tracing, ebpf_available, expected_rows, ledger, marked_frame, send, state, trace,
-    workload,
+    Proc, Run, Tracing, ebpf_available, expected_rows, ledger, marked_frame, paths_stacks, send,
+    state, trace, workload,
 };
 use serde_json::Value;
 
@@ -131,44 +131,13 @@ fn assert_whole(
 // ---------------------------------------------------------------------------------------------
 // nofp_paths
 
-/// Each path's frames from the site to main, from the workload's markers: (stack, objects,
-/// bytes), largest first as the rows are.
-fn nofp_paths() -> Vec<(Vec<String>, u64, u64)> {
-    let site = ledger("nofp_paths")[0].site.clone();
-    let f = |func: &str, marker: &str| marked_frame("nofp_paths", func, marker);
-    vec![
-        (
-            vec![
-                site.clone(),
-                f("a3", "a3"),
-                f("a2", "a2"),
-                f("a1", "a1"),
-                f("main", "main_a"),
-            ],
-            300,
-            300 * 48,
-        ),
-        (
-            vec![
-                site,
-                f("b3", "b3"),
-                f("b2", "b2"),
-                f("b1", "b1"),
-                f("main", "main_b"),
-            ],
-            200,
-            200 * 64,
-        ),
-    ]
-}
-
 /// Both paths of nofp_paths whole, up to main and past it through libc's start-up code to
 /// `_start`, with `args`.
 fn assert_nofp_paths_whole(args: &[&str]) {
     let (run, s) = stacks_of("nofp_paths", args);
     let rows = s["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 2, "{run}");
-    for (row, (stack, objects, bytes)) in rows.iter().zip(nofp_paths()) {
+    for (row, (stack, objects, bytes)) in rows.iter().zip(paths_stacks()) {
         assert_eq!(row["site"], stack[0].as_str(), "{run}");
         assert_eq!(
             (row["objects"].as_u64(), row["bytes"].as_u64()),
@@ -208,7 +177,7 @@ fn frame_pointer_walk_cannot_cross_nofp_paths() {
     let objects: u64 = rows.iter().filter_map(|r| r["objects"].as_u64()).sum();
     let bytes: u64 = rows.iter().filter_map(|r| r["bytes"].as_u64()).sum();
     assert_eq!((objects, bytes), (500, 27200), "{run}");
-    for (stack, _, _) in nofp_paths() {
+    for (stack, _, _) in paths_stacks() {
         for row in &rows {
             let got = frames(row);
             assert!(

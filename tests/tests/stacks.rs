@@ -1,38 +1,8 @@
 //! Call stacks: two call paths, three frames deep, reach one allocating function. Grouped by
 //! stack and drawn as a tree, both paths show with their exact counts and frames.
 
-use muppy_tests::{ebpf_available, ledger, marked_frame, trace, workload};
+use muppy_tests::{ebpf_available, paths_stacks, trace, workload};
 use serde_json::Value;
-
-/// The innermost frames of each path, from the workload's markers: (stack, objects, bytes).
-fn expected_paths() -> Vec<(Vec<String>, u64, u64)> {
-    let site = ledger("paths")[0].site.clone();
-    let f = |func: &str, marker: &str| marked_frame("paths", func, marker);
-    vec![
-        (
-            vec![
-                site.clone(),
-                f("a3", "a3"),
-                f("a2", "a2"),
-                f("a1", "a1"),
-                f("main", "main_a"),
-            ],
-            300,
-            300 * 48,
-        ),
-        (
-            vec![
-                site,
-                f("b3", "b3"),
-                f("b2", "b2"),
-                f("b1", "b1"),
-                f("main", "main_b"),
-            ],
-            200,
-            200 * 64,
-        ),
-    ]
-}
 
 fn run(args: &[&str]) -> Vec<Value> {
     let bin = workload("paths");
@@ -55,7 +25,7 @@ fn grouping_by_stack_shows_both_paths_exactly() {
     assert_eq!(s["lost_events"], 0, "{s}");
     let rows = s["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{s}");
-    for (row, (stack, objects, bytes)) in rows.iter().zip(expected_paths()) {
+    for (row, (stack, objects, bytes)) in rows.iter().zip(paths_stacks()) {
         let got: Vec<&str> = row["stack"]
             .as_array()
             .unwrap()
@@ -117,7 +87,7 @@ fn tree_branches_into_both_paths_with_exact_counts() {
     let roots = t["roots"].as_array().unwrap();
     assert_eq!(roots.len(), 1, "{r}");
     let root = &roots[0];
-    let paths = expected_paths();
+    let paths = paths_stacks();
     assert_eq!(root["frame"], paths[0].0[0].as_str());
     assert_eq!(
         (root["objects"].as_u64(), root["bytes"].as_u64()),
@@ -215,7 +185,7 @@ fn tree_of_one_block_by_address() {
         (root["objects"].as_u64(), root["bytes"].as_u64()),
         (Some(1), Some(64))
     );
-    let paths = expected_paths();
+    let paths = paths_stacks();
     assert_eq!(root["children"][0]["frame"], paths[1].0[0].as_str());
     assert_eq!(
         root["children"][0]["children"][0]["frame"],

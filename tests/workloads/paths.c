@@ -2,7 +2,11 @@
  *   main -> a1 -> a2 -> a3 -> make_node: 300 blocks of 48 bytes
  *   main -> b1 -> b2 -> b3 -> make_node: 200 blocks of 64 bytes
  * Every frame is marked with its name, so a test can derive the exact stack, line by line.
- * Built with frame pointers (see cflags); no function here is inlined or tail-called. */
+ * Built with frame pointers (see cflags), and as nofp_paths without them (-O2
+ * -fomit-frame-pointer, see VARIANTS in build.rs), as distributions build, so that only the
+ * call frame information (.eh_frame) can walk its stack. noipa keeps each function whole and
+ * named as written (no inlining, no clones); the volatile store after each call, and
+ * -fno-optimize-sibling-calls, keep every call a call, not a jump. */
 #include <stdlib.h>
 
 #define NOINLINE __attribute__((noinline, noipa))
