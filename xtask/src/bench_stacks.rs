@@ -13,8 +13,8 @@
 //! - Unwinding a real stack: Debian's python3.11 (built without frame pointers) running an
 //!   allocation-heavy script under `--unwind dwarf`, and the loop built `-O2
 //!   -fomit-frame-pointer`.
-//! - A burst: two threads flat out under `--unwind dwarf`, unpinned, on the default ring; if it
-//!   loses stacks, the ring sizes that do not.
+//! - A burst: two threads flat out under `--unwind dwarf`, unpinned, on the default ring, and
+//!   on 64 MiB if it lost any (so the loop above, if `--unwind dwarf` lost any there).
 
 use std::{
     path::Path,
@@ -30,7 +30,9 @@ use crate::{compile_c, compile_c_flags, output, root};
 /// Pairs of malloc/free per timed run, one thread.
 const PAIRS: &str = "300000";
 
-/// Python, allocating blocks above pymalloc's 512 bytes (so through malloc) a few calls deep.
+/// Python, allocating blocks above pymalloc's 512 bytes (so through malloc): dicts, lists,
+/// bytes and strings, one in 50 kept, built in an object's `__init__` called from `map`, as a
+/// request handler might (C frames: the eval loop, `map`, the type's call, the eval loop).
 const PY_SCRIPT: &str = r#"
 import sys
 def leaf(i, keep):
@@ -40,12 +42,14 @@ def leaf(i, keep):
     s = "x" * (700 + i % 300)
     if i % 50 == 0:
         keep.append((d, l, b, s))
-def mid(n, keep):
-    for i in range(n):
+class Request:
+    def __init__(self, i, keep):
         leaf(i, keep)
+def handle(n, keep):
+    return list(map(lambda i: Request(i, keep), range(n)))
 def top(n):
     keep = []
-    mid(n, keep)
+    handle(n, keep)
     return len(keep)
 print("kept", top(int(sys.argv[1])))
 "#;
@@ -328,39 +332,44 @@ fn traced(trace: &Path, args: &[&str], cmd: &[&str], pin: bool, hz: f64) -> anyh
     Ok(run)
 }
 
-/// `--unwind dwarf` on `cmd` with the default ring, then larger rings while stacks or events
-/// are lost.
-fn ring_sweep(
-    trace: &Path,
-    what: &str,
-    cmd: &[&str],
-    pin: bool,
-    hz: f64,
-) -> anyhow::Result<Vec<Value>> {
+/// Two threads flat out, unpinned, every allocation's stack copied, `rounds` times on the
+/// default ring, and as many on a 64 MiB one if the default lost any.
+fn burst(trace: &Path, prog: &str, rounds: usize, hz: f64) -> anyhow::Result<Vec<Value>> {
     let mut rows = Vec::new();
-    for ring in [None, Some("64"), Some("256")] {
+    for ring in [None, Some("64")] {
         let mut args = vec!["--unwind", "dwarf"];
         if let Some(mb) = ring {
             args.extend(["--ring-mb", mb]);
         }
-        let r = traced(trace, &args, cmd, pin, hz)?;
-        let eps = r.events / r.seconds;
-        println!(
-            "{what}, --unwind dwarf, ring {} MiB: {eps:.0} events/s, {:.1} ns/call; reader {:.0} ms ({:.0} ns per event); lost {} stacks, {} events",
-            ring.unwrap_or("16 (default)"),
-            r.ns_per_call,
-            r.reader_cpu_ms,
-            r.reader_cpu_ms * 1e6 / r.events.max(1.0),
-            r.lost_stacks,
-            r.lost_events
+        let v: Vec<Run> = (0..rounds)
+            .map(|_| traced(trace, &args, &[prog, "2", PAIRS], false, hz))
+            .collect::<anyhow::Result<_>>()?;
+        let eps = median(v.iter().map(|r| r.events / r.seconds).collect());
+        let ns = median(v.iter().map(|r| r.ns_per_call).collect());
+        let reader_pct = median(
+            v.iter()
+                .map(|r| r.reader_cpu_ms / r.seconds / 10.0)
+                .collect(),
         );
+        let per_event = median(
+            v.iter()
+                .map(|r| r.reader_cpu_ms * 1e6 / r.events.max(1.0))
+                .collect(),
+        );
+        let lost_stacks: Vec<u64> = v.iter().map(|r| r.lost_stacks).collect();
+        let lost_events: Vec<u64> = v.iter().map(|r| r.lost_events).collect();
+        println!(
+            "burst, 2 threads unpinned, --unwind dwarf, ring {} MiB, median of {rounds}: {eps:.0} events/s, {ns:.1} ns/call; reader {reader_pct:.1}% of a CPU, {per_event:.0} ns per event; lost stacks {lost_stacks:?}, events {lost_events:?}",
+            ring.unwrap_or("16 (default)"),
+        );
+        let lost = lost_stacks.iter().chain(&lost_events).any(|&n| n > 0);
         rows.push(
             json!({"ring_mb": ring.map_or(16, |m| m.parse::<u64>().unwrap_or(0)),
-            "events_per_second": eps, "ns_per_call": r.ns_per_call,
-            "reader_cpu_ms": r.reader_cpu_ms, "lost_stacks": r.lost_stacks,
-            "lost_events": r.lost_events}),
+            "runs": rounds, "events_per_second": eps, "ns_per_call": ns,
+            "reader_cpu_percent": reader_pct, "reader_ns_per_event": per_event,
+            "lost_stacks": lost_stacks, "lost_events": lost_events}),
         );
-        if r.lost_stacks == 0 && r.lost_events == 0 {
+        if !lost {
             break;
         }
     }
@@ -451,7 +460,7 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
         );
         let lost_events: Vec<u64> = v.iter().map(|r| r.lost_events).collect();
         let lost_stacks: Vec<u64> = v.iter().map(|r| r.lost_stacks).collect();
-        let probes = probe_ns_per_call(verbose);
+        let probes = format!("{:.0} ns", probe_ns_per_call(verbose));
         println!(
             "{:<36} {n:>8.1} {:>8.2} {:>11.2} {eps:>10.0} {:>8} {:>8} {reader:>11.0} {per_event:>10.0} {:>10}",
             c.name,
@@ -459,7 +468,7 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
             n / base,
             lost_events.iter().sum::<u64>(),
             lost_stacks.iter().sum::<u64>(),
-            format!("{probes:.0} ns"),
+            probes,
         );
         let programs: serde_json::Map<String, Value> = verbose
             .programs
@@ -473,7 +482,7 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
             "lost_events": lost_events, "lost_stacks": lost_stacks,
             "reader_cpu_ms": reader, "reader_ns_per_event": per_event,
             "tracer_cpu_ms": median(v.iter().map(|r| r.tracer_cpu_ms).collect()),
-            "verbose": {"programs": programs, "probe_ns_per_call": probes, "stacks": verbose.stacks.map(|s| s.json()),
+            "verbose": {"programs": programs, "probe_ns_per_call": probe_ns_per_call(verbose), "stacks": verbose.stacks.map(|s| s.json()),
                 "lost_events": verbose.lost_events, "lost_stacks": verbose.lost_stacks},
         });
     }
@@ -540,6 +549,33 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
         )
     };
     let (auto, d512) = (lost("auto"), lost("dwarf_512k"));
+    let dwarf16 = lost("dwarf");
+    println!(
+        "lost by --unwind dwarf on every allocation, all {runs} runs, ring 16 MiB (default): {} events, {} stacks",
+        dwarf16.0, dwarf16.1
+    );
+    // Where it lost any: as many runs again on a 64 MiB ring.
+    if dwarf16 != (0, 0) {
+        let big: Vec<Run> = (0..runs)
+            .map(|_| {
+                traced(
+                    trace,
+                    &["--unwind", "dwarf", "--ring-mb", "64"],
+                    &loop_cmd,
+                    true,
+                    hz,
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let lost_stacks: Vec<u64> = big.iter().map(|r| r.lost_stacks).collect();
+        let lost_events: Vec<u64> = big.iter().map(|r| r.lost_events).collect();
+        let ns = median(big.iter().map(|r| r.ns_per_call).collect());
+        println!(
+            "  the same on a 64 MiB ring, {runs} runs: {ns:.1} ns/call; lost stacks {lost_stacks:?}, events {lost_events:?}"
+        );
+        figures["dwarf_ring64"] = json!({"ns_per_call": ns, "lost_stacks": lost_stacks,
+            "lost_events": lost_events});
+    }
     println!(
         "lost at default settings, all {runs} runs: auto {} events, {} stacks; dwarf at 512K {} events, {} stacks (target 0: {})",
         auto.0,
@@ -636,15 +672,8 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
     }
     figures["unwinding"] = unwinding.into();
 
-    // A burst: two threads flat out, unpinned, every allocation's stack copied; if the default
-    // ring loses stacks, the sizes that do not. The same for the pinned loop if it lost any.
-    let burst_cmd = [prog_s.as_str(), "2", PAIRS];
-    let burst = ring_sweep(trace, "burst, 2 threads unpinned", &burst_cmd, false, hz)?;
-    if dwarf.iter().any(|r| r.lost_stacks + r.lost_events > 0) {
-        figures["ring_sweep_pinned"] =
-            ring_sweep(trace, "1 thread pinned", &loop_cmd, true, hz)?.into();
-    }
-    figures["burst_dwarf"] = burst.into();
+    // A burst: two threads flat out, unpinned, every allocation's stack copied.
+    figures["burst_dwarf"] = burst(trace, &prog_s, runs.min(3), hz)?.into();
     println!("stacks section: {:.0} s", started.elapsed().as_secs_f64());
     Ok(figures)
 }
