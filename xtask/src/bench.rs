@@ -10,6 +10,7 @@
 //! - Memory: tracer memory per live block with 10 million held, and its base resident size.
 //! - Idle: the tracer's CPU while its target does nothing.
 //! - Analysis: summary, diff, tree and snapshots of 10 million blocks (the library alone).
+//! - Stacks: see [`crate::bench_stacks`].
 //! - Leak checks: see [`crate::bench_leaks`].
 
 use std::{
@@ -76,7 +77,7 @@ struct Sample {
 /// probes are removed in a background child for a few seconds, and while the kernel removes
 /// uprobes every other uprobe hit takes a slower path: a run started meanwhile measured up to
 /// 14% slower, which biased whichever configuration came next.
-fn settle() {
+pub(crate) fn settle() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let tracer_alive = || {
         std::fs::read_dir("/proc").is_ok_and(|d| {
@@ -398,6 +399,10 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
         analysis["snapshot_load_ms"].as_f64().unwrap_or(0.0),
     );
     figures["analysis"] = analysis;
+
+    // Stacks: what each way of taking them costs (issue 13).
+    settle();
+    figures["stacks"] = crate::bench_stacks::bench(&trace, runs)?;
 
     // Leak checks: a 1 GiB heap, the same under Valgrind, a lost list of a million nodes.
     settle();

@@ -8,7 +8,8 @@
 //! - `demo`: build, then trace the bundled leaking demo with periodic diffs, save its live set,
 //!   and draw who allocated the leak from the saved snapshot.
 //! - `bench`: build, then the benchmarks of `bench.rs` (overhead against the floor and other
-//!   tools, throughput, memory, idle CPU, analysis).
+//!   tools, throughput, memory, idle CPU, analysis, stacks, leak checks); `--leaks-only` and
+//!   `--stacks-only` run one section.
 //! - `install [--prefix DIR]`: build, then install the binary, its man page and its bash, zsh
 //!   and fish completions under DIR (default /usr/local). Idempotent.
 
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_leaks;
+mod bench_stacks;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -54,6 +56,10 @@ enum Task {
         /// Only the leak checks' figures.
         #[arg(long)]
         leaks_only: bool,
+        /// Only the stacks' figures (issue 13): the ways of taking stacks on the loop, the
+        /// reader's unwinding, a burst.
+        #[arg(long, conflicts_with = "leaks_only")]
+        stacks_only: bool,
     },
     /// Build, then install muppy-trace, its man page and its shell completions.
     Install {
@@ -258,12 +264,19 @@ fn install(bin: &Path, prefix: &Path) -> anyhow::Result<()> {
 }
 
 fn compile_c(src: &str, out: &str) -> anyhow::Result<PathBuf> {
+    compile_c_flags(src, out, &[])
+}
+
+/// [`compile_c`], with `extra` flags after the usual ones (which they override: `-O2`,
+/// `-fomit-frame-pointer`).
+fn compile_c_flags(src: &str, out: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let out = root().join("target").join(out);
     std::fs::create_dir_all(out.parent().unwrap_or(&root()))?;
     // The same flags as the test workloads: one definition, in tests/workloads/cflags.
     let cflags = std::fs::read_to_string(root().join("tests/workloads/cflags"))?;
     run(Command::new("gcc")
         .args(cflags.split_whitespace())
+        .args(extra)
         .arg("-o")
         .arg(&out)
         .arg(root().join(src)))?;
@@ -312,6 +325,18 @@ fn main() -> anyhow::Result<()> {
             let figures = bench_leaks::bench(&build()?)?;
             if json {
                 println!("{}", serde_json::json!({ "leaks": figures }));
+            }
+            Ok(())
+        }
+        Task::Bench {
+            json,
+            runs,
+            stacks_only: true,
+            ..
+        } => {
+            let figures = bench_stacks::bench(&build()?, runs)?;
+            if json {
+                println!("{}", serde_json::json!({ "stacks": figures }));
             }
             Ok(())
         }
