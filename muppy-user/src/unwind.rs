@@ -358,9 +358,11 @@ pub fn frame_pointers(path: &Path) -> Option<FramePointers> {
     let mut eh = EhFrame::new(section.data().ok()?, LittleEndian);
     eh.set_address_size(8);
     let mut bases = gimli::BaseAddresses::default().set_eh_frame(section.address());
-    if let Some(text) = elf.section_by_name(".text") {
-        bases = bases.set_text(text.address());
-    }
+    // Only the functions of `.text` count: PLT stubs have CFI of their own, never on the frame
+    // pointer, and outnumber the functions of a small program.
+    let text = elf.section_by_name(".text")?;
+    let code = text.address()..text.address() + text.size();
+    bases = bases.set_text(text.address());
     let mut counts = FramePointers {
         fdes: 0,
         rbp_cfa: 0,
@@ -371,6 +373,9 @@ pub fn frame_pointers(path: &Path) -> Option<FramePointers> {
             continue;
         };
         let fde = partial.parse(EhFrame::cie_from_offset).ok()?;
+        if !code.contains(&fde.initial_address()) {
+            continue;
+        }
         counts.fdes += 1;
         let mut insns = fde.instructions(&eh, &bases);
         while let Some(insn) = insns.next().ok()? {
