@@ -117,6 +117,11 @@ impl Process {
         })
     }
 
+    /// Takes in mappings read elsewhere (`/proc/PID/maps` text) for naming its sites.
+    pub fn learn_maps(&mut self, text: &str) {
+        self.modules.add(crate::symbols::parse_maps(text));
+    }
+
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
     /// paths that appeared, while the process is still there to ask about libraries it loaded
     /// since (mapped files stay open afterwards, so names made later still resolve).

@@ -40,6 +40,8 @@ pub struct CallPath {
 pub struct StackStore {
     paths: Mutex<Vec<Arc<CallPath>>>,
     notices: Mutex<Vec<Notice>>,
+    /// `/proc/PID/maps` texts the unwinders read, for the session's names.
+    maps: Mutex<Vec<(u32, String)>>,
     /// Stack copies unwound.
     pub copies: AtomicU64,
     /// Bytes of stack they held.
@@ -77,6 +79,13 @@ impl StackStore {
     /// Whether no path was seen yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The `/proc/PID/maps` texts the ring thread read since the last call: read at a
+    /// process's first stack, they may hold libraries the process had mapped then and has
+    /// not since (it exec'd), which the session's names need.
+    pub fn take_maps(&self) -> Vec<(u32, String)> {
+        std::mem::take(&mut *self.maps.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Passes `n` to the ring thread, which acts on it before its next events.
@@ -164,7 +173,14 @@ impl StackDecoder {
             .unwinders
             .unwind(pid, Regs { ip: caller, sp, bp }, stack);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let read = self.unwinders.take_maps();
         let s = &self.store;
+        if !read.is_empty() {
+            s.maps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(read);
+        }
         s.copies.fetch_add(1, Ordering::Relaxed);
         s.copied_bytes
             .fetch_add(stack.len() as u64, Ordering::Relaxed);

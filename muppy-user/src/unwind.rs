@@ -168,6 +168,16 @@ impl Unwinders {
         read_maps(space, pid, &mut self.files, &mut self.stats);
     }
 
+    /// The maps read since the last call, by process: the ring thread reads a process's
+    /// mappings as soon as its first stack arrives, which may be before the session does and
+    /// before the process execs again; the session names sites from them.
+    pub fn take_maps(&mut self) -> Vec<(u32, String)> {
+        self.spaces
+            .iter_mut()
+            .filter_map(|(&pid, s)| Some((pid, s.fresh.take()?)))
+            .collect()
+    }
+
     /// The process ended: its modules are dropped, and the files no other process maps (but
     /// the few last ones, for the next process of the same program).
     pub fn forget(&mut self, pid: u32) {
@@ -318,6 +328,11 @@ impl Unwinders {
 
     /// Nothing to drop.
     pub fn forget(&mut self, _pid: u32) {}
+
+    /// No maps are read here.
+    pub fn take_maps(&mut self) -> Vec<(u32, String)> {
+        Vec::new()
+    }
 
     fn walk(&mut self, _: u32, _: Regs, _: &[u8], _: &mut Vec<u64>) -> StackState {
         StackState::Cut(Cut::NoCfi)

@@ -147,14 +147,16 @@ impl Session<'_> {
                         None
                     }
                 };
-                if plan.is_some() {
-                    self.plan_stacks(pid)?;
-                }
+                let traced = plan.is_some();
                 let mut p = Process::new(pid, parent, plan);
                 if Some(pid) == self.root && self.check.is_some() {
                     p.table.track_freed();
                 }
                 self.live.insert(pid, p);
+                // After the table has read the new program's mappings (see `start`).
+                if traced {
+                    self.plan_stacks(pid)?;
+                }
             }
             TreeEvent::ExitCalled { pid } => {
                 // Every thread still alive, as Valgrind's check at exit and LeakSanitizer's

@@ -217,6 +217,12 @@ impl Session<'_> {
         } else {
             pump.take(&mut apply);
         }
+        // Mappings the ring thread read at a process's first stack, perhaps before it exec'd.
+        for (pid, text) in self.stacks.store().take_maps() {
+            if let Some(p) = self.live.get_mut(&pid) {
+                p.learn_maps(&text);
+            }
+        }
         for p in self.live.values_mut().chain(&mut ended) {
             p.settle(&self.stacks);
         }
@@ -483,7 +489,6 @@ impl Session<'_> {
                     self.probes.hold_exit(exit, p)?;
                 }
                 launched.release()?;
-                self.plan_stacks(pid)?;
                 self.note(Note::Tracing {
                     who: format!("pid {pid}"),
                     what: plan.describe(),
@@ -495,6 +500,9 @@ impl Session<'_> {
                     p.table.track_freed();
                 }
                 self.live.insert(pid, p);
+                // After the table, whose names need the program's mappings before it may exec
+                // again: deciding each module's frame pointers takes milliseconds.
+                self.plan_stacks(pid)?;
                 Ok(ExitWatch::Child(rx))
             }
             Mode::System => {

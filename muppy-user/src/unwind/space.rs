@@ -39,6 +39,8 @@ pub(super) struct Space {
     /// again for those would find nothing new, while a library loaded since (the program's
     /// own libraries, loaded after the first reading at exec) is read at its first address.
     unknown: HashSet<u64>,
+    /// The maps text last read, until [`super::Unwinders::take_maps`] hands it on.
+    pub(super) fresh: Option<String>,
 }
 
 impl Space {
@@ -50,6 +52,7 @@ impl Space {
             unwinder: UnwinderX86_64::new(),
             cache: CacheX86_64::new(),
             unknown: HashSet::new(),
+            fresh: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl Space {
     pub(super) fn read(&mut self, pid: u32, files: &mut Files) {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             self.load(pid, &text, files);
+            self.fresh = Some(text);
         }
         self.unknown.clear();
     }
