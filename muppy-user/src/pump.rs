@@ -213,6 +213,8 @@ fn run(
             let mut batch = Vec::new();
             stacks.heed();
             ring.drain(stacks, |ev| batch.push(ev));
+            // Before the batch goes: the session names its sites from what this says.
+            stacks.publish();
             if !batch.is_empty() {
                 shared.queued.fetch_add(batch.len(), Ordering::Relaxed);
                 if tx.send(Msg::Events(batch)).is_err() {

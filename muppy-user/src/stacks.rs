@@ -11,7 +11,6 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
 };
 
 use muppy_common::{CodeRanges, MAX_CODE_RANGES};
@@ -42,7 +41,7 @@ pub struct StackStore {
     notices: Mutex<Vec<Notice>>,
     /// `/proc/PID/maps` texts the unwinders read, for the session's names.
     maps: Mutex<Vec<(u32, String)>>,
-    /// Stack copies unwound.
+    /// Stack copies unwound (the unwinders' count, published after each batch).
     pub copies: AtomicU64,
     /// Bytes of stack they held.
     pub copied_bytes: AtomicU64,
@@ -138,6 +137,24 @@ impl StackDecoder {
         }
     }
 
+    /// Hands the session what it reads of this thread's work, after each batch of records:
+    /// the maps the unwinders read (which may hold libraries a process had mapped then and has
+    /// not since) and the unwinders' counters.
+    pub fn publish(&mut self) {
+        let read = self.unwinders.take_maps();
+        let s = &self.store;
+        if !read.is_empty() {
+            s.maps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(read);
+        }
+        let st = self.unwinders.stats();
+        s.copies.store(st.stacks, Ordering::Relaxed);
+        s.unwind_ns.store(st.ns, Ordering::Relaxed);
+        s.unwound_frames.store(st.frames, Ordering::Relaxed);
+    }
+
     /// Process `pid` exec'd or ended: its mappings are gone or replaced.
     pub fn forget(&mut self, pid: u32) {
         self.unwinders.forget(pid);
@@ -146,16 +163,19 @@ impl StackDecoder {
     /// The frame-pointer walk's return addresses `ips` of an allocation by `caller` (the
     /// walk's first address, which it starts at the return probe's instruction pointer);
     /// `full` if the walk filled its record and may have gone on.
-    pub fn frames(&mut self, caller: u64, ips: &[u64], full: bool) -> StackRef {
+    pub fn frames(
+        &mut self,
+        caller: u64,
+        ips: impl IntoIterator<Item = u64>,
+        full: bool,
+    ) -> StackRef {
         let mut addrs = std::mem::take(&mut self.scratch);
         addrs.clear();
         addrs.push(caller);
-        let above = match ips.first() {
-            Some(&first) if first == caller => &ips[1..],
-            _ => ips,
-        };
-        addrs.extend(above.iter().take(MAX_FRAMES - 1));
-        let state = if full || above.len() >= MAX_FRAMES {
+        let mut ips = ips.into_iter().peekable();
+        ips.next_if_eq(&caller);
+        addrs.extend(ips.by_ref().take(MAX_FRAMES - 1));
+        let state = if full || ips.next().is_some() {
             StackState::Cut(Cut::Depth)
         } else {
             StackState::Walked
@@ -168,25 +188,12 @@ impl StackDecoder {
     /// A copy of process `pid`'s stack at an allocation by `caller`: `stack` holds the bytes
     /// from `sp` up.
     pub fn copy(&mut self, pid: u32, caller: u64, sp: u64, bp: u64, stack: &[u8]) -> StackRef {
-        let start = Instant::now();
         let u = self
             .unwinders
             .unwind(pid, Regs { ip: caller, sp, bp }, stack);
-        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let read = self.unwinders.take_maps();
-        let s = &self.store;
-        if !read.is_empty() {
-            s.maps
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(read);
-        }
-        s.copies.fetch_add(1, Ordering::Relaxed);
-        s.copied_bytes
+        self.store
+            .copied_bytes
             .fetch_add(stack.len() as u64, Ordering::Relaxed);
-        s.unwind_ns.fetch_add(ns, Ordering::Relaxed);
-        s.unwound_frames
-            .fetch_add(u.addrs.len() as u64, Ordering::Relaxed);
         let mut addrs = u.addrs;
         // The site is the caller the probe saw, whatever the unwinding made of it.
         match addrs.first_mut() {
@@ -311,10 +318,10 @@ mod tests {
         let store = Arc::new(StackStore::default());
         let mut d = StackDecoder::new(Arc::clone(&store));
         let r = StackReader::new(Arc::clone(&store));
-        let a = d.frames(0x10, &[0x10, 0x20, 0x30], false);
+        let a = d.frames(0x10, [0x10, 0x20, 0x30], false);
         // The same path again, as the walk gives it or without its first address.
-        assert_eq!(d.frames(0x10, &[0x10, 0x20, 0x30], false), a);
-        assert_eq!(d.frames(0x10, &[0x20, 0x30], false), a);
+        assert_eq!(d.frames(0x10, [0x10, 0x20, 0x30], false), a);
+        assert_eq!(d.frames(0x10, [0x20, 0x30], false), a);
         let key = |stack| TraceKey {
             caller: 0x10,
             stack,
@@ -324,7 +331,7 @@ mod tests {
             (p.addrs, p.state),
             (vec![0x10, 0x20, 0x30], StackState::Walked)
         );
-        let full = d.frames(0x10, &[0x10, 0x20, 0x30], true);
+        let full = d.frames(0x10, [0x10, 0x20, 0x30], true);
         assert_ne!(full, a);
         assert_eq!(r.path(&key(full)).state, StackState::Cut(Cut::Depth));
         assert_eq!(store.len(), 2);
@@ -337,8 +344,7 @@ mod tests {
     fn a_deep_walk_keeps_the_innermost_frames() {
         let store = Arc::new(StackStore::default());
         let mut d = StackDecoder::new(Arc::clone(&store));
-        let ips: Vec<u64> = (1..=200).collect();
-        let StackRef::Id(id) = d.frames(1, &ips, false) else {
+        let StackRef::Id(id) = d.frames(1, 1..=200, false) else {
             panic!("not interned");
         };
         let p = store.get(id).unwrap();

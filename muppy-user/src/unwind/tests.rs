@@ -155,11 +155,6 @@ fn walks_own_stack_whole() {
     let after = u.stats();
     assert_eq!(after.stacks - before.stacks, runs);
     assert_eq!(after.frames - before.frames, runs * out.addrs.len() as u64);
-    eprintln!(
-        "unwound {} frames in {} ns per stack",
-        out.addrs.len(),
-        (after.ns - before.ns) / runs
-    );
 }
 
 #[test]
