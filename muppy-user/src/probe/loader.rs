@@ -19,16 +19,20 @@ static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Adds `pid` to (`on`) or removes it from the hash set of pids `map`.
 fn set_pid(ebpf: &mut Ebpf, map: &str, pid: u32, on: bool) {
+    set_entry(ebpf, map, pid, on.then_some(&1u8));
+}
+
+/// Sets (`Some`) or removes process `pid`'s entry in the hash map `map`.
+fn set_entry<V: aya::Pod>(ebpf: &mut Ebpf, map: &str, pid: u32, value: Option<&V>) {
     let Some(map) = ebpf.map_mut(map) else {
         return;
     };
-    let Ok(mut pids) = aya::maps::HashMap::<_, u32, u8>::try_from(map) else {
+    let Ok(mut entries) = aya::maps::HashMap::<_, u32, V>::try_from(map) else {
         return;
     };
-    let _ = if on {
-        pids.insert(pid, 1, 0)
-    } else {
-        pids.remove(&pid)
+    let _ = match value {
+        Some(v) => entries.insert(pid, v, 0),
+        None => entries.remove(&pid),
     };
 }
 
@@ -364,16 +368,7 @@ impl Probes {
     /// Sets (`Some`) or clears the code of process `pid` that keeps frame pointers, where
     /// `--unwind auto` walks them rather than copy the stack.
     pub fn set_fp_code(&mut self, pid: u32, code: Option<&CodeRanges>) {
-        let Some(map) = self.ebpf.map_mut(map::FP_CODE) else {
-            return;
-        };
-        let Ok(mut map) = aya::maps::HashMap::<_, u32, CodeRanges>::try_from(map) else {
-            return;
-        };
-        let _ = match code {
-            Some(c) => map.insert(pid, c, 0),
-            None => map.remove(&pid),
-        };
+        set_entry(&mut self.ebpf, map::FP_CODE, pid, code);
     }
 
     fn drops(&self, reason: u32) -> u64 {
