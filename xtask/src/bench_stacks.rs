@@ -167,6 +167,13 @@ struct Run {
     decisions: Vec<String>,
 }
 
+impl Run {
+    /// The reader thread's CPU per event of the target, in ns.
+    fn reader_ns_per_event(&self) -> f64 {
+        self.reader_cpu_ms * 1e6 / self.events.max(1.0)
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -351,11 +358,7 @@ fn burst(trace: &Path, prog: &str, rounds: usize, hz: f64) -> anyhow::Result<Vec
                 .map(|r| r.reader_cpu_ms / r.seconds / 10.0)
                 .collect(),
         );
-        let per_event = median(
-            v.iter()
-                .map(|r| r.reader_cpu_ms * 1e6 / r.events.max(1.0))
-                .collect(),
-        );
+        let per_event = median(v.iter().map(Run::reader_ns_per_event).collect());
         let lost_stacks: Vec<u64> = v.iter().map(|r| r.lost_stacks).collect();
         let lost_events: Vec<u64> = v.iter().map(|r| r.lost_events).collect();
         println!(
@@ -453,11 +456,7 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
         let eps = median(v.iter().map(|r| r.events / r.seconds).collect());
         let reader = median(v.iter().map(|r| r.reader_cpu_ms).collect());
         let events = median(v.iter().map(|r| r.events).collect());
-        let per_event = median(
-            v.iter()
-                .map(|r| r.reader_cpu_ms * 1e6 / r.events.max(1.0))
-                .collect(),
-        );
+        let per_event = median(v.iter().map(Run::reader_ns_per_event).collect());
         let lost_events: Vec<u64> = v.iter().map(|r| r.lost_events).collect();
         let lost_stacks: Vec<u64> = v.iter().map(|r| r.lost_stacks).collect();
         let probes = format!("{:.0} ns", probe_ns_per_call(verbose));
@@ -594,12 +593,7 @@ pub fn bench(trace: &Path, runs: usize) -> anyhow::Result<Value> {
             .map(|r| r.reader_cpu_ms / r.seconds / 10.0)
             .collect(),
     );
-    let per_event = median(
-        dwarf
-            .iter()
-            .map(|r| r.reader_cpu_ms * 1e6 / r.events.max(1.0))
-            .collect(),
-    );
+    let per_event = median(dwarf.iter().map(Run::reader_ns_per_event).collect());
     let tracer_per_event = median(
         dwarf
             .iter()
