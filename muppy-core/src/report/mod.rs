@@ -13,7 +13,10 @@ use crate::{
 };
 
 pub mod fit;
+pub mod flame;
+pub mod html;
 pub mod json;
+pub mod pprof;
 pub mod text;
 
 /// Which view.
@@ -41,6 +44,34 @@ pub enum Format {
     Table,
     /// JSON Lines.
     Json,
+    /// Folded stacks, root first, one line a path: `a;b;c bytes` (flame graph tools' input).
+    Folded,
+    /// A flame graph (SVG, drawn by inferno), bytes as the count.
+    Flamegraph,
+    /// One self-contained HTML page: sortable tables, the call tree, a flame graph.
+    Html,
+    /// A gzipped pprof profile (profile.proto), shaped as Go writes heap profiles.
+    Pprof,
+}
+
+impl Format {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "json",
+            Format::Folded => "folded",
+            Format::Flamegraph => "flamegraph",
+            Format::Html => "html",
+            Format::Pprof => "pprof",
+        }
+    }
+
+    /// Whether it is made to be read by another program, not on a terminal (a gzipped
+    /// profile, an SVG, a page).
+    pub fn for_programs(self) -> bool {
+        matches!(self, Format::Flamegraph | Format::Html | Format::Pprof)
+    }
 }
 
 /// A view and how to show it.
@@ -63,6 +94,8 @@ pub struct ViewOptions {
     pub width: Option<usize>,
     /// Names in full, whatever the width.
     pub full_names: bool,
+    /// Where the report goes (`-o FILE`); stdout when `None`. The binary opens it.
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Why a report could not be written.
@@ -71,6 +104,16 @@ pub enum ReportError {
     /// `tree --addr` named no live block.
     #[error("no live block starts at {0:#x}; `muppy-trace objects` lists the live blocks")]
     NoBlock(u64),
+    /// The format cannot show this report.
+    #[error("--format {format} cannot show {what}; {hint}")]
+    Unsupported {
+        /// The format's name.
+        format: &'static str,
+        /// What it was asked to show.
+        what: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// Writing failed.
     #[error("writing the report failed")]
     Write(#[source] io::Error),
@@ -229,6 +272,9 @@ pub fn printer<'w, W: io::Write + 'w>(opts: ViewOptions, out: W) -> Box<dyn Prin
     match opts.format {
         Format::Table => Box::new(text::TextPrinter::new(opts, out)),
         Format::Json => Box::new(json::JsonPrinter::new(opts, out)),
+        Format::Folded | Format::Flamegraph => Box::new(flame::FlamePrinter::new(opts, out)),
+        Format::Html => Box::new(html::HtmlPrinter::new(opts, out)),
+        Format::Pprof => Box::new(pprof::PprofPrinter::new(opts, out)),
     }
 }
 

@@ -252,6 +252,10 @@ struct ViewArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
 
+    /// Write the report to FILE instead of stdout (created or replaced).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
     /// What the summary and diff rows are.
     #[arg(long, value_enum, default_value_t = Grouping::Site)]
     group_by: Grouping,
@@ -343,6 +347,27 @@ enum OutputFormat {
     Table,
     /// JSON Lines.
     Json,
+    /// Folded stacks, root first: `main;parse;leaf 4096` (bytes), for flame graph tools.
+    Folded,
+    /// A flame graph (SVG), bytes as the width; `diff A B` draws a differential one.
+    Flamegraph,
+    /// One self-contained HTML page: sortable tables, the call tree, a flame graph.
+    Html,
+    /// A gzipped pprof heap profile, as Go writes them (`go tool pprof`, Pyroscope, Parca).
+    Pprof,
+}
+
+impl OutputFormat {
+    fn model(self) -> Format {
+        match self {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Folded => Format::Folded,
+            OutputFormat::Flamegraph => Format::Flamegraph,
+            OutputFormat::Html => Format::Html,
+            OutputFormat::Pprof => Format::Pprof,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -427,10 +452,7 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             kind: v.kind.map(Kind::model),
         },
         top: v.top,
-        format: match v.format {
-            OutputFormat::Table => Format::Table,
-            OutputFormat::Json => Format::Json,
-        },
+        format: v.format.model(),
         // A target's option (--top-procs), set by `live`; a snapshot is one process.
         top_procs: 0,
         width: match v.width {
@@ -439,7 +461,31 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             None => terminal_width(),
         },
         full_names: v.full_names,
+        output: v.output.clone(),
     })
+}
+
+/// Where a report goes: `-o FILE`, else stdout. A format made for programs (a profile, an
+/// SVG, a page) is not written to a terminal.
+fn destination(view: &ViewOptions) -> anyhow::Result<Box<dyn std::io::Write>> {
+    match &view.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("-o: cannot create {}", path.display()))?;
+            Ok(Box::new(std::io::BufWriter::new(file)))
+        }
+        None => {
+            // SAFETY: isatty only looks at the descriptor.
+            let tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+            if tty && view.format.for_programs() {
+                bail!(
+                    "--format {} is not for a terminal: write it to a file with -o FILE, or pipe it",
+                    view.format.name()
+                );
+            }
+            Ok(Box::new(std::io::stdout()))
+        }
+    }
 }
 
 /// The width of the terminal stdout is, or `None` when stdout is not a terminal (a pipe, a
@@ -621,7 +667,7 @@ fn show_leaks(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     let snap = Snapshot::load(file)?;
     let facts = verdicts_of(file, &snap)?;
     let r = analysis::leak_report(&snap.heap(), &view.filter, view.group_by, facts, None);
-    shown(report::printer(view, std::io::stdout()).leaks(&r))?;
+    shown(report::printer(view.clone(), destination(&view)?).leaks(&r))?;
     Ok(0)
 }
 
@@ -631,7 +677,7 @@ fn show_snapshot(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     if view.filter.kind.is_some() {
         verdicts_of(file, &snap)?;
     }
-    let mut printer = report::printer(view, std::io::stdout());
+    let mut printer = report::printer(view.clone(), destination(&view)?);
     shown(printer.view(&ProcView::of_heap(snap.heap()), &Facts::default()))?;
     Ok(0)
 }
@@ -666,6 +712,8 @@ fn live_checking(
     if unsafe { libc::geteuid() } != 0 {
         bail!("eBPF probes need root: run it with sudo");
     }
+    // Before the command is forked: a report that cannot be written stops nothing running.
+    let printer = report::printer(view.clone(), destination(&view)?);
     // Fork the command before any thread exists; the runtime comes after.
     let mode = match (t.pid, t.command.is_empty(), t.all) {
         (Some(pid), true, false) => Mode::Attach {
@@ -692,7 +740,7 @@ fn live_checking(
         .build()
         .context("starting the async runtime")?;
     let mut sink = CliSink {
-        printer: report::printer(view.clone(), std::io::stdout()),
+        printer,
         view,
         prev: HashMap::new(),
         checking,
@@ -805,7 +853,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let v = view_options(&view, View::Summary)?;
             let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
             let d = analysis::diff(&summary(&a), &summary(&b));
-            shown(report::printer(v, std::io::stdout()).diff(&d, None))?;
+            shown(report::printer(v.clone(), destination(&v)?).diff(&d, None))?;
             Ok(0)
         }
     }
