@@ -178,3 +178,52 @@ fn leak_checks_refuse_what_they_cannot_check() {
         "not a muppy snapshot",
     );
 }
+
+#[test]
+fn program_formats_refuse_a_terminal_and_intervals() {
+    // A pseudo-terminal on stdout (util-linux's script): a profile, an SVG or a page would be
+    // noise there. The refusal comes before the snapshot is read.
+    for format in ["pprof", "flamegraph", "html"] {
+        let cmd = format!(
+            "{} summary /nonexistent.muppy --format {format}",
+            muppy_tests::muppy_trace().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(
+            lines[0].trim_end(),
+            format!(
+                "muppy-trace: --format {format} is not for a terminal: write it to a file with -o FILE, or pipe it"
+            ),
+        );
+        assert!(!out.status.success(), "{text}");
+    }
+    // Piped, it gets as far as the missing file.
+    assert_one_line_error(
+        &trace(&["summary", "/nonexistent.muppy", "--format", "pprof"], ""),
+        "/nonexistent.muppy",
+    );
+    assert_one_line_error(
+        &trace(&["--format", "html", "--interval", "1", "--pid", "1"], ""),
+        "--interval prints diffs as tables or JSON; --format html writes one report at the end",
+    );
+    assert_one_line_error(
+        &trace(
+            &[
+                "summary",
+                "/dev/null",
+                "--format",
+                "folded",
+                "-o",
+                "/nonexistent-dir/f",
+            ],
+            "",
+        ),
+        "-o: cannot create /nonexistent-dir/f",
+    );
+}

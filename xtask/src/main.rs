@@ -154,7 +154,9 @@ fn setup() -> anyhow::Result<()> {
     // leak check's tests take Valgrind's memcheck (driven through vgdb) as their oracle, and
     // check that a target strace holds is refused. The man page is rendered by man (man-db),
     // and each completion script checked by its shell. The stack tests attach to Debian's own
-    // python3.11, built without frame pointers.
+    // python3.11, built without frame pointers. The views' tests read muppy's pprof profiles with
+    // Go's own pprof (golang-go), load its HTML reports in headless Chromium, and drive its
+    // terminal browser in tmux.
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
@@ -165,6 +167,9 @@ fn setup() -> anyhow::Result<()> {
         || which("man").is_none()
         || which("zsh").is_none()
         || which("fish").is_none()
+        || which("go").is_none()
+        || which("chromium").is_none()
+        || which("tmux").is_none()
         || !Path::new("/usr/bin/python3.11").exists()
         || [
             "libc.a",
@@ -192,6 +197,9 @@ fn setup() -> anyhow::Result<()> {
             "zsh",
             "fish",
             "python3.11",
+            "golang-go",
+            "chromium",
+            "tmux",
         ]))?;
     }
     Ok(())

@@ -579,11 +579,11 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
     })
 }
 
-/// What a printer's failure means here: a write that failed (a closed pipe, say) ends
-/// nothing, as a pager that quits early should not make an error; any other failure is one.
+/// What a printer's failure means here: a reader that went away (a pager that quit early, a
+/// closed pipe) ends nothing; any other failure is one (a full disk under `-o FILE`).
 fn shown(r: Result<(), ReportError>) -> Result<(), ReportError> {
     match r {
-        Err(ReportError::Write(_)) => Ok(()),
+        Err(ReportError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
 }
@@ -664,20 +664,22 @@ fn verdicts_of(file: &Path, snap: &Snapshot) -> anyhow::Result<CheckFacts> {
 
 /// Shows the leak report saved in a snapshot.
 fn show_leaks(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
+    let out = destination(&view)?;
     let snap = Snapshot::load(file)?;
     let facts = verdicts_of(file, &snap)?;
     let r = analysis::leak_report(&snap.heap(), &view.filter, view.group_by, facts, None);
-    shown(report::printer(view.clone(), destination(&view)?).leaks(&r))?;
+    shown(report::printer(view, out).leaks(&r))?;
     Ok(0)
 }
 
 /// Shows a view of a saved snapshot.
 fn show_snapshot(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
+    let out = destination(&view)?;
     let snap = Snapshot::load(file)?;
     if view.filter.kind.is_some() {
         verdicts_of(file, &snap)?;
     }
-    let mut printer = report::printer(view.clone(), destination(&view)?);
+    let mut printer = report::printer(view, out);
     shown(printer.view(&ProcView::of_heap(snap.heap()), &Facts::default()))?;
     Ok(0)
 }
@@ -703,6 +705,13 @@ fn live_checking(
     } else if view.filter.kind.is_some() {
         bail!(
             "--kind selects by the verdicts of a leak check: use it with `leaks`, or on a snapshot saved by `leaks --save`"
+        );
+    }
+    if t.interval.is_some() && !matches!(view.format, Format::Table | Format::Json) {
+        bail!(
+            "--interval prints diffs as tables or JSON; --format {} writes one report at the end (for a change over time, --save snapshots and `diff A B --format {}`)",
+            view.format.name(),
+            view.format.name()
         );
     }
     let checking = check.is_some();
