@@ -95,6 +95,9 @@ pub(super) struct LastCheck {
     pub facts: CheckFacts,
 }
 
+/// A check's stages, as [`SessionEvent::Progress`] counts them.
+const CHECK_STEPS: u32 = 3;
+
 impl Session<'_> {
     /// Makes the check of `spec` on the root process now: stops it, applies every event sent
     /// so far, copies its memory, lets it go, and reports. `two_checks`: lost blocks must be
@@ -110,6 +113,27 @@ impl Session<'_> {
         if self.checks.done {
             return Ok(());
         }
+        let r = self.check_stages(pump, spec, two_checks, pid);
+        self.progress("leak check", CHECK_STEPS)?;
+        r
+    }
+
+    /// A check's stage: the sink may show how far it is.
+    fn progress(&mut self, what: &'static str, step: u32) -> Result<(), TraceError> {
+        self.emit(SessionEvent::Progress {
+            what,
+            step,
+            steps: CHECK_STEPS,
+        })
+    }
+
+    fn check_stages(
+        &mut self,
+        pump: &mut Pump,
+        spec: &CheckSpec,
+        two_checks: bool,
+        pid: u32,
+    ) -> Result<(), TraceError> {
         let Some(tracer) = self.tracer.take() else {
             return self.note(Note::CheckFailed {
                 why: "the ptrace thread is not running".into(),
@@ -118,7 +142,9 @@ impl Session<'_> {
         // Made before the pause: faulting the copy's pages in would be most of it. (Counted
         // in the check's time, not in the pause.)
         let started = Instant::now();
+        self.progress("leak check: making room for the copy", 0)?;
         let mut buffers = check::prepare(pid).unwrap_or_default();
+        self.progress("leak check: stopping the target and copying its memory", 1)?;
         let stopped = Instant::now();
         let captured = match tracer.freeze(pid) {
             Ok(frozen) => {
@@ -154,6 +180,7 @@ impl Session<'_> {
         };
         self.checks.made += 1;
         let made = self.checks.made;
+        self.progress("leak check: following pointers", 2)?;
         match spec {
             CheckSpec::Leaks {
                 filter,

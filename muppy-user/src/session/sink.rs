@@ -30,6 +30,16 @@ pub enum SessionEvent<'a> {
     Leaks(LeakReport),
     /// Who points at one selected block (`refs`), at the end.
     Referrers(RefReport),
+    /// Long work under way, in steps (a leak check's stages): `step` of `steps` are done, and
+    /// `what` is the one under way; `step == steps` when it is over.
+    Progress {
+        /// The step under way, in words.
+        what: &'static str,
+        /// Steps done.
+        step: u32,
+        /// Steps in all.
+        steps: u32,
+    },
     /// The end of the session: every image, the live ones first.
     Final {
         /// The images.

@@ -29,8 +29,10 @@ use muppy_core::{
     report::{self, Facts, Format, Print, ProcView, ReportError, View, ViewOptions},
     snapshot::Snapshot,
 };
+use progress::{Bar, Unit};
 
 mod generate;
+mod progress;
 
 /// Trace heap allocations of an unmodified process and show what stays live: per site,
 /// function, stack or size; every block; or who allocated them as a tree.
@@ -597,6 +599,8 @@ struct CliSink {
     prev: HashMap<u32, Summary>,
     /// The session checks (`leaks`, `refs`): their reports replace the summary.
     checking: bool,
+    /// A long check's bar, while one is under way.
+    bar: Option<Bar>,
 }
 
 impl CliSink {
@@ -623,7 +627,20 @@ impl CliSink {
 impl Sink for CliSink {
     fn event(&mut self, ev: SessionEvent<'_>) -> Result<(), SinkError> {
         match ev {
-            SessionEvent::Note(n) => eprintln!("muppy-trace: {n}"),
+            SessionEvent::Note(n) => {
+                if let Some(bar) = &mut self.bar {
+                    bar.finish();
+                }
+                eprintln!("muppy-trace: {n}");
+            }
+            SessionEvent::Progress { what, step, steps } => {
+                let bar = self.bar.get_or_insert_with(|| Bar::new(what, Unit::Steps));
+                bar.stage(what);
+                bar.set(step.into(), steps.into());
+                if step == steps {
+                    self.bar = None;
+                }
+            }
             SessionEvent::Tick { procs, several } => self.tick(&procs, several)?,
             SessionEvent::Ended(p) => shown(self.printer.ended(&p))?,
             SessionEvent::Leaks(r) => shown(self.printer.leaks(&r))?,
@@ -665,7 +682,7 @@ fn verdicts_of(file: &Path, snap: &Snapshot) -> anyhow::Result<CheckFacts> {
 /// Shows the leak report saved in a snapshot.
 fn show_leaks(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     let out = destination(&view)?;
-    let snap = Snapshot::load(file)?;
+    let snap = progress::load_snapshot(file)?;
     let facts = verdicts_of(file, &snap)?;
     let r = analysis::leak_report(&snap.heap(), &view.filter, view.group_by, facts, None);
     shown(report::printer(view, out).leaks(&r))?;
@@ -675,7 +692,7 @@ fn show_leaks(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
 /// Shows a view of a saved snapshot.
 fn show_snapshot(file: &Path, view: ViewOptions) -> anyhow::Result<u8> {
     let out = destination(&view)?;
-    let snap = Snapshot::load(file)?;
+    let snap = progress::load_snapshot(file)?;
     if view.filter.kind.is_some() {
         verdicts_of(file, &snap)?;
     }
@@ -753,6 +770,7 @@ fn live_checking(
         view,
         prev: HashMap::new(),
         checking,
+        bar: None,
     };
     let outcome = rt.block_on(session::run(mode, &opts, &mut sink))?;
     Ok(outcome
@@ -858,7 +876,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Cmd::Diff { a, b, view }) => {
             names_as_saved(&view)?;
-            let (a, b) = (Snapshot::load(&a)?, Snapshot::load(&b)?);
+            let (a, b) = (progress::load_snapshot(&a)?, progress::load_snapshot(&b)?);
             let v = view_options(&view, View::Summary)?;
             let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
             let d = analysis::diff(&summary(&a), &summary(&b));
