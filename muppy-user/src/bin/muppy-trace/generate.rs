@@ -12,7 +12,7 @@ use std::{
     io::{self, Write},
 };
 
-use clap::{Command, CommandFactory as _, ValueEnum};
+use clap::{Arg, Command, CommandFactory as _, ValueEnum};
 use clap_complete::Shell;
 use clap_mangen::Man;
 use roff::{Roff, bold, roman};
@@ -146,19 +146,21 @@ fn commands(cmd: &Command, out: &mut Vec<u8>) -> io::Result<()> {
             r.text([roman(about.to_string())]);
         }
         r.to_writer(out)?;
-        let own: Vec<_> = sub
-            .get_arguments()
-            .filter(|a| !a.is_hide_set() && !shared.contains(a.get_id().as_str()))
-            .cloned()
-            .collect();
-        if own.is_empty() {
+        let is_own = |a: &Arg| !a.is_hide_set() && !shared.contains(a.get_id().as_str());
+        if !sub.get_arguments().any(is_own) {
             continue;
         }
+        // The shared arguments stay, hidden, for the own ones that name them
+        // (`refs --addr` is required unless `--site` is given).
+        let args = sub.get_arguments().map(|a| {
+            let a = a.clone();
+            if is_own(&a) { a } else { a.hide(true) }
+        });
         // The name is not shown: only the options are rendered.
         let own = Command::new(BIN)
             .disable_help_flag(true)
             .disable_version_flag(true)
-            .args(own);
+            .args(args);
         let mut section = Vec::new();
         Man::new(own).render_options_section(&mut section)?;
         // Its options, without the heading of a section of their own.
