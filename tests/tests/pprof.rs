@@ -1,0 +1,243 @@
+//! `--format pprof`: the profile Go's own `go tool pprof` reads, live and from a snapshot, with
+//! the ledger's exact figures (`-top` by space and by objects), its call paths (`-traces`) and
+//! the mapped files' build ids (`-raw`); sampled figures equal the JSON output's.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use muppy_tests::{ebpf_available, ledger, paths_stacks, scratch, trace, workload};
+
+/// Runs `go tool pprof ARGS PROFILE` and returns its stdout; Go's caches go to `dir`.
+fn pprof(dir: &Path, args: &[&str], profile: &Path) -> String {
+    let go = Path::new("/usr/bin/go");
+    assert!(
+        go.exists(),
+        "/usr/bin/go is missing: `cargo xtask setup` installs golang-go, whose `go tool pprof` \
+         reads the profiles these tests check"
+    );
+    let home = dir.join("go-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(profile)
+        .env("HOME", &home)
+        .env("GOPATH", home.join("gopath"))
+        .env("GOCACHE", home.join("cache"))
+        .env("PPROF_TMPDIR", &home)
+        .output()
+        .expect("run go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed\n--- stdout\n{stdout}--- stderr\n{stderr}"
+    );
+    stdout
+}
+
+/// Options showing the figures of sample type `index` unscaled (bytes in B, not kB).
+fn index_args(index: &str) -> Vec<String> {
+    let mut v = vec![format!("-sample_index={index}")];
+    if index.ends_with("_space") {
+        v.push("-unit=B".to_string());
+    }
+    v
+}
+
+/// `-top` rows: (function, flat, cum).
+fn top(dir: &Path, index: &str, profile: &Path) -> Vec<(String, u64, u64)> {
+    let mut args = vec!["-top".to_string(), "-nodecount=1000".to_string()];
+    args.extend(index_args(index));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pprof(dir, &args, profile);
+    let num = |s: &str| -> Option<u64> { s.trim_end_matches('B').parse().ok() };
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // flat flat% sum% cum cum% name...
+            if w.len() < 6 || !w[1].ends_with('%') || !w[4].ends_with('%') {
+                return None;
+            }
+            Some((w[5..].join(" "), num(w[0])?, num(w[3])?))
+        })
+        .collect()
+}
+
+/// The total `-top` reports: `Showing nodes accounting for X, 100% of X total`.
+fn total(dir: &Path, index: &str, profile: &Path) -> u64 {
+    let mut args = vec!["-top".to_string()];
+    args.extend(index_args(index));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pprof(dir, &args, profile);
+    let line = out
+        .lines()
+        .find(|l| l.contains(" total"))
+        .unwrap_or_else(|| panic!("no total in\n{out}"));
+    let t = line
+        .split(" of ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no total in {line}"));
+    t.trim_end_matches('B')
+        .parse()
+        .unwrap_or_else(|_| panic!("no total in {line}"))
+}
+
+/// The GNU build id of `file`, as `readelf -n` prints it.
+fn build_id(file: &Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(file)
+        .output()
+        .expect("run readelf");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .unwrap_or_else(|| panic!("{} has no build id:\n{text}", file.display()))
+        .to_string()
+}
+
+/// Traces workload `name`, writing its profile live and saving a snapshot; returns the live
+/// profile, the snapshot's and the snapshot.
+fn profiles(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let live = dir.join("live.pb.gz");
+    let snap = dir.join("saved.muppy");
+    let bin = workload(name);
+    let mut args = extra.to_vec();
+    args.extend([
+        "--format",
+        "pprof",
+        "-o",
+        live.to_str().unwrap(),
+        "--save",
+        snap.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+    ]);
+    let run = trace(&args, "");
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.is_empty(), "the profile goes to the file\n{run}");
+    let saved = dir.join("saved.pb.gz");
+    let r = trace(
+        &[
+            "summary",
+            snap.to_str().unwrap(),
+            "--format",
+            "pprof",
+            "-o",
+            saved.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    (live, saved, snap)
+}
+
+#[test]
+fn go_pprof_reads_the_ledger_live_and_from_a_snapshot() {
+    if !ebpf_available("go_pprof_reads_the_ledger_live_and_from_a_snapshot") {
+        return;
+    }
+    let dir = scratch("pprof-ledger");
+    let (live, saved, _) = profiles(&dir, "paths", &[]);
+    let site = &ledger("paths")[0];
+    let bin = workload("paths");
+    for profile in [&live, &saved] {
+        // -top: the ledger's site, by space and by objects, with nothing above it in the
+        // program's own frames.
+        for (index, want) in [("inuse_space", site.bytes), ("inuse_objects", site.objects)] {
+            let rows = top(&dir, index, profile);
+            let row = rows
+                .iter()
+                .find(|r| r.0 == site.function)
+                .unwrap_or_else(|| panic!("no {} row in {rows:?}", site.function));
+            assert_eq!((row.1, row.2), (want, want), "{index} {rows:?}");
+            let main = rows.iter().find(|r| r.0 == "main").unwrap();
+            assert_eq!(main.1, 0, "{index} {rows:?}");
+            assert!(main.2 >= want, "{index} {rows:?}");
+        }
+        // -traces: each call path leaf first, with its exact bytes.
+        let traces = pprof(
+            &dir,
+            &["-traces", "-sample_index=inuse_space", "-unit=B"],
+            profile,
+        );
+        let samples = parse_traces(&traces);
+        for (stack, _, bytes) in paths_stacks() {
+            let want: Vec<String> = stack
+                .iter()
+                .map(|f| f.split(' ').next().unwrap().to_string())
+                .collect();
+            let found = samples
+                .iter()
+                .find(|(_, s)| s.len() >= want.len() && s[..want.len()] == want[..])
+                .unwrap_or_else(|| panic!("no sample {want:?} in\n{traces}"));
+            assert_eq!(found.0, bytes, "{want:?}\n{traces}");
+        }
+        // -raw: the program's mapping, with its build id.
+        let raw = pprof(&dir, &["-raw"], profile);
+        let id = build_id(&bin);
+        let mapping = raw
+            .lines()
+            .find(|l| l.contains(bin.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("no mapping of {} in\n{raw}", bin.display()));
+        assert!(
+            mapping.contains(&id),
+            "want build id {id}: {mapping}\n{raw}"
+        );
+    }
+}
+
+/// `-traces` samples: (value, function names leaf first).
+fn parse_traces(text: &str) -> Vec<(u64, Vec<String>)> {
+    text.split("-----------+")
+        .filter_map(|block| {
+            let mut lines = block
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('-'));
+            let (value, leaf) = lines.next()?.trim().split_once(char::is_whitespace)?;
+            let value = value.trim_end_matches('B').parse().ok()?;
+            let names = std::iter::once(leaf)
+                .chain(lines)
+                .map(|l| l.trim().to_string())
+                .collect();
+            Some((value, names))
+        })
+        .collect()
+}
+
+/// Sampled heaps: the profile's totals are the estimates the JSON output shows for the same
+/// heap (the snapshot's), live and from the snapshot, and the period is the sampling gap.
+#[test]
+fn sampled_profiles_total_what_json_shows() {
+    if !ebpf_available("sampled_profiles_total_what_json_shows") {
+        return;
+    }
+    let dir = scratch("pprof-sampled");
+    let (live, saved, snap) = profiles(&dir, "sampling", &["--sample-bytes", "1024"]);
+    let r = trace(&["summary", snap.to_str().unwrap(), "--format", "json"], "");
+    assert_eq!(r.code, Some(0), "{r}");
+    let s = r.summary();
+    assert_eq!(s["estimated"], true, "{s}");
+    let want = (
+        s["total"]["objects"].as_u64().unwrap(),
+        s["total"]["bytes"].as_u64().unwrap(),
+    );
+    // Estimates, not the blocks seen: far more than the ~44000 samples of 45 MB.
+    assert!(want.1 > 40_000_000, "{s}");
+    for profile in [&live, &saved] {
+        let got = (
+            total(&dir, "inuse_objects", profile),
+            total(&dir, "inuse_space", profile),
+        );
+        assert_eq!(got, want, "{}", profile.display());
+        let raw = pprof(&dir, &["-raw"], profile);
+        assert!(
+            raw.contains("PeriodType: space bytes\nPeriod: 1024\n"),
+            "{raw}"
+        );
+    }
+}
