@@ -265,18 +265,20 @@ impl Builder {
         id
     }
 
-    fn function(&mut self, name: String, file: Option<String>) -> u64 {
+    /// The function `name`, shown as `shown` (`system_name` keeps `name`).
+    fn function(&mut self, name: String, shown: Option<String>, file: Option<String>) -> u64 {
         let key = (name, file);
         if let Some(&id) = self.functions.get(&key) {
             return id;
         }
         let id = self.profile.function.len() as u64 + 1;
-        let name = self.string(&key.0);
+        let system_name = self.string(&key.0);
+        let name = shown.map_or(system_name, |s| self.string(&s));
         let filename = key.1.as_deref().map_or(0, |f| self.string(f));
         self.profile.function.push(proto::Function {
             id,
             name,
-            system_name: name,
+            system_name,
             filename,
             start_line: 0,
         });
@@ -293,8 +295,14 @@ impl Builder {
             return id;
         }
         // The function as tables name it: a frame no symbol names keeps its whole name, so
-        // that unknown code is never merged with other unknown code.
-        let function_id = self.function(frame.function_name(), frame.file.clone());
+        // that unknown code is never merged with other unknown code. pprof drops a name's
+        // parenthesized tail (C++ parameters), so such a frame is shown without parentheses.
+        let shown = match (&frame.function, &frame.module) {
+            (Some(_), _) => None,
+            (None, Some(m)) => Some(format!("[unknown] {m}+{:#x}", frame.offset)),
+            (None, None) => Some(format!("[unknown] {:#x}", frame.addr)),
+        };
+        let function_id = self.function(frame.function_name(), shown, frame.file.clone());
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(proto::Location {
             id,
@@ -314,7 +322,7 @@ impl Builder {
         if let Some(&id) = self.markers.get(text) {
             return id;
         }
-        let function_id = self.function(text.to_string(), None);
+        let function_id = self.function(text.to_string(), None, None);
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(proto::Location {
             id,
@@ -657,7 +665,7 @@ mod tests {
                     vec![]
                 ),
                 (
-                    vec![leaf("[unknown] (0x99990000):0"), leaf("[stack lost]:0")],
+                    vec![leaf("[unknown] 0x99990000:0"), leaf("[stack lost]:0")],
                     vec![1, 7],
                     vec![]
                 ),
@@ -691,6 +699,11 @@ mod tests {
                 (0, 0)
             ]
         );
+        let unknown = p
+            .function
+            .iter()
+            .find(|f| s(f.system_name).starts_with("[unknown]"));
+        assert_eq!(s(unknown.unwrap().system_name), "[unknown] (0x99990000)");
         let f = &p.function[0];
         assert_eq!(
             (s(f.name), s(f.system_name), s(f.filename)),
