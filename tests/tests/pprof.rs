@@ -173,9 +173,10 @@ fn go_pprof_reads_the_ledger_live_and_from_a_snapshot() {
                 .collect();
             let found = samples
                 .iter()
-                .find(|(_, s)| s.len() >= want.len() && s[..want.len()] == want[..])
+                .find(|t| t.names.len() >= want.len() && t.names[..want.len()] == want[..])
                 .unwrap_or_else(|| panic!("no sample {want:?} in\n{traces}"));
-            assert_eq!(found.0, bytes, "{want:?}\n{traces}");
+            assert_eq!(found.value, bytes, "{want:?}\n{traces}");
+            assert!(found.labels.is_empty(), "one process: no labels\n{traces}");
         }
         // -raw: the program's mapping, with its build id.
         let raw = pprof(&dir, &["-raw"], profile);
@@ -191,20 +192,44 @@ fn go_pprof_reads_the_ledger_live_and_from_a_snapshot() {
     }
 }
 
-/// `-traces` samples: (value, function names leaf first).
-fn parse_traces(text: &str) -> Vec<(u64, Vec<String>)> {
+/// One sample as `-traces` shows it.
+struct Traced {
+    /// Its value.
+    value: u64,
+    /// Function names, leaf first.
+    names: Vec<String>,
+    /// Its labels: (key, value).
+    labels: Vec<(String, String)>,
+}
+
+/// `-traces` samples: each block between separators is label lines (`key:  value`), then the
+/// value and the leaf, then the callers.
+fn parse_traces(text: &str) -> Vec<Traced> {
     text.split("-----------+")
         .filter_map(|block| {
             let mut lines = block
                 .lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with('-'));
-            let (value, leaf) = lines.next()?.trim().split_once(char::is_whitespace)?;
-            let value = value.trim_end_matches('B').parse().ok()?;
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('-'));
+            let mut labels = Vec::new();
+            let (value, leaf) = loop {
+                let line = lines.next()?;
+                if let Some((k, v)) = line.split_once(":  ") {
+                    labels.push((k.to_string(), v.trim().to_string()));
+                    continue;
+                }
+                let (value, leaf) = line.split_once(char::is_whitespace)?;
+                break (value.trim_end_matches('B').parse().ok()?, leaf.trim());
+            };
             let names = std::iter::once(leaf)
                 .chain(lines)
-                .map(|l| l.trim().to_string())
+                .map(str::to_string)
                 .collect();
-            Some((value, names))
+            Some(Traced {
+                value,
+                names,
+                labels,
+            })
         })
         .collect()
 }
@@ -238,6 +263,123 @@ fn sampled_profiles_total_what_json_shows() {
         assert!(
             raw.contains("PeriodType: space bytes\nPeriod: 1024\n"),
             "{raw}"
+        );
+    }
+}
+
+/// Several processes (a fork and an exec): one profile, each sample labelled with its
+/// process's pid and command; each process's ledger exact.
+#[test]
+fn processes_are_labelled_by_pid_and_command() {
+    if !ebpf_available("processes_are_labelled_by_pid_and_command") {
+        return;
+    }
+    let dir = scratch("pprof-processes");
+    let profile = dir.join("procs.pb.gz");
+    let (forks, exec) = (workload("forks"), workload("allocators_tcmalloc"));
+    let run = trace(
+        &[
+            "--format",
+            "pprof",
+            "-o",
+            profile.to_str().unwrap(),
+            "--",
+            forks.to_str().unwrap(),
+            exec.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let traces = pprof(
+        &dir,
+        &["-traces", "-sample_index=inuse_space", "-unit=B"],
+        &profile,
+    );
+    let samples = parse_traces(&traces);
+    let label = |t: &Traced, k: &str| -> String {
+        t.labels
+            .iter()
+            .find(|l| l.0 == k)
+            .unwrap_or_else(|| panic!("a sample without {k}\n{traces}"))
+            .1
+            .clone()
+    };
+    // Per ledger site: (bytes, the pids of its samples).
+    for e in ledger("forks").iter().filter(|e| e.objects > 0) {
+        let at: Vec<&Traced> = samples
+            .iter()
+            .filter(|t| t.names[0] == e.function)
+            .collect();
+        let bytes: u64 = at.iter().map(|t| t.value).sum();
+        assert_eq!(bytes, e.bytes, "{}\n{traces}", e.function);
+        let mut pids: Vec<String> = at.iter().map(|t| label(t, "pid")).collect();
+        pids.dedup();
+        assert_eq!(pids.len(), 1, "{} in one process\n{traces}", e.function);
+        assert!(at.iter().all(|t| label(t, "comm") == "forks"), "{traces}");
+    }
+    let pid = |f: &str| label(samples.iter().find(|t| t.names[0] == f).unwrap(), "pid");
+    assert_ne!(pid("f_parent"), pid("f_child"), "{traces}");
+    // The exec'd program's samples carry its own command.
+    assert!(
+        samples
+            .iter()
+            .any(|t| label(t, "comm") == "allocators_tcma"),
+        "{traces}"
+    );
+}
+
+/// A stack cut short ends in a pseudo-frame saying why, as tables mark it.
+#[test]
+fn a_cut_stack_ends_in_its_marker() {
+    if !ebpf_available("a_cut_stack_ends_in_its_marker") {
+        return;
+    }
+    let dir = scratch("pprof-cut");
+    let profile = dir.join("cut.pb.gz");
+    let bin = workload("unwind_cases");
+    let run = trace(
+        &[
+            "--unwind",
+            "dwarf",
+            "--format",
+            "pprof",
+            "-o",
+            profile.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let traces = pprof(
+        &dir,
+        &["-traces", "-sample_index=inuse_space", "-unit=B"],
+        &profile,
+    );
+    let site = ledger("unwind_cases")
+        .into_iter()
+        .find(|e| e.function == "bottom_site")
+        .expect("bottom_site in the ledger");
+    let deep: Vec<Traced> = parse_traces(&traces)
+        .into_iter()
+        .filter(|t| t.names[0] == "bottom_site")
+        .collect();
+    assert_eq!(
+        deep.iter().map(|t| t.value).sum::<u64>(),
+        site.bytes,
+        "{traces}"
+    );
+    for t in &deep {
+        assert_eq!(
+            t.names.last().map(String::as_str),
+            Some("[stack deeper than the copy]"),
+            "{traces}"
+        );
+        assert!(
+            t.names[1..t.names.len() - 1]
+                .iter()
+                .all(|n| n.starts_with("recurse")),
+            "{traces}"
         );
     }
 }
