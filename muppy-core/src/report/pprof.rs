@@ -13,6 +13,9 @@
 //! short) ends in a pseudo-frame saying so, as tables mark it. With `--sample-bytes` the
 //! figures are the same estimates the tables and JSON show (each call path's weighted sums,
 //! rounded), and the period is the sampling gap, as Go writes sampled heaps already scaled.
+//!
+//! A leak check grouped by stack is a profile too: one sample per loss record, labelled with
+//! its kind.
 
 use std::{collections::HashMap, io};
 
@@ -21,7 +24,7 @@ use prost::Message;
 
 use super::{Facts, Print, ProcView, ReportError, View, ViewOptions};
 use crate::{
-    analysis::{Diff, LeakReport, RefReport, aggregate},
+    analysis::{Diff, GroupBy, Key, LeakReport, RefReport, aggregate},
     model::{Frame, Heap, Identity, ModuleFile},
 };
 
@@ -348,18 +351,44 @@ impl Builder {
             }
             // The same figures the tables and JSON show for this call path.
             let (objects, bytes) = tally.rounded();
-            let mut location_id: Vec<u64> = trace
-                .frames
-                .iter()
-                .map(|f| self.location(f, heap.modules))
-                .collect();
-            location_id.extend(trace.state.marker().map(|m| self.marker(m)));
-            let value = [objects, bytes].map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-            self.profile.sample.push(proto::Sample {
-                location_id,
-                value: value.to_vec(),
-                label: labels.clone(),
-            });
+            let frames = trace.frames.iter().map(|f| &**f);
+            let end = trace.state.marker();
+            self.sample(frames, end, heap.modules, (objects, bytes), labels.clone());
+        }
+    }
+
+    /// Adds a sample at `frames` (innermost first), ended by the marker `end` where the
+    /// stack is not whole.
+    fn sample<'f>(
+        &mut self,
+        frames: impl Iterator<Item = &'f Frame>,
+        end: Option<&'static str>,
+        modules: &[ModuleFile],
+        (objects, bytes): (u64, u64),
+        label: Vec<proto::Label>,
+    ) {
+        let mut location_id: Vec<u64> = frames.map(|f| self.location(f, modules)).collect();
+        location_id.extend(end.map(|m| self.marker(m)));
+        let value = [objects, bytes].map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.profile.sample.push(proto::Sample {
+            location_id,
+            value: value.to_vec(),
+            label,
+        });
+    }
+
+    /// Adds a leak check's loss records, one sample each, labelled with their kind.
+    fn add_leaks(&mut self, r: &LeakReport) {
+        for row in &r.rows {
+            let Key::Stack { frames, end } = &row.key else {
+                continue;
+            };
+            let label = vec![proto::Label {
+                key: self.string("kind"),
+                str: self.string(row.kind.key()),
+                ..proto::Label::default()
+            }];
+            self.sample(frames.iter(), *end, &[], (row.objects, row.bytes), label);
         }
     }
 
@@ -480,12 +509,19 @@ impl<W: io::Write> Print for PprofPrinter<W> {
         ))
     }
 
-    fn leaks(&mut self, _r: &LeakReport) -> Result<(), ReportError> {
-        Err(self.unsupported(
-            "a leak report",
-            "save the checked heap with `leaks --save FILE` and write its profile with \
-             `summary FILE --format pprof -o FILE.pb.gz`, or use --format json",
-        ))
+    /// Loss records grouped by stack: one sample per record, labelled with its `kind`
+    /// (`definitely_lost`...), so that `go tool pprof -tagfocus=kind=definitely_lost` shows
+    /// one kind. Other groupings have no call path per record.
+    fn leaks(&mut self, r: &LeakReport) -> Result<(), ReportError> {
+        if r.group_by != GroupBy::Stack {
+            return Err(self.unsupported(
+                "a leak report grouped by site or function",
+                "a profile needs each loss record's call path: add --group-by stack",
+            ));
+        }
+        let mut b = self.builder(0)?;
+        b.add_leaks(r);
+        self.write(b)
     }
 
     fn referrers(&mut self, _r: &RefReport) -> Result<(), ReportError> {
@@ -799,5 +835,70 @@ mod tests {
         assert!(diff.contains("-diff_base"), "{diff}");
         drop(pr);
         assert!(out.is_empty());
+    }
+
+    fn leak_report(group_by: GroupBy) -> LeakReport {
+        use crate::{analysis::LeakRow, model::LeakKind};
+        let row = |kind, frames: Vec<Frame>, end, objects, bytes| LeakRow {
+            kind,
+            key: Key::Stack { frames, end },
+            objects,
+            bytes,
+            indirect_bytes: 0,
+            stack: Vec::new(),
+            retention: Vec::new(),
+        };
+        LeakReport {
+            pid: 7,
+            group_by,
+            rows: vec![
+                row(
+                    LeakKind::DefinitelyLost,
+                    vec![frame(Some("leaf"), 0x1100, Some(3))],
+                    None,
+                    3,
+                    300,
+                ),
+                row(
+                    LeakKind::Reachable,
+                    vec![frame(Some("other"), 0x1300, Some(5))],
+                    Some("[stack lost]"),
+                    1,
+                    40,
+                ),
+            ],
+            totals: Default::default(),
+            unconfirmed: Default::default(),
+            facts: Default::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// A leak check grouped by stack: one sample per loss record, labelled with its kind.
+    #[test]
+    fn loss_records_by_stack_are_samples_labelled_with_their_kind() {
+        let mut out = Vec::new();
+        PprofPrinter::new(opts(), &mut out)
+            .leaks(&leak_report(GroupBy::Stack))
+            .unwrap();
+        let p = decode(&out);
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            samples(&p),
+            [
+                (l(&["leaf:3"]), vec![3, 300], l(&["kind=definitely_lost0"])),
+                (
+                    l(&["other:5", "[stack lost]:0"]),
+                    vec![1, 40],
+                    l(&["kind=reachable0"])
+                ),
+            ]
+        );
+        let mut out = Vec::new();
+        let err = PprofPrinter::new(opts(), &mut out)
+            .leaks(&leak_report(GroupBy::Site))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--group-by stack"), "{err}");
     }
 }
