@@ -383,3 +383,53 @@ fn a_cut_stack_ends_in_its_marker() {
         );
     }
 }
+
+/// A leak check grouped by stack: one sample per loss record, labelled with its kind (the
+/// check at a launched command's exit, as tests/exit_hold.rs makes it: a block held only in
+/// another thread's register is reachable, a dropped one definitely lost).
+#[test]
+fn loss_records_are_samples_labelled_with_their_kind() {
+    if !ebpf_available("loss_records_are_samples_labelled_with_their_kind") {
+        return;
+    }
+    let dir = scratch("pprof-leaks");
+    let profile = dir.join("leaks.pb.gz");
+    let bin = workload("exit_hold");
+    let run = trace(
+        &[
+            "leaks",
+            "--group-by",
+            "stack",
+            "--format",
+            "pprof",
+            "-o",
+            profile.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+            "regs",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let traces = pprof(
+        &dir,
+        &["-traces", "-sample_index=inuse_space", "-unit=B"],
+        &profile,
+    );
+    let samples = parse_traces(&traces);
+    // exit_hold.c: spinner's 24000-byte block, held in r12; lose's 22000, dropped.
+    for (function, bytes, kind) in [
+        ("spinner", 24000, "reachable"),
+        ("lose", 22000, "definitely_lost"),
+    ] {
+        let at: Vec<&Traced> = samples.iter().filter(|t| t.names[0] == function).collect();
+        assert_eq!(at.len(), 1, "{function}\n{traces}");
+        assert_eq!(at[0].value, bytes, "{function}\n{traces}");
+        assert_eq!(
+            at[0].labels,
+            [("kind".to_string(), kind.to_string())],
+            "{traces}"
+        );
+    }
+}
