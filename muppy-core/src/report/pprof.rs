@@ -901,4 +901,37 @@ mod tests {
             .to_string();
         assert!(err.contains("--group-by stack"), "{err}");
     }
+
+    /// Processes that ended before a one-process final report stay in the profile; then
+    /// every sample says whose it is.
+    #[test]
+    fn ended_processes_stay_in_a_final_view() {
+        let (b, t, m) = (blocks(), traces(), modules());
+        let view = |pid| ProcView {
+            id: Identity {
+                pid,
+                ..Identity::default()
+            },
+            ..ProcView::of_heap(heap(&b, &t, &m, 0))
+        };
+        let mut out = Vec::new();
+        let mut pr = PprofPrinter::new(opts(), &mut out);
+        pr.ended(&view(5)).unwrap();
+        pr.view(&view(6), &Facts::default()).unwrap();
+        drop(pr);
+        let labels: Vec<Vec<String>> = samples(&decode(&out)).into_iter().map(|s| s.2).collect();
+        let five = vec!["pid=5".to_string()];
+        let six = vec!["pid=6".to_string()];
+        assert_eq!(
+            labels,
+            [
+                five.clone(),
+                five.clone(),
+                five,
+                six.clone(),
+                six.clone(),
+                six
+            ]
+        );
+    }
 }
