@@ -20,11 +20,13 @@
 //!                    kinds numbered definitely, indirectly, possibly lost, reachable; then,
 //!                    for a definitely lost block, its indirect bytes),
 //!          the check (0 for none, else 1, then check, two_checks, pause_us, scanned_bytes,
-//!                     unaccounted_root_bytes, loader_blocks, threads)
+//!                     unaccounted_root_bytes, loader_blocks, threads),
+//!          modules (count, then: path, build id (empty for none), start, limit, offset;
+//!                   strings stored inline; since version 6)
 //! ```
 //!
 //! Trace states: 0 off, 1 lost, 2 walked, 3-7 cut (copy, depth, signal, trampoline, no CFI;
-//! since version 5). Version 3 had no verdicts and no check. Version 2 stored each frame as its name (a string) and each trace's function; version 1
+//! since version 5). Version 5 had no modules. Version 3 had no verdicts and no check. Version 2 stored each frame as its name (a string) and each trace's function; version 1
 //! was version 2 without the age resolution. Both still read: their names are parsed back into
 //! frames ([`Frame::from_name`]).
 //!
@@ -39,14 +41,15 @@ use std::{
 };
 
 use crate::model::{
-    Block, Blocks, CheckFacts, Counters, Cut, Frame, Heap, LeakKind, StackState, Trace, Verdict,
+    Block, Blocks, CheckFacts, Counters, Cut, Frame, Heap, LeakKind, ModuleFile, StackState, Trace,
+    Verdict,
 };
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
-/// The snapshot format version this muppy writes. It reads this one and versions 1 to 4
-/// (version 4 had no cut stacks; version 3 had no leak verdicts; 1 and 2 stored frames as names; version 1 had no age
+/// The snapshot format version this muppy writes. It reads this one and versions 1 to 5
+/// (version 5 had no modules; version 4 had no cut stacks; version 3 had no leak verdicts; 1 and 2 stored frames as names; version 1 had no age
 /// resolution, its ages were exact).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Why a snapshot could not be written or read.
@@ -116,6 +119,8 @@ pub struct Snapshot {
     pub blocks: Vec<(u64, Block)>,
     /// The leak check whose verdicts the blocks carry (`leaks --save`), if one was made.
     pub check: Option<CheckFacts>,
+    /// The process's executable file mappings (none before version 6).
+    pub modules: Vec<ModuleFile>,
 }
 
 impl Snapshot {
@@ -136,6 +141,7 @@ impl Snapshot {
             traces: heap.traces.to_vec(),
             blocks,
             check: None,
+            modules: heap.modules.to_vec(),
         }
     }
 
@@ -148,6 +154,7 @@ impl Snapshot {
             now_ns: self.now_ns,
             counters: self.counters,
             sample_bytes: self.sample_bytes,
+            modules: &self.modules,
         }
     }
 
@@ -245,6 +252,14 @@ impl Snapshot {
                 ] {
                     put(&mut p, v);
                 }
+            }
+        }
+        put(&mut p, self.modules.len() as u64);
+        for m in &self.modules {
+            put_str(&mut p, &m.path);
+            put_str(&mut p, m.build_id.as_deref().unwrap_or(""));
+            for v in [m.start, m.limit, m.offset] {
+                put(&mut p, v);
             }
         }
         wrap(VERSION, &p)
@@ -623,8 +638,27 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
             _ => return Err("bad check marker"),
         };
     }
+    let mut modules = Vec::new();
+    if version >= 6 {
+        let n = r.count(5)?;
+        for _ in 0..n {
+            let path = r.str()?.to_string();
+            let build_id = Some(r.str()?.to_string()).filter(|b| !b.is_empty());
+            let (start, limit, offset) = (r.u64()?, r.u64()?, r.u64()?);
+            if limit < start {
+                return Err("module ends before it starts");
+            }
+            modules.push(ModuleFile {
+                path,
+                build_id,
+                start,
+                limit,
+                offset,
+            });
+        }
+    }
     if !r.rest.is_empty() {
-        return Err("bytes after the blocks");
+        return Err("bytes after the modules");
     }
     Ok(Snapshot {
         pid,
@@ -636,6 +670,7 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
         traces,
         blocks,
         check,
+        modules,
     })
 }
 
@@ -728,6 +763,22 @@ mod tests {
                 loader_blocks: 3,
                 threads: 9,
             }),
+            modules: vec![
+                ModuleFile {
+                    path: "/usr/bin/prog".into(),
+                    build_id: Some("0123abcd".into()),
+                    start: 0x1000,
+                    limit: 0x2000,
+                    offset: 0,
+                },
+                ModuleFile {
+                    path: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+                    build_id: None,
+                    start: 0x7f00_0000_0000,
+                    limit: 0x7f00_0010_0000,
+                    offset: 0x28000,
+                },
+            ],
         }
     }
 
@@ -834,14 +885,30 @@ mod tests {
     fn reads_version_3_without_verdicts() {
         let mut s = sample();
         s.check = None;
+        s.modules.clear();
         for (_, b) in &mut s.blocks {
             b.leak = None;
         }
-        let v4 = s.encode();
-        // Without verdicts, those sections are one 0 per block and one for the check.
-        let payload = &v4[HEADER..v4.len() - 4 - s.blocks.len() - 1];
+        let v6 = s.encode();
+        // Without verdicts and modules, those sections are one 0 per block, one for the
+        // check and one for the modules.
+        let payload = &v6[HEADER..v6.len() - 4 - s.blocks.len() - 2];
         let old = Snapshot::decode(&wrap(3, payload), Path::new("f")).unwrap();
         assert_eq!(old, s);
+    }
+
+    /// Version 5 had no modules: it is version 6 without its last section.
+    #[test]
+    fn reads_version_5_without_modules() {
+        let mut s = sample();
+        s.modules.clear();
+        let v6 = s.encode();
+        let old = Snapshot::decode(&wrap(5, &v6[HEADER..v6.len() - 4 - 1]), Path::new("f"));
+        assert_eq!(old.unwrap(), s);
+        // A version 5 file with modules after its end is corrupt, not read as version 6.
+        let full = sample().encode();
+        let payload = &full[HEADER..full.len() - 4];
+        assert!(Snapshot::decode(&wrap(5, payload), Path::new("f")).is_err());
     }
 
     #[test]
@@ -875,11 +942,11 @@ mod tests {
             msg(b"hello world"),
             "s.muppy: not a muppy snapshot (save one with --save FILE)"
         );
-        let mut v6 = bytes.clone();
-        v6[8] = 6;
+        let mut v7 = bytes.clone();
+        v7[8] = 7;
         assert_eq!(
-            msg(&v6),
-            "s.muppy: snapshot format version 6; this muppy reads versions 1 to 5"
+            msg(&v7),
+            "s.muppy: snapshot format version 7; this muppy reads versions 1 to 6"
         );
         assert!(msg(&bytes[..bytes.len() - 1]).starts_with("s.muppy: truncated snapshot"));
         let mut flipped = bytes.clone();

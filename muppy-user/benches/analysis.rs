@@ -91,6 +91,7 @@ fn main() {
             now_ns,
             counters: Counters::default(),
             sample_bytes: 0,
+            modules: &[],
         }
     }
     let now = 2_000_000_000 + blocks;

@@ -852,7 +852,7 @@ fn debug_file<'data, R: object::ReadRef<'data>>(
     root: &Path,
 ) -> Option<File> {
     let id = elf.build_id().ok()??;
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::symbols::hex(id);
     if hex.len() < 3 {
         return None;
     }

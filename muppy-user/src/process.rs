@@ -195,6 +195,7 @@ impl Process {
             now_ns,
             counters,
             sample_bytes,
+            modules: self.modules.files(),
         }
     }
 

@@ -29,7 +29,7 @@ use std::{
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
-use muppy_core::model::Frame;
+use muppy_core::model::{Frame, ModuleFile};
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 /// One executable file mapping of the target.
@@ -55,6 +55,8 @@ pub struct Module {
 struct OpenFile {
     file: File,
     names: Names,
+    /// Its GNU build id, lower-case hex (profiles name the build of each file by it).
+    build_id: Option<String>,
 }
 
 /// Open files by (device, inode).
@@ -75,7 +77,12 @@ impl OpenFile {
             return Arc::clone(open);
         }
         let names = Names::of(&file, root);
-        let open = Arc::new(OpenFile { file, names });
+        let build_id = build_id(&file);
+        let open = Arc::new(OpenFile {
+            file,
+            names,
+            build_id,
+        });
         if let Some(k) = key {
             files.insert(k, Arc::clone(&open));
         }
@@ -111,7 +118,7 @@ impl Names {
         let Ok(Some(id)) = elf.build_id() else {
             return Names::Symbols;
         };
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex(id);
         if hex.len() < 3 {
             return Names::Symbols;
         }
@@ -132,6 +139,18 @@ impl Names {
             Err(_) => Names::Symbols,
         }
     }
+}
+
+/// Bytes in lower-case hex, as build ids are written.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The GNU build id of an ELF file, in hex; `None` for a file that has none or is no ELF.
+fn build_id(file: &File) -> Option<String> {
+    let cache = object::ReadCache::new(file);
+    let elf = object::File::parse(&cache).ok()?;
+    elf.build_id().ok().flatten().map(hex)
 }
 
 impl Module {
@@ -159,6 +178,8 @@ impl Module {
 pub struct Modules {
     pid: u32,
     modules: Vec<Module>,
+    /// The modules as the model holds them (for profiles and snapshots), kept in step.
+    files: Vec<ModuleFile>,
 }
 
 /// One line of `/proc/PID/maps` for an executable file mapping.
@@ -194,6 +215,7 @@ impl Modules {
         Self {
             pid,
             modules: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -227,6 +249,22 @@ impl Modules {
                 file,
             });
         }
+        self.files = self
+            .modules
+            .iter()
+            .map(|m| ModuleFile {
+                path: m.path.clone(),
+                build_id: m.file.as_ref().and_then(|f| f.build_id.clone()),
+                start: m.start,
+                limit: m.end,
+                offset: m.offset,
+            })
+            .collect();
+    }
+
+    /// The modules as the model holds them, for a heap.
+    pub fn files(&self) -> &[ModuleFile] {
+        &self.files
     }
 
     /// Opens the mapped file itself (through map_files, which works across mount namespaces

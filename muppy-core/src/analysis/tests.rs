@@ -29,6 +29,7 @@ fn heap<'a>(blocks: &'a Vec<(u64, Block)>, traces: &'a [Trace], now_ns: u64) -> 
         now_ns,
         counters: Counters::default(),
         sample_bytes: 0,
+        modules: &[],
     }
 }
 

@@ -65,6 +65,22 @@ impl Blocks for Vec<(u64, Block)> {
     }
 }
 
+/// One executable file mapping of the process: where its code sits, so that a profile can say
+/// which file (and which build of it) each frame's address is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModuleFile {
+    /// The file's path as the process sees it.
+    pub path: String,
+    /// The GNU build id of the file (lower-case hex), where it has one.
+    pub build_id: Option<String>,
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past its last address.
+    pub limit: u64,
+    /// The file offset that `start` maps.
+    pub offset: u64,
+}
+
 /// One process's heap at one moment.
 pub struct Heap<'a> {
     /// The process.
@@ -80,6 +96,9 @@ pub struct Heap<'a> {
     /// With `--sample-bytes`: the mean gap between samples. The blocks are a sample, and every
     /// figure made from them is an estimate (see [`Heap::weight`]). 0: every block.
     pub sample_bytes: u64,
+    /// Its executable file mappings, where known (empty for snapshots before format
+    /// version 6).
+    pub modules: &'a [ModuleFile],
 }
 
 impl Heap<'_> {

@@ -950,6 +950,7 @@ mod tests {
                     ..Counters::default()
                 },
                 sample_bytes: 0,
+                modules: &[],
             },
         }
     }

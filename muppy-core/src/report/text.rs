@@ -1284,6 +1284,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                     now_ns: 3_000_000,
                     counters: Counters::default(),
                     sample_bytes: 0,
+                    modules: &[],
                 },
             }
         }
