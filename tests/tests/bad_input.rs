@@ -208,6 +208,24 @@ fn program_formats_refuse_a_terminal_and_intervals() {
         &trace(&["summary", "/nonexistent.muppy", "--format", "pprof"], ""),
         "/nonexistent.muppy",
     );
+    // A run that fails before the report is written leaves no empty -o file behind.
+    let out = muppy_tests::scratch("program_formats_refuse").join("p.pb.gz");
+    let out_arg = out.to_str().unwrap();
+    assert_one_line_error(
+        &trace(
+            &[
+                "summary",
+                "/nonexistent.muppy",
+                "--format",
+                "pprof",
+                "-o",
+                out_arg,
+            ],
+            "",
+        ),
+        "/nonexistent.muppy",
+    );
+    assert!(!out.exists(), "{} was left behind", out.display());
     assert_one_line_error(
         &trace(&["--format", "html", "--interval", "1", "--pid", "1"], ""),
         "--interval prints diffs as tables or JSON; --format html writes one report at the end",

@@ -467,6 +467,10 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
     })
 }
 
+/// The `-o` file this run created, so that a run that fails before writing anything into it
+/// (a report the format refuses) does not leave an empty file behind.
+static CREATED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// Where a report goes: `-o FILE`, else stdout. A format made for programs (a profile, an
 /// SVG, a page) is not written to a terminal.
 fn destination(view: &ViewOptions) -> anyhow::Result<Box<dyn std::io::Write>> {
@@ -474,6 +478,7 @@ fn destination(view: &ViewOptions) -> anyhow::Result<Box<dyn std::io::Write>> {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("-o: cannot create {}", path.display()))?;
+            let _ = CREATED.set(path.clone());
             Ok(Box::new(std::io::BufWriter::new(file)))
         }
         None => {
@@ -908,6 +913,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("muppy-trace: {e:#}");
+            if let Some(path) = CREATED.get()
+                && std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
+            {
+                let _ = std::fs::remove_file(path);
+            }
             ExitCode::from(2)
         }
     }
