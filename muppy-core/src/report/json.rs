@@ -1037,6 +1037,7 @@ mod tests {
                 objects: -1,
                 bytes: -10,
             }],
+            before: Vec::new(),
             counters: Counters::default(),
             sample_bytes: 0,
         };
