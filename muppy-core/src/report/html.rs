@@ -298,20 +298,27 @@ impl<W: io::Write> HtmlPrinter<W> {
     }
 }
 
-/// A flame graph as a page holds it: the `<svg>` element alone, with no script and no
-/// namespace addresses (HTML needs neither, and the page names no other place).
+/// A flame graph as a page holds it: the `<svg>` element alone, without its comments, its
+/// `onload` (its script is left out) and its namespace addresses: HTML needs none of them, and
+/// the page names no other place.
 fn inline_svg(lines: &[String], title: &str) -> Result<String, ReportError> {
     let mut buf = Vec::new();
     flame::svg(lines, title, true, &mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    let start = text.find("<svg").unwrap_or(0);
-    let mut svg = text[start..].to_string();
-    for ns in [
+    let mut rest = &text[text.find("<svg").unwrap_or(0)..];
+    let mut svg = String::with_capacity(rest.len());
+    while let Some(i) = rest.find("<!--") {
+        svg.push_str(&rest[..i]);
+        rest = rest[i..].find("-->").map_or("", |j| &rest[i + j + 3..]);
+    }
+    svg.push_str(rest);
+    for attr in [
+        " onload=\"init(evt)\"",
         " xmlns=\"http://www.w3.org/2000/svg\"",
         " xmlns:xlink=\"http://www.w3.org/1999/xlink\"",
         " xmlns:fg=\"http://github.com/jonhoo/inferno\"",
     ] {
-        svg = svg.replace(ns, "");
+        svg = svg.replace(attr, "");
     }
     Ok(svg)
 }

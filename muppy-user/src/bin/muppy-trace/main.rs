@@ -877,7 +877,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Cmd::Diff { a, b, view }) => {
             names_as_saved(&view)?;
             let (a, b) = (progress::load_snapshot(&a)?, progress::load_snapshot(&b)?);
-            let v = view_options(&view, View::Summary)?;
+            let mut v = view_options(&view, View::Summary)?;
+            if matches!(v.format, Format::Folded | Format::Flamegraph) {
+                // A flame graph's paths are whole stacks, whatever the tables group by.
+                v.group_by = GroupBy::Stack;
+            }
             let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
             let d = analysis::diff(&summary(&a), &summary(&b));
             shown(report::printer(v.clone(), destination(&v)?).diff(&d, None))?;
