@@ -38,7 +38,9 @@ fn ending_with<'a>(
     let tail: Vec<&String> = stack.iter().rev().collect();
     lines
         .iter()
-        .filter(|(p, _)| p.len() >= tail.len() && p[p.len() - tail.len()..].iter().eq(tail.iter().copied()))
+        .filter(|(p, _)| {
+            p.len() >= tail.len() && p[p.len() - tail.len()..].iter().eq(tail.iter().copied())
+        })
         .collect()
 }
 
@@ -69,7 +71,11 @@ fn svg_titles(file: &Path) -> Vec<String> {
             }
             Ok(Event::Eof) => break,
             Ok(_) => {}
-            Err(e) => panic!("{} is not XML at {}: {e}", file.display(), r.buffer_position()),
+            Err(e) => panic!(
+                "{} is not XML at {}: {e}",
+                file.display(),
+                r.buffer_position()
+            ),
         }
     }
     assert_eq!(depth, 0, "{}: unclosed elements", file.display());
@@ -82,7 +88,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -117,7 +123,10 @@ fn folded_stacks_are_root_first_with_each_paths_bytes_live_and_saved() {
         assert_eq!(counts, &vec![bytes], "{live}");
         // Root first: main before the site, and the site is the leaf.
         assert_eq!(path.last(), Some(&stack[0]), "{live}");
-        let main = path.iter().position(|f| f.starts_with("main (")).expect("main");
+        let main = path
+            .iter()
+            .position(|f| f.starts_with("main ("))
+            .expect("main");
         assert_eq!(main + stack.len(), path.len(), "{live}");
     }
     let site = &ledger("paths")[0];
@@ -128,7 +137,10 @@ fn folded_stacks_are_root_first_with_each_paths_bytes_live_and_saved() {
         .sum();
     assert_eq!(at_site, site.bytes, "{live}");
     // The snapshot gives the same lines.
-    let saved = trace(&["summary", snap.to_str().unwrap(), "--format", "folded"], "");
+    let saved = trace(
+        &["summary", snap.to_str().unwrap(), "--format", "folded"],
+        "",
+    );
     assert_eq!(saved.code, Some(0), "{saved}");
     assert_eq!(saved.stdout, live.stdout);
     let _ = std::fs::remove_dir_all(&dir);
@@ -187,7 +199,9 @@ fn flame_graphs_are_svg_naming_each_frame_with_its_bytes() {
             }
         }
         assert!(
-            titles.iter().any(|t| t.starts_with("all (27,200 bytes, 100%)")),
+            titles
+                .iter()
+                .any(|t| t.starts_with("all (27,200 bytes, 100%)")),
             "{titles:#?}"
         );
     }
@@ -236,7 +250,10 @@ fn diffs_of_snapshots_give_both_sides_and_a_differential_flame_graph() {
             .filter(|(p, _)| p.last().map(String::as_str) == Some(site))
             .collect();
         assert_eq!(found.len(), 1, "{site}\n{d}");
-        assert!(found[0].0.iter().any(|f| f.starts_with("main (ages.c:")), "{d}");
+        assert!(
+            found[0].0.iter().any(|f| f.starts_with("main (ages.c:")),
+            "{d}"
+        );
         found[0].1.clone()
     };
     assert_eq!(at(&sites[0].site), vec![1000, 2500], "{d}");

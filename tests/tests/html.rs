@@ -154,7 +154,12 @@ fn html_page_loads_in_chromium_with_the_ledger_rows() {
         // The flame graph, inline.
         assert!(dom.contains("<svg"), "{dom}");
         for (stack, _, bytes) in paths_stacks() {
-            let title = format!("<title>{} ({},{:03} bytes, ", stack[1], bytes / 1000, bytes % 1000);
+            let title = format!(
+                "<title>{} ({},{:03} bytes, ",
+                stack[1],
+                bytes / 1000,
+                bytes % 1000
+            );
             assert!(dom.contains(&title), "{title}\n{dom}");
         }
     }

@@ -145,16 +145,17 @@ impl<W: io::Write> FlamePrinter<W> {
 impl<W: io::Write> Print for FlamePrinter<W> {
     fn view(&mut self, p: &ProcView, _facts: &Facts) -> Result<(), ReportError> {
         let lines = folded(&p.heap, &self.opts.filter, None);
-        self.write(
-            &lines,
-            &format!("Live bytes of {}", process_name(&p.id)),
-        )
+        self.write(&lines, &format!("Live bytes of {}", process_name(&p.id)))
     }
 
     fn processes(&mut self, procs: &[ProcView], _facts: &Facts) -> Result<(), ReportError> {
         let mut lines = Vec::new();
         for p in procs {
-            lines.extend(folded(&p.heap, &self.opts.filter, Some(&process_name(&p.id))));
+            lines.extend(folded(
+                &p.heap,
+                &self.opts.filter,
+                Some(&process_name(&p.id)),
+            ));
         }
         self.write(&lines, &format!("Live bytes of {} processes", procs.len()))
     }
@@ -209,10 +210,7 @@ mod tests {
                 vec![frame_at("leaf", 3), frame_at("main", 10)],
                 StackState::Walked,
             ),
-            Trace::new(
-                vec![frame_at("f<a;b>", 1)],
-                StackState::Lost,
-            ),
+            Trace::new(vec![frame_at("f<a;b>", 1)], StackState::Lost),
         ]
     }
 
@@ -287,7 +285,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6);
-        assert_eq!(lines[0], "sh (1);main (a.cc:9);mid (a.cc:7);leaf (a.cc:3) 128");
+        assert_eq!(
+            lines[0],
+            "sh (1);main (a.cc:9);mid (a.cc:7);leaf (a.cc:3) 128"
+        );
         assert_eq!(lines[5], "pid 2;[stack lost];f<a:b> (a.cc:1) 5");
     }
 
@@ -339,12 +340,7 @@ mod tests {
         };
         assert_eq!(
             diff_lines(&d),
-            vec![
-                "main;a 20 70",
-                "main;b 10 0",
-                "main;c 0 8",
-                "main;d 4 4"
-            ]
+            vec!["main;a 20 70", "main;b 10 0", "main;c 0 8", "main;d 4 4"]
         );
         let mut out = Vec::new();
         printer(opts(Format::Flamegraph), &mut out)
@@ -353,7 +349,10 @@ mod tests {
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("<svg"), "{svg}");
         // The grown path is drawn red, with its change in its tooltip.
-        assert!(svg.contains("main;a") || svg.contains(">a (70 bytes"), "{svg}");
+        assert!(
+            svg.contains("main;a") || svg.contains(">a (70 bytes"),
+            "{svg}"
+        );
     }
 
     #[test]
@@ -399,7 +398,10 @@ mod tests {
         let e = printer(opts(Format::Folded), &mut out)
             .leaks(&r)
             .unwrap_err();
-        assert!(e.to_string().starts_with("--format folded cannot show a leak report; "));
+        assert!(
+            e.to_string()
+                .starts_with("--format folded cannot show a leak report; ")
+        );
         assert!(out.is_empty());
     }
 }

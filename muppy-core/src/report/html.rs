@@ -88,7 +88,11 @@ document.body.setAttribute('data-ready','1');
 /// A sortable table: `head` names the columns (`num` ones hold numbers), each row its cells'
 /// (shown, sort value) pairs.
 fn table(s: &mut String, id: &str, head: &[(&str, bool)], rows: &[Vec<String>]) {
-    let _ = write!(s, "<table class=\"sortable\" id=\"{}\"><thead><tr>", escape(id));
+    let _ = write!(
+        s,
+        "<table class=\"sortable\" id=\"{}\"><thead><tr>",
+        escape(id)
+    );
     for (h, num) in head {
         let class = if *num { " class=\"num\"" } else { "" };
         let _ = write!(s, "<th{class}>{}</th>", escape(h));
@@ -140,7 +144,7 @@ fn tree(s: &mut String, n: &Node, depth: usize, maxdepth: usize) {
         let _ = writeln!(s, "<div class=\"leaf node\">{label}</div>");
         return;
     }
-    let _ = write!(s, "<details class=\"node\"><summary>{label}</summary>\n");
+    let _ = writeln!(s, "<details class=\"node\"><summary>{label}</summary>");
     for c in &n.children {
         tree(s, c, depth + 1, maxdepth);
     }
@@ -283,7 +287,8 @@ impl<W: io::Write> HtmlPrinter<W> {
         s.push_str(&inline_svg(&lines, &format!("Live bytes of {name}"))?);
         s.push_str("</div>\n");
         let mut verdicts = false;
-        p.heap.select(&o.filter, &mut |_, b, _| verdicts |= b.leak.is_some());
+        p.heap
+            .select(&o.filter, &mut |_, b, _| verdicts |= b.leak.is_some());
         if verdicts {
             let by = if o.group_by == GroupBy::Size {
                 GroupBy::Site
@@ -370,7 +375,10 @@ impl<W: io::Write> Print for HtmlPrinter<W> {
         for r in &table_rows {
             self.section(&mut s, &procs[r.index])?;
         }
-        self.page(&format!("muppy: live heaps of {} processes", procs.len()), &s)
+        self.page(
+            &format!("muppy: live heaps of {} processes", procs.len()),
+            &s,
+        )
     }
 
     fn ended(&mut self, _p: &ProcView) -> Result<(), ReportError> {
@@ -420,5 +428,126 @@ impl<W: io::Write> Print for HtmlPrinter<W> {
             what: "referrers",
             hint: "use --format table or json for who points at a block",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{Block, Frame, Heap, StackState, Trace, Verdict},
+        report::{Format, printer},
+    };
+
+    const TEMPLATE: &str = "std::vector<int, A<\"q\">>::push_back(int const&) (v.h:7)";
+
+    fn traces() -> Vec<Trace> {
+        vec![
+            Trace::new(
+                vec![
+                    Frame::from_name(TEMPLATE),
+                    Frame::from_name("main (m.cc:3)"),
+                ],
+                StackState::Walked,
+            ),
+            Trace::new(vec![Frame::from_name("leaf (m.cc:9)")], StackState::Lost),
+        ]
+    }
+
+    fn block(size: u64, trace: u32, leak: Option<LeakKind>) -> Block {
+        Block {
+            size,
+            ts_ns: 0,
+            trace,
+            tid: 1,
+            leak: leak.map(|kind| Verdict {
+                kind,
+                indirect_bytes: 0,
+                confirmed: true,
+            }),
+        }
+    }
+
+    fn page(blocks: &Vec<(u64, Block)>, several: bool) -> String {
+        let t = traces();
+        let heap = |pid| Heap {
+            pid,
+            blocks,
+            traces: &t,
+            now_ns: 0,
+            counters: Counters {
+                lost_events: 2,
+                unknown_frees: 3,
+                ..Counters::default()
+            },
+            sample_bytes: 0,
+        };
+        let opts = ViewOptions {
+            format: Format::Html,
+            ..ViewOptions::default()
+        };
+        let mut out = Vec::new();
+        let mut p = ProcView::of_heap(heap(5));
+        p.id.comm = "a<b>".into();
+        if several {
+            printer(opts, &mut out)
+                .processes(&[p, ProcView::of_heap(heap(6))], &Facts::default())
+                .unwrap();
+        } else {
+            printer(opts, &mut out).view(&p, &Facts::default()).unwrap();
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn names_are_escaped_everywhere() {
+        let b = vec![(0x10, block(40, 0, None)), (0x20, block(2, 1, None))];
+        let html = page(&b, false);
+        let escaped =
+            "std::vector&lt;int, A&lt;&quot;q&quot;&gt;&gt;::push_back(int const&amp;) (v.h:7)";
+        // The summary row, its cells' sort values, the tree and the flame graph's tooltips.
+        assert!(html.contains(&format!(
+            "<td data-value=\"{escaped}\">{escaped}</td><td class=\"num\" data-value=\"1\">1</td>\
+             <td class=\"num\" data-value=\"40\">40</td>"
+        )));
+        assert!(html.contains(&format!(
+            "<summary>{escaped} <span class=\"fig\">1 objects, 40 bytes</span></summary>"
+        )));
+        assert!(html.contains("<h2>a&lt;b&gt; (5)</h2>"));
+        assert!(!html.contains("A<\"q\">") && !html.contains("a<b>"));
+        // A lost stack's marker shows, at the root side of the flame graph too.
+        assert!(html.contains("[stack lost]"));
+        assert!(html.contains("<td class=\"num\" id=\"lost_events\">2</td>"));
+        assert!(html.contains("<td class=\"num\" id=\"unknown_frees\">3</td>"));
+        assert!(!html.contains("http"));
+        assert!(!html.contains("Leak kinds"), "no verdicts, no leak table");
+    }
+
+    #[test]
+    fn verdicts_show_leak_kinds_and_several_processes_a_section_each() {
+        let b = vec![
+            (0x10, block(40, 0, Some(LeakKind::DefinitelyLost))),
+            (0x20, block(2, 1, Some(LeakKind::Reachable))),
+            (0x30, block(8, 1, Some(LeakKind::Reachable))),
+        ];
+        let html = page(&b, false);
+        assert!(html.contains(
+            "<table class=\"sortable\" id=\"leak-kinds-5\"><thead><tr><th>kind</th>\
+             <th class=\"num\">objects</th><th class=\"num\">bytes</th></tr></thead><tbody>\n\
+             <tr class=\"row\"><td data-value=\"definitely lost\">definitely lost</td>\
+             <td class=\"num\" data-value=\"1\">1</td><td class=\"num\" data-value=\"40\">40</td></tr>"
+        ), "{html}");
+        assert!(
+            html.contains(
+                "<td data-value=\"still reachable\">still reachable</td>\
+             <td class=\"num\" data-value=\"2\">2</td><td class=\"num\" data-value=\"10\">10</td>"
+            ),
+            "{html}"
+        );
+        let html = page(&b, true);
+        assert!(html.contains("id=\"process-5\" data-pid=\"5\""));
+        assert!(html.contains("id=\"process-6\" data-pid=\"6\""));
+        assert!(html.contains("<span id=\"bytes-all\">100</span>"), "{html}");
+        assert!(html.contains("<td data-value=\"a&lt;b&gt;\">a&lt;b&gt;</td>"));
     }
 }
