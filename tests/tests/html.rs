@@ -165,3 +165,73 @@ fn html_page_loads_in_chromium_with_the_ledger_rows() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn html_page_of_a_leak_check_snapshot_shows_the_leak_kinds() {
+    if !ebpf_available("html_page_of_a_leak_check_snapshot_shows_the_leak_kinds") {
+        return;
+    }
+    let dir = scratch("html-leaks");
+    let (snap, page) = (dir.join("leaks.muppy"), dir.join("leaks.html"));
+    let bin = workload("leak_small");
+    // Two blocks of 4242 bytes, the first lost when the second replaces it in g_keep, the
+    // second when `drop` clears it: both definitely lost at the check at exit.
+    let run = trace(
+        &[
+            "leaks",
+            "--save",
+            snap.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+        ],
+        "alloc\nalloc\ndrop\nexit\n",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let run = trace(
+        &[
+            "summary",
+            snap.to_str().unwrap(),
+            "--format",
+            "html",
+            "-o",
+            page.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let (dom, log) = chromium_dom(&page, &dir);
+    assert!(
+        !log.contains("CONSOLE") && !log.contains("Uncaught"),
+        "{log}"
+    );
+    assert!(dom.contains("data-selfcheck=\"ok\""), "{dom}");
+    let pid = dom
+        .split("data-pid=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a process section")
+        .to_string();
+    let kinds = table_rows(&dom, &format!("leak-kinds-{pid}"));
+    let row = |k: &str, o: u64, b: u64| vec![k.to_string(), o.to_string(), b.to_string()];
+    // In report order, not sorted by the page's own check.
+    assert_eq!(
+        kinds,
+        vec![
+            row("definitely lost", 2, 2 * 4242),
+            row("indirectly lost", 0, 0),
+            row("possibly lost", 0, 0),
+            row("still reachable", 0, 0),
+        ],
+        "{dom}"
+    );
+    // One loss record, at the allocating line.
+    let records = table_rows(&dom, &format!("leaks-{pid}"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0][1].starts_with("small_alloc (leak_small.c:"),
+        "{records:?}"
+    );
+    assert_eq!(records[0][0], "definitely lost", "{records:?}");
+    assert_eq!(records[0][2..], ["2".to_string(), "8484".to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
