@@ -4,7 +4,11 @@
 
 use std::path::Path;
 
-use muppy_tests::{Run, ebpf_available, ledger, paths_stacks, scratch, trace, workload};
+use std::collections::BTreeMap;
+
+use muppy_tests::{
+    Run, ebpf_available, expected_rows, ledger, paths_stacks, scratch, trace, workload,
+};
 use quick_xml::{Reader, events::Event};
 
 /// Folded lines as (frames root first, counts).
@@ -288,4 +292,75 @@ fn diffs_of_snapshots_give_both_sides_and_a_differential_flame_graph() {
         .unwrap_or_else(|| panic!("no {same:?} in {titles:#?}"));
     assert!(!t.contains("; +") && !t.contains("; -"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn several_processes_head_their_paths_with_comm_and_pid() {
+    if !ebpf_available("several_processes_head_their_paths_with_comm_and_pid") {
+        return;
+    }
+    // forks.c: the parent keeps f_parent's blocks, a forked child f_child's, and another child
+    // execs allocators, with its own ledger.
+    let (forks, exec) = (workload("forks"), workload("allocators"));
+    let run = trace(
+        &[
+            "--format",
+            "folded",
+            "--",
+            forks.to_str().unwrap(),
+            exec.to_str().unwrap(),
+        ],
+        "",
+    );
+    let lines = folded(&run);
+    let parent: u32 = run
+        .stderr
+        .split("tracing pid ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no parent pid\n{run}"));
+    // Bytes per (root frame, leaf site), for the sites of `ledger_of`.
+    let per_leaf = |ledger_of: &str| -> BTreeMap<(String, String), u64> {
+        let sites = expected_rows(&ledger(ledger_of));
+        let mut m = BTreeMap::new();
+        for (p, c) in &lines {
+            let leaf = p.last().expect("a frame");
+            if sites.contains_key(leaf) {
+                *m.entry((p[0].clone(), leaf.clone())).or_default() += c[0];
+            }
+        }
+        m
+    };
+    let f = per_leaf("forks");
+    let want = expected_rows(&ledger("forks"));
+    let (parent_site, child_site) = (&ledger("forks")[0].site, &ledger("forks")[1].site);
+    let parent_root = format!("forks ({parent})");
+    let child_roots: Vec<&String> = f
+        .keys()
+        .map(|(root, _)| root)
+        .filter(|r| r.starts_with("forks (") && **r != parent_root)
+        .collect();
+    assert_eq!(child_roots.len(), 1, "{f:?}\n{run}");
+    let child_root = child_roots[0].clone();
+    assert_eq!(
+        f,
+        BTreeMap::from([
+            ((parent_root, parent_site.clone()), want[parent_site].1),
+            ((child_root, child_site.clone()), want[child_site].1),
+        ]),
+        "{run}"
+    );
+    let a = per_leaf("allocators");
+    let want: BTreeMap<String, u64> = expected_rows(&ledger("allocators"))
+        .into_iter()
+        .map(|(site, (_, bytes))| (site, bytes))
+        .collect();
+    let roots: Vec<&String> = a.keys().map(|(root, _)| root).collect();
+    assert!(
+        roots.iter().all(|r| r.starts_with("allocators (")),
+        "{roots:?}"
+    );
+    let got: BTreeMap<String, u64> = a.into_iter().map(|((_, site), b)| (site, b)).collect();
+    assert_eq!(got, want, "{run}");
 }
