@@ -364,3 +364,46 @@ fn several_processes_head_their_paths_with_comm_and_pid() {
     let got: BTreeMap<String, u64> = a.into_iter().map(|((_, site), b)| (site, b)).collect();
     assert_eq!(got, want, "{run}");
 }
+
+#[test]
+fn leak_checks_fold_their_loss_records_under_the_kind() {
+    if !ebpf_available("leak_checks_fold_their_loss_records_under_the_kind") {
+        return;
+    }
+    let dir = scratch("flameleaks");
+    let snap = dir.join("leaks.muppy");
+    let bin = workload("leak_small");
+    // Two blocks of 4242 bytes, the first lost when the second replaces it in g_keep, the
+    // second when `drop` clears it: both definitely lost at the check at exit.
+    let live = trace(
+        &[
+            "leaks",
+            "--format",
+            "folded",
+            "--save",
+            snap.to_str().unwrap(),
+            "--",
+            bin.to_str().unwrap(),
+        ],
+        "alloc\nalloc\ndrop\nexit\n",
+    );
+    let lines = folded(&live);
+    assert_eq!(lines.len(), 1, "{live}");
+    let (path, counts) = &lines[0];
+    assert_eq!(path[0], "definitely lost", "{live}");
+    assert!(
+        path.iter().any(|f| f.starts_with("main (leak_small.c:")),
+        "{live}"
+    );
+    assert!(
+        path.last()
+            .unwrap()
+            .starts_with("small_alloc (leak_small.c:"),
+        "{live}"
+    );
+    assert_eq!(counts, &vec![2 * 4242], "{live}");
+    let saved = trace(&["leaks", snap.to_str().unwrap(), "--format", "folded"], "");
+    assert_eq!(saved.code, Some(0), "{saved}");
+    assert_eq!(saved.stdout, live.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -76,6 +76,19 @@ pub(crate) fn diff_lines(d: &Diff) -> Vec<String> {
         .collect()
 }
 
+/// A leak check's loss records as folded lines: the kind (`definitely lost`) at the root,
+/// then the group's path (a whole stack when grouped by stack), with the records' bytes.
+pub(crate) fn leak_lines(r: &LeakReport) -> Vec<String> {
+    r.rows
+        .iter()
+        .map(|row| {
+            let mut p = path(&row.key);
+            p.insert(0, row.kind.words().to_string());
+            format!("{} {}", p.join(";"), row.bytes)
+        })
+        .collect()
+}
+
 /// Draws folded `lines` as a flame graph titled `title`. `embedded`: without its script (a
 /// page that holds it shows the names as tooltips).
 pub(crate) fn svg(
@@ -123,9 +136,7 @@ impl<W: io::Write> FlamePrinter<W> {
         ReportError::Unsupported {
             format: self.opts.format.name(),
             what,
-            hint: "folded stacks and flame graphs show live bytes per call path: use the summary \
-                   or a snapshot (`leaks --save FILE`, then `summary FILE --format ...`), or \
-                   --format table|json|html for this report",
+            hint: "use --format table or json for this report",
         }
     }
 
@@ -173,8 +184,11 @@ impl<W: io::Write> Print for FlamePrinter<W> {
         )
     }
 
-    fn leaks(&mut self, _r: &LeakReport) -> Result<(), ReportError> {
-        Err(self.unsupported("a leak report"))
+    fn leaks(&mut self, r: &LeakReport) -> Result<(), ReportError> {
+        self.write(
+            &leak_lines(r),
+            &format!("Leaked bytes of pid {} by kind", r.pid),
+        )
     }
 
     fn referrers(&mut self, _r: &RefReport) -> Result<(), ReportError> {
@@ -377,8 +391,19 @@ mod tests {
     }
 
     #[test]
-    fn leak_reports_are_refused_with_a_hint() {
-        let (b, t) = (blocks(), traces());
+    fn leak_reports_are_drawn_by_kind() {
+        let (t, mut b) = (traces(), blocks());
+        let lost = |kind| {
+            Some(crate::model::Verdict {
+                kind,
+                indirect_bytes: 0,
+                confirmed: true,
+            })
+        };
+        b[0].1.leak = lost(crate::model::LeakKind::DefinitelyLost);
+        b[1].1.leak = lost(crate::model::LeakKind::Reachable);
+        b[2].1.leak = lost(crate::model::LeakKind::Reachable);
+        b[3].1.leak = lost(crate::model::LeakKind::Reachable);
         let heap = Heap {
             pid: 7,
             blocks: &b,
@@ -390,18 +415,20 @@ mod tests {
         let r = analysis::leak_report(
             &heap,
             &Filter::default(),
-            GroupBy::Site,
+            GroupBy::Stack,
             crate::model::CheckFacts::default(),
             None,
         );
-        let mut out = Vec::new();
-        let e = printer(opts(Format::Folded), &mut out)
-            .leaks(&r)
-            .unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("--format folded cannot show a leak report; ")
+        let mut lines = leak_lines(&r);
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                "definitely lost;main (a.cc:9);mid (a.cc:7);leaf (a.cc:3) 100",
+                "still reachable;[stack lost];f<a:b> (a.cc:1) 5",
+                "still reachable;main (a.cc:10);leaf (a.cc:3) 7",
+                "still reachable;main (a.cc:9);mid (a.cc:7);leaf (a.cc:3) 28",
+            ]
         );
-        assert!(out.is_empty());
     }
 }

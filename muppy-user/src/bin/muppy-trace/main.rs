@@ -438,9 +438,13 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
         Some(0.0) => None,
         other => seconds(other, "--older-than")?,
     };
+    let format = v.format.model();
     Ok(ViewOptions {
         view,
         group_by: match v.group_by {
+            // A flame graph's paths are whole stacks (a diff's, a leak check's), whatever the
+            // tables would group by.
+            _ if matches!(format, Format::Folded | Format::Flamegraph) => GroupBy::Stack,
             Grouping::Site => GroupBy::Site,
             Grouping::Function => GroupBy::Function,
             Grouping::Stack => GroupBy::Stack,
@@ -454,7 +458,7 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             kind: v.kind.map(Kind::model),
         },
         top: v.top,
-        format: v.format.model(),
+        format,
         // A target's option (--top-procs), set by `live`; a snapshot is one process.
         top_procs: 0,
         width: match v.width {
@@ -877,11 +881,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Cmd::Diff { a, b, view }) => {
             names_as_saved(&view)?;
             let (a, b) = (progress::load_snapshot(&a)?, progress::load_snapshot(&b)?);
-            let mut v = view_options(&view, View::Summary)?;
-            if matches!(v.format, Format::Folded | Format::Flamegraph) {
-                // A flame graph's paths are whole stacks, whatever the tables group by.
-                v.group_by = GroupBy::Stack;
-            }
+            let v = view_options(&view, View::Summary)?;
             let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &v.filter, v.group_by);
             let d = analysis::diff(&summary(&a), &summary(&b));
             shown(report::printer(v.clone(), destination(&v)?).diff(&d, None))?;
