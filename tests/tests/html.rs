@@ -235,3 +235,68 @@ fn html_page_of_a_leak_check_snapshot_shows_the_leak_kinds() {
     assert_eq!(records[0][2..], ["2".to_string(), "8484".to_string()]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn html_page_of_several_processes_has_their_table_and_a_section_each() {
+    if !ebpf_available("html_page_of_several_processes_has_their_table_and_a_section_each") {
+        return;
+    }
+    let dir = scratch("html-procs");
+    let page = dir.join("procs.html");
+    // forks.c: the parent, a forked child, and a child that execs allocators.
+    let (forks, exec) = (workload("forks"), workload("allocators"));
+    let run = trace(
+        &[
+            "--format",
+            "html",
+            "-o",
+            page.to_str().unwrap(),
+            "--",
+            forks.to_str().unwrap(),
+            exec.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let (dom, log) = chromium_dom(&page, &dir);
+    assert!(
+        !log.contains("CONSOLE") && !log.contains("Uncaught"),
+        "{log}"
+    );
+    assert!(dom.contains("data-selfcheck=\"ok\""), "{dom}");
+    let procs = table_rows(&dom, "processes");
+    assert_eq!(procs.len(), 3, "{procs:?}");
+    let mut comms: Vec<&str> = procs.iter().map(|r| r[1].as_str()).collect();
+    comms.sort_unstable();
+    assert_eq!(comms, ["allocators", "forks", "forks"], "{procs:?}");
+    let mut total = 0;
+    for r in &procs {
+        assert_eq!(r[2], "exited with code 0", "{procs:?}");
+        let pid = &r[0];
+        // Its section, whose summary adds up to its row.
+        assert!(dom.contains(&format!("data-pid=\"{pid}\"")), "{pid}\n{dom}");
+        let bytes: u64 = table_rows(&dom, &format!("summary-{pid}"))
+            .iter()
+            .map(|row| row[2].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(bytes.to_string(), r[4], "{pid}: {procs:?}");
+        total += bytes;
+    }
+    assert!(
+        dom.contains(&format!("<span id=\"bytes-all\">{total}</span>")),
+        "{dom}"
+    );
+    // The ledger's sites, in their processes' tables.
+    let forks_sites = muppy_tests::expected_rows(&ledger("forks"));
+    let found = forks_sites.iter().all(|(site, (objects, bytes))| {
+        procs.iter().any(|r| {
+            table_rows(&dom, &format!("summary-{}", r[0])).contains(&vec![
+                site.clone(),
+                objects.to_string(),
+                bytes.to_string(),
+            ])
+        })
+    });
+    assert!(found, "{forks_sites:?}\n{dom}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
