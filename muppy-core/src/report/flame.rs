@@ -279,6 +279,29 @@ mod tests {
     }
 
     #[test]
+    fn sampled_heaps_fold_the_summarys_estimates() {
+        let (b, t) = (blocks(), traces());
+        let heap = Heap {
+            pid: 7,
+            blocks: &b,
+            traces: &t,
+            now_ns: 0,
+            counters: Counters::default(),
+            sample_bytes: 64,
+        };
+        let lines = folded(&heap, &Filter::default(), None);
+        let s = analysis::summarize(&heap, &Filter::default(), GroupBy::Stack);
+        let want: Vec<u64> = s.rows.iter().map(|r| r.bytes).collect();
+        let got: Vec<u64> = lines
+            .iter()
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        // Scaled up: 7 bytes sampled at a 64-byte mean gap stand for 7 / (1 - e^(-7/64)) = 67.56.
+        assert_eq!(got[1], 68);
+    }
+
+    #[test]
     fn several_processes_head_their_paths() {
         let (b, t) = (blocks(), traces());
         let heap = |pid| Heap {
