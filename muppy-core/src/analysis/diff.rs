@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{
     aggregate::largest_first,
-    summary::{GroupBy, Key, Summary},
+    summary::{GroupBy, Key, Row, Summary},
 };
 use crate::model::Counters;
 
@@ -28,6 +28,9 @@ pub struct Diff {
     pub group_by: GroupBy,
     /// Changed groups, largest growth in bytes first.
     pub rows: Vec<DiffRow>,
+    /// The older summary's rows, for the views that draw both sides (a differential flame
+    /// graph): a group's newer figures are its older ones plus its change.
+    pub before: Vec<Row>,
     /// The newer summary's counters (cumulative since tracing began).
     pub counters: Counters,
     /// Non-zero: estimates from samples (see [`Summary::sample_bytes`]).
@@ -65,6 +68,7 @@ pub fn diff(old: &Summary, new: &Summary) -> Diff {
         pid: new.pid,
         group_by: new.group_by,
         rows,
+        before: old.rows.clone(),
         counters: new.counters,
         sample_bytes: new.sample_bytes,
     }

@@ -1038,6 +1038,7 @@ mod tests {
                 objects: -1,
                 bytes: -10,
             }],
+            before: Vec::new(),
             counters: Counters::default(),
             sample_bytes: 0,
         };

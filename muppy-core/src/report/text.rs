@@ -1332,6 +1332,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                     objects: 3,
                     bytes: 4096,
                 }],
+                before: Vec::new(),
                 counters: Counters::default(),
                 sample_bytes: 0,
             };
@@ -1526,6 +1527,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                     objects: -3,
                     bytes: -4096,
                 }],
+                before: Vec::new(),
                 counters: Counters::default(),
                 sample_bytes: 0,
             };

@@ -438,9 +438,13 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
         Some(0.0) => None,
         other => seconds(other, "--older-than")?,
     };
+    let format = v.format.model();
     Ok(ViewOptions {
         view,
         group_by: match v.group_by {
+            // A flame graph's paths are whole stacks (a diff's, a leak check's), whatever the
+            // tables would group by.
+            _ if matches!(format, Format::Folded | Format::Flamegraph) => GroupBy::Stack,
             Grouping::Site => GroupBy::Site,
             Grouping::Function => GroupBy::Function,
             Grouping::Stack => GroupBy::Stack,
@@ -454,7 +458,7 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
             kind: v.kind.map(Kind::model),
         },
         top: v.top,
-        format: v.format.model(),
+        format,
         // A target's option (--top-procs), set by `live`; a snapshot is one process.
         top_procs: 0,
         width: match v.width {
