@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    rc::Rc,
+    sync::Arc,
 };
 
 use muppy_core::{
@@ -258,10 +258,10 @@ const MAX_OBJECTS: usize = 2000;
 /// The browser's state.
 pub struct App {
     label: String,
-    cur: Option<Rc<Snapshot>>,
-    start: Option<Rc<Snapshot>>,
-    mark: Option<Rc<Snapshot>>,
-    baseline: Option<Rc<Snapshot>>,
+    cur: Option<Arc<Snapshot>>,
+    start: Option<Arc<Snapshot>>,
+    mark: Option<Arc<Snapshot>>,
+    baseline: Option<Arc<Snapshot>>,
     history: Vec<u64>,
     view: View,
     group_by: GroupBy,
@@ -291,7 +291,7 @@ impl App {
             cur: None,
             start: None,
             mark: None,
-            baseline: baseline.map(Rc::new),
+            baseline: baseline.map(Arc::new),
             history: Vec::new(),
             view: View::Summary,
             group_by: by,
@@ -319,11 +319,11 @@ impl App {
     pub fn update(&mut self, u: Update) {
         match u {
             Update::Heap(snap) => {
-                let snap = Rc::new(*snap);
+                let snap = Arc::new(*snap);
                 let total = snap.blocks.iter().map(|(_, b)| b.size).sum();
                 self.history.push(total);
                 if self.start.is_none() {
-                    self.start = Some(Rc::clone(&snap));
+                    self.start = Some(Arc::clone(&snap));
                 }
                 self.cur = Some(snap);
             }
