@@ -12,7 +12,7 @@ use muppy_core::{
         objects, summarize,
     },
     model::{Filter, LeakKind},
-    report::text::{format_age, format_size, format_size_change},
+    report::text::{format_age, format_size_change},
     snapshot::Snapshot,
 };
 use regex::Regex;
@@ -245,8 +245,12 @@ impl Tree {
 
     fn sort(&mut self, by: Sort) {
         if by == Sort::Count {
-            self.children
-                .sort_by(|a, b| b.figures.0.cmp(&a.figures.0).then(b.figures.1.cmp(&a.figures.1)));
+            self.children.sort_by(|a, b| {
+                b.figures
+                    .0
+                    .cmp(&a.figures.0)
+                    .then(b.figures.1.cmp(&a.figures.1))
+            });
         }
         self.children.iter_mut().for_each(|c| c.sort(by));
     }
@@ -357,6 +361,8 @@ impl App {
             }
             return;
         }
+        // A message stays until the next key.
+        self.status.clear();
         match k {
             Key::Char('q') => self.quit = true,
             Key::Char(c @ '1'..='7') => self.view = View::ALL[c as usize - '1' as usize],
@@ -388,10 +394,7 @@ impl App {
                 self.status = "mark set: growth since now in the last column".into();
             }
             Key::Char('/') => self.typing = Some(String::new()),
-            Key::Esc => {
-                self.site = None;
-                self.status.clear();
-            }
+            Key::Esc => self.site = None,
             _ => {}
         }
         self.refresh();
@@ -459,7 +462,7 @@ impl App {
                     self.label,
                     s.pid,
                     s.blocks.len(),
-                    format_size(bytes)
+                    size(bytes)
                 )
             }
             None => format!("muppy browse: {} (waiting for the first heap)", self.label),
@@ -516,8 +519,10 @@ impl App {
                 self.focus_fn = function_of(&key).or(self.focus_fn.take());
                 self.row = Some((key, kind));
             }
-            Target::Function(f) => self.focus_fn = Some(f),
+            // In the graph itself, only Enter moves the focus.
+            Target::Function(f) if self.view != View::Graph => self.focus_fn = Some(f),
             Target::Block(a) => self.block = Some(a),
+            Target::Function(_) => {}
             Target::None => {}
         }
     }
@@ -542,7 +547,10 @@ impl App {
         }
         let next = match (self.view, item.target) {
             (View::Summary | View::Leaks, Target::Row(..)) => View::Objects,
-            (View::Graph, Target::Function(_)) => View::Graph,
+            (View::Graph, Target::Function(f)) => {
+                self.focus_fn = Some(f);
+                View::Graph
+            }
             (View::Objects | View::TopDown | View::BottomUp, Target::Block(_)) => View::Refs,
             (View::TopDown | View::BottomUp, Target::Function(_)) => View::Graph,
             _ => return,
@@ -632,7 +640,11 @@ impl App {
             Sort::Size => {}
             Sort::Count => rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2))),
             Sort::Growth => {
-                rows.sort_by(|a, b| b.4.unwrap_or(b.3).cmp(&a.4.unwrap_or(a.3)).then(b.2.cmp(&a.2)));
+                rows.sort_by(|a, b| {
+                    b.4.unwrap_or(b.3)
+                        .cmp(&a.4.unwrap_or(a.3))
+                        .then(b.2.cmp(&a.2))
+                });
             }
         }
         let mut columns = vec![
@@ -650,7 +662,7 @@ impl App {
                 let mut cells = vec![
                     key.text(),
                     objects.to_string(),
-                    format_size(bytes),
+                    size(bytes),
                     format_size_change(g1),
                 ];
                 cells.extend(g2.map(format_size_change));
@@ -703,7 +715,7 @@ impl App {
             out.push(Item {
                 depth,
                 open: (!t.children.is_empty()).then_some(open),
-                cells: vec![t.name.clone(), objects.to_string(), format_size(bytes)],
+                cells: vec![t.name.clone(), objects.to_string(), size(bytes)],
                 id: id.clone(),
                 target: t.target.clone(),
             });
@@ -724,7 +736,7 @@ impl App {
             return (columns, vec![Item::note(hint, 3, 0)]);
         };
         let nb = callgraph::neighbours(&cur.heap(), &self.filter(), function);
-        let figures = |o: u64, b: u64| vec![o.to_string(), format_size(b)];
+        let figures = |o: u64, b: u64| vec![o.to_string(), size(b)];
         let heading = |what: &str| {
             let mut cells = vec![format!("{what} {function}")];
             cells.extend(figures(nb.objects, nb.bytes));
@@ -778,7 +790,7 @@ impl App {
                 Item::line(
                     vec![
                         format!("{:#x}", o.addr),
-                        format_size(o.size),
+                        size(o.size),
                         format_age(o.age),
                         o.tid.to_string(),
                         site,
@@ -801,7 +813,8 @@ impl App {
             col("kind", 15, false),
             col(self.group_by.noun(), 0, false),
             col("# objects", 9, true),
-            col("total size", 10, true),
+            // Room for a loss record's `48 B + 46.83 KB` (indirect).
+            col("total size", 20, true),
         ];
         let Some(facts) = cur.check else {
             let hint = "no leak verdicts: browse a snapshot saved by `leaks --save FILE`";
@@ -812,16 +825,16 @@ impl App {
             .rows
             .into_iter()
             .map(|row| {
-                let mut size = format_size(row.bytes);
+                let mut text = size(row.bytes);
                 if row.indirect_bytes > 0 {
-                    size = format!("{size} + {}", format_size(row.indirect_bytes));
+                    text = format!("{text} + {}", size(row.indirect_bytes));
                 }
                 Item::line(
                     vec![
                         row.kind.words().to_string(),
                         row.key.text(),
                         row.objects.to_string(),
-                        size,
+                        text,
                     ],
                     Target::Row(row.key, Some(row.kind)),
                 )
@@ -851,7 +864,7 @@ impl App {
             vec![
                 format!("{addr:#x} {}", trace.site().name()),
                 "1".into(),
-                format_size(b.size),
+                size(b.size),
             ],
             Target::Block(addr),
         )];
@@ -877,20 +890,29 @@ impl App {
                     });
                 }
             }
-            None => items.push(Item {
-                depth: 1,
-                ..Item::note(
-                    format!(
-                        "need a copy of live memory: muppy-trace refs --addr {addr:#x} --pid {}",
-                        cur.pid
-                    ),
-                    3,
-                    0,
-                )
-            }),
+            None => {
+                // Referrers come from a copy of the live memory, which a snapshot does not
+                // hold: the command that finds them.
+                for line in [
+                    "found in live memory, by:".to_string(),
+                    format!("muppy-trace refs --addr {addr:#x} --pid {}", cur.pid),
+                ] {
+                    items.push(Item {
+                        depth: 1,
+                        ..Item::note(line, 3, 0)
+                    });
+                }
+            }
         }
         (columns, items)
     }
+}
+
+/// Bytes as tables show them, without the tables' leading padding.
+fn size(bytes: u64) -> String {
+    muppy_core::report::text::format_size(bytes)
+        .trim_start()
+        .to_string()
 }
 
 fn function_of(key: &RowKey) -> Option<String> {

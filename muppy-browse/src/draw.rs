@@ -36,7 +36,10 @@ pub fn draw(app: &App, f: &mut Frame) {
     for (i, v) in View::ALL.iter().enumerate() {
         let text = format!("{} {} ", i + 1, v.title());
         spans.push(if *v == app.view() {
-            Span::styled(format!("[{}]", text.trim_end()), Style::default().add_modifier(Modifier::REVERSED))
+            Span::styled(
+                format!("[{}]", text.trim_end()),
+                Style::default().add_modifier(Modifier::REVERSED),
+            )
         } else {
             Span::raw(format!(" {text}"))
         });
@@ -46,8 +49,7 @@ pub fn draw(app: &App, f: &mut Frame) {
     let columns = app.columns();
     let names: Vec<String> = columns.iter().map(|c| c.header.clone()).collect();
     f.render_widget(
-        Paragraph::new(format!("  {}", row_text(columns, &names, None, width - 2)))
-            .style(strong),
+        Paragraph::new(format!("  {}", row_text(columns, &names, None, width - 2))).style(strong),
         header,
     );
     let rows = usize::from(body.height);
@@ -62,7 +64,10 @@ pub fn draw(app: &App, f: &mut Frame) {
         .map(|(i, item)| {
             let text = item_text(columns, item, width);
             if i == sel {
-                Line::styled(format!("> {text}"), Style::default().add_modifier(Modifier::REVERSED))
+                Line::styled(
+                    format!("> {text}"),
+                    Style::default().add_modifier(Modifier::REVERSED),
+                )
             } else {
                 Line::raw(format!("  {text}"))
             }
@@ -106,12 +111,7 @@ fn item_text(columns: &[Column], item: &Item, width: usize) -> String {
 
 /// A row's cells laid out in the columns; the flexible column (width 0) gets what the others
 /// leave, its text shortened to fit (`prefix` before it: a tree's indent).
-fn row_text(
-    columns: &[Column],
-    cells: &[String],
-    prefix: Option<&str>,
-    width: usize,
-) -> String {
+fn row_text(columns: &[Column], cells: &[String], prefix: Option<&str>, width: usize) -> String {
     let fixed: usize = columns
         .iter()
         .filter(|c| c.width > 0)

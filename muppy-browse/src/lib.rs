@@ -18,6 +18,9 @@ pub use term::{BrowseError, run};
 
 use muppy_core::{analysis::RefReport, snapshot::Snapshot};
 
+#[cfg(test)]
+mod tests;
+
 /// What the tracer tells the browser.
 pub enum Update {
     /// The heap now (an owned copy, every block).

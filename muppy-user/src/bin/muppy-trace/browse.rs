@@ -111,7 +111,9 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
             })??;
             (mode, Some(out))
         }
-        _ => bail!("say what to browse: a SNAPSHOT file, --pid PID, or -- CMD ARGS... (see --help)"),
+        _ => {
+            bail!("say what to browse: a SNAPSHOT file, --pid PID, or -- CMD ARGS... (see --help)")
+        }
     };
     let launched = out.is_some();
     let mut app = App::new(&opts.label, view.filter.clone(), view.group_by, baseline);
@@ -129,7 +131,11 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
             let r = muppy_browse::run(app, &rx);
             if !done.load(Ordering::SeqCst) {
                 // End the session as the terminal's signals would.
-                let sig = if launched { libc::SIGTERM } else { libc::SIGINT };
+                let sig = if launched {
+                    libc::SIGTERM
+                } else {
+                    libc::SIGINT
+                };
                 // SAFETY: kill sends a signal to this process, whose session handles it.
                 unsafe { libc::kill(libc::getpid(), sig) };
             }
