@@ -335,7 +335,10 @@ impl App {
             Update::Referrers(r) => {
                 self.refs.insert(r.tree.addr, *r);
             }
-            Update::Ended(why) => self.ended = Some(why),
+            Update::Ended(why) => {
+                self.status.clone_from(&why);
+                self.ended = Some(why);
+            }
         }
         self.refresh();
     }
@@ -663,9 +666,9 @@ impl App {
                     key.text(),
                     objects.to_string(),
                     size(bytes),
-                    format_size_change(g1),
+                    tight(&format_size_change(g1)),
                 ];
-                cells.extend(g2.map(format_size_change));
+                cells.extend(g2.map(|g| tight(&format_size_change(g))));
                 Item::line(cells, Target::Row(key, None))
             })
             .collect::<Vec<_>>();
@@ -910,9 +913,12 @@ impl App {
 
 /// Bytes as tables show them, without the tables' leading padding.
 fn size(bytes: u64) -> String {
-    muppy_core::report::text::format_size(bytes)
-        .trim_start()
-        .to_string()
+    tight(&muppy_core::report::text::format_size(bytes))
+}
+
+/// A table's figure without the padding that aligns its unit (`1000     B`): cells are narrow.
+fn tight(figure: &str) -> String {
+    figure.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn function_of(key: &RowKey) -> Option<String> {

@@ -101,8 +101,8 @@ fn summary_rows_fit_80_columns_with_the_keys() {
         &s[2..5],
         [
             "  sites                                          # objects total size     +start",
-            "> load (a.c:9)                                           2    7.81 KB    0     B",
-            "  leaf (a.c:3)                                          10 1000     B    0     B",
+            "> load (a.c:9)                                           2    7.81 KB        0 B",
+            "  leaf (a.c:3)                                          10     1000 B        0 B",
         ]
     );
     assert_eq!(s[21], "by site | sort size");
@@ -130,8 +130,8 @@ fn growth_since_start_and_mark_and_sorts() {
     );
     a.key(Key::Char('m'));
     a.update(Update::Heap(Box::new(snap(31, 3))));
-    assert_eq!(row(&a, "leaf (a.c:3)")[2..], ["+2.05 KB", "+100     B"]);
-    assert_eq!(row(&a, "load (a.c:9)")[2..], ["+3.91 KB", "0     B"]);
+    assert_eq!(row(&a, "leaf (a.c:3)")[2..], ["+2.05 KB", "+100 B"]);
+    assert_eq!(row(&a, "load (a.c:9)")[2..], ["+3.91 KB", "0 B"]);
     // By size, by count, by growth since the mark.
     assert_eq!(names(&a), ["load (a.c:9)", "leaf (a.c:3)"]);
     a.key(Key::Char('s'));
@@ -180,8 +180,8 @@ fn trees_expand_and_collapse() {
         &s[3..6],
         [
             "  + main (a.c:31)                                                   2    7.81 KB",
-            "> - main (a.c:30)                                                  10 1000     B",
-            "    + parse (a.c:20)                                               10 1000     B",
+            "> - main (a.c:30)                                                  10     1000 B",
+            "    + parse (a.c:20)                                               10     1000 B",
         ]
     );
     keys(&mut a, &[Key::Down, Key::Right]);
@@ -288,5 +288,5 @@ fn a_baseline_adds_its_column() {
     let s = screen(&a);
     assert!(s[2].ends_with("+start    vs base"), "{}", s[2]);
     assert_eq!(a.items()[0].cells[4], "-3.91 KB");
-    assert_eq!(a.items()[1].cells[4], "+500     B");
+    assert_eq!(a.items()[1].cells[4], "+500 B");
 }
