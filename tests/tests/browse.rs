@@ -285,3 +285,70 @@ fn browse_refuses_all() {
         "muppy-trace: browse follows one process: give --pid PID or -- CMD, not --all"
     );
 }
+
+/// The leaks view of a snapshot saved by `leaks --save`: leak_small's block, allocated then
+/// dropped, is definitely lost (its source says so); Enter shows it, Enter again its verdict;
+/// Ctrl-C quits as q does.
+#[test]
+fn browse_leak_verdicts_and_ctrl_c() {
+    if !ebpf_available("browse_leak_verdicts_and_ctrl_c") {
+        return;
+    }
+    let dir = scratch("browse_leaks");
+    let file = dir.join("small.muppy");
+    let small = workload("leak_small");
+    let run = trace(
+        &[
+            "leaks",
+            "--save",
+            file.to_str().unwrap(),
+            "--",
+            small.to_str().unwrap(),
+        ],
+        "alloc\ndrop\nexit\n",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/leak_small.c"),
+    )
+    .unwrap();
+    let line = 1 + src
+        .lines()
+        .position(|l| l.contains("leak: site=small_alloc"))
+        .unwrap();
+    let site = format!("small_alloc (leak_small.c:{line})");
+    let size = format_size(4242).trim().to_string();
+    let t = Tmux::new("leaks");
+    t.type_line(&format!(
+        "{} browse {}; echo browse exited $?",
+        muppy_trace().display(),
+        file.display()
+    ));
+    t.wait(10, "the summary", |s| s.contains("[1 summary]"));
+    t.keys(&["6"]);
+    let s = t.wait(5, "the leaks view", |s| s.contains("[6 leaks]"));
+    let row = format!("> definitely lost {site}");
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(&row))
+        .unwrap_or_else(|| panic!("no {row:?}:\n{s}"));
+    let figures: Vec<&str> = line[row.len()..].split_whitespace().collect();
+    assert_eq!(figures.join(" "), format!("1 {size}"), "{s}");
+    assert_eq!(
+        s.lines()
+            .filter(|l| l.contains(" lost ") || l.contains("reachable"))
+            .count(),
+        1,
+        "{s}"
+    );
+    t.keys(&["Enter"]);
+    let s = t.wait(5, "its block", |s| s.contains("[5 objects]"));
+    assert_eq!(s.lines().filter(|l| l.contains(&site)).count(), 1, "{s}");
+    t.keys(&["Enter"]);
+    t.wait(5, "its verdict", |s| {
+        s.contains("[7 refs]") && s.contains("verdict: definitely lost")
+    });
+    t.keys(&["C-c"]);
+    let s = t.wait(10, "the shell again", |s| s.contains("browse exited 0"));
+    assert!(!t.alternate_screen(), "{s}");
+}
