@@ -49,15 +49,23 @@ pub fn restore() {
     let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
 }
 
+/// Errs unless standard input and output are a terminal (check it before starting what
+/// the browser would show).
+pub fn check() -> Result<(), BrowseError> {
+    use std::io::IsTerminal as _;
+    if io::stdout().is_terminal() && io::stdin().is_terminal() {
+        Ok(())
+    } else {
+        Err(BrowseError::NotATerminal)
+    }
+}
+
 /// The terminal in browsing state; dropping it restores the terminal.
 struct Guard;
 
 impl Guard {
     fn enter() -> Result<Self, BrowseError> {
-        use std::io::IsTerminal as _;
-        if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
-            return Err(BrowseError::NotATerminal);
-        }
+        check()?;
         // A panic restores the terminal before its message is printed, or the message would
         // go to the alternate screen and vanish with it.
         let previous = std::panic::take_hook();

@@ -277,12 +277,20 @@ fn browse_a_pid_and_quit_leaves_it_running() {
 }
 
 #[test]
-fn browse_refuses_all() {
-    let run = trace(&["browse", "--all"], "");
-    assert_eq!(run.code, Some(2), "{run}");
-    assert_eq!(
-        run.stderr.trim(),
-        "muppy-trace: browse follows one process: give --pid PID or -- CMD, not --all"
+fn browse_refuses_all_and_a_pipe() {
+    let one_line = |args: &[&str], want: &str| {
+        let run = trace(args, "");
+        assert_eq!(run.code, Some(2), "{run}");
+        assert_eq!(run.stderr.trim(), want, "{run}");
+    };
+    one_line(
+        &["browse", "--all"],
+        "muppy-trace: browse follows one process: give --pid PID or -- CMD, not --all",
+    );
+    // Nothing is traced or read when there is no terminal to show it on.
+    one_line(
+        &["browse", "/nonexistent.muppy"],
+        "muppy-trace: browse needs a terminal: run it in one (ssh -t for a remote one)",
     );
 }
 

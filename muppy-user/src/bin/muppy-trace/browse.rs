@@ -31,6 +31,7 @@ pub fn browse(
     if t.all {
         bail!("browse follows one process: give --pid PID or -- CMD, not --all");
     }
+    muppy_browse::term::check()?;
     let baseline = baseline.map(progress::load_snapshot).transpose()?;
     match file {
         Some(file) => {

@@ -993,6 +993,25 @@ mod tests {
     }
 
     #[test]
+    fn browse_takes_a_file_or_a_target_and_a_baseline() {
+        let cli =
+            Cli::try_parse_from(["muppy-trace", "browse", "b.muppy", "--baseline", "a.muppy"])
+                .unwrap();
+        let Some(Cmd::Browse { file, baseline, .. }) = cli.cmd else {
+            panic!("not browse");
+        };
+        assert_eq!(file, Some(PathBuf::from("b.muppy")));
+        assert_eq!(baseline, Some(PathBuf::from("a.muppy")));
+        let cli =
+            Cli::try_parse_from(["muppy-trace", "browse", "--site", "x", "--", "./p"]).unwrap();
+        let Some(Cmd::Browse { trace, view, .. }) = cli.cmd else {
+            panic!("not browse");
+        };
+        assert_eq!(trace.command, vec!["./p"]);
+        assert_eq!(view.site.as_deref(), Some("x"));
+    }
+
+    #[test]
     fn sizes_and_addresses_parse() {
         assert_eq!(parse_size("64"), Ok(64));
         assert_eq!(parse_size("4K"), Ok(4096));
