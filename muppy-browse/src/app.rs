@@ -282,6 +282,8 @@ pub struct App {
     block: Option<u64>,
     refs: HashMap<u64, RefReport>,
     items: Vec<Item>,
+    /// The view `items` were made for.
+    items_view: View,
     columns: Vec<Column>,
     quit: bool,
 }
@@ -312,6 +314,7 @@ impl App {
             block: None,
             refs: HashMap::new(),
             items: Vec::new(),
+            items_view: View::Summary,
             columns: Vec::new(),
             quit: false,
         };
@@ -579,6 +582,10 @@ impl App {
 
     /// Recomputes the rows of the view shown.
     fn refresh(&mut self) {
+        // The selected row, to be found again when the rows move (a live update, a sort).
+        let keep = (self.items_view == self.view)
+            .then(|| self.current().map(|i| (i.id.clone(), i.cells.clone())))
+            .flatten();
         let (columns, items) = match self.cur.clone() {
             None => (
                 vec![col("", 0, false)],
@@ -595,7 +602,14 @@ impl App {
         };
         self.columns = columns;
         self.items = items;
+        self.items_view = self.view;
         let i = self.view.index();
+        if let Some((id, cells)) = keep {
+            let same = |o: &Item| o.id == id && o.cells.first() == cells.first();
+            if let Some(p) = self.items.iter().position(same) {
+                self.selected[i] = p;
+            }
+        }
         self.selected[i] = self.selected[i].min(self.items.len().saturating_sub(1));
         self.follow_selection();
     }

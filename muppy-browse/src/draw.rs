@@ -49,7 +49,11 @@ pub fn draw(app: &App, f: &mut Frame) {
     let columns = app.columns();
     let names: Vec<String> = columns.iter().map(|c| c.header.clone()).collect();
     f.render_widget(
-        Paragraph::new(format!("  {}", row_text(columns, &names, None, width - 2))).style(strong),
+        Paragraph::new(format!(
+            "  {}",
+            row_text(columns, &names, None, width.saturating_sub(2))
+        ))
+        .style(strong),
         header,
     );
     let rows = usize::from(body.height);
@@ -106,7 +110,7 @@ fn item_text(columns: &[Column], item: &Item, width: usize) -> String {
             None => "",
         }
     );
-    row_text(columns, &item.cells, Some(&prefix), width - 2)
+    row_text(columns, &item.cells, Some(&prefix), width.saturating_sub(2))
 }
 
 /// A row's cells laid out in the columns; the flexible column (width 0) gets what the others

@@ -290,3 +290,17 @@ fn a_baseline_adds_its_column() {
     assert_eq!(a.items()[0].cells[4], "-3.91 KB");
     assert_eq!(a.items()[1].cells[4], "+500 B");
 }
+
+#[test]
+fn the_selection_stays_on_its_row_when_rows_move() {
+    let mut a = app(10, 2);
+    a.key(Key::Down);
+    assert_eq!(names(&a)[a.selected()], "leaf (a.c:3)");
+    // leaf grows past load: it moves up, and the selection with it.
+    a.update(Update::Heap(Box::new(snap(100, 2))));
+    assert_eq!(names(&a), ["leaf (a.c:3)", "load (a.c:9)"]);
+    assert_eq!(a.selected(), 0);
+    // A screen too small for anything does not break the drawing.
+    let mut t = Terminal::new(TestBackend::new(3, 2)).unwrap();
+    t.draw(|f| draw(&a, f)).unwrap();
+}
