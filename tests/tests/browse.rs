@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use muppy_core::report::text::format_size;
+use muppy_core::report::text::{format_size, format_size_change};
 use muppy_tests::{
     ebpf_available, expected_rows, ledger, muppy_trace, poll, scratch, start_workload, state,
     trace, workload,
@@ -359,4 +359,62 @@ fn browse_leak_verdicts_and_ctrl_c() {
     t.keys(&["C-c"]);
     let s = t.wait(10, "the shell again", |s| s.contains("browse exited 0"));
     assert!(!t.alternate_screen(), "{s}");
+}
+
+/// `--baseline`: ages with 25 old blocks against ages with 10 (100 B each, its source says):
+/// old's row grew by 15 blocks' bytes, young's by nothing.
+#[test]
+fn browse_against_a_baseline() {
+    if !ebpf_available("browse_against_a_baseline") {
+        return;
+    }
+    let dir = scratch("browse_baseline");
+    let ages = workload("ages");
+    let save = |name: &str, count: &str| {
+        let file = dir.join(name);
+        let run = trace(
+            &[
+                "--save",
+                file.to_str().unwrap(),
+                "--",
+                ages.to_str().unwrap(),
+                count,
+            ],
+            "",
+        );
+        assert_eq!(run.code, Some(0), "{run}");
+        file
+    };
+    let (a, b) = (save("a.muppy", "10"), save("b.muppy", "25"));
+    let t = Tmux::new("baseline");
+    t.type_line(&format!(
+        "{} browse {} --baseline {}; echo browse exited $?",
+        muppy_trace().display(),
+        b.display(),
+        a.display()
+    ));
+    let s = t.wait(10, "the vs base column", |s| s.contains("vs base"));
+    let tight = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut want: Vec<(String, String, String, String)> = ledger_rows("ages")
+        .into_iter()
+        .map(|(site, o, size)| {
+            if site.starts_with("old") {
+                let grown = tight(format_size_change(1500));
+                (
+                    site,
+                    "25".into(),
+                    tight(format_size(2500)),
+                    format!("0 B {grown}"),
+                )
+            } else {
+                (site, o, size, "0 B 0 B".into())
+            }
+        })
+        .collect();
+    want.sort();
+    let mut got = growth(&s);
+    got.sort();
+    assert_eq!(got, want, "{s}");
+    t.keys(&["q"]);
+    t.wait(10, "the shell again", |s| s.contains("browse exited 0"));
 }
