@@ -338,6 +338,7 @@ impl App {
             Update::Referrers(r) => {
                 self.refs.insert(r.tree.addr, *r);
             }
+            Update::Quit => self.quit = true,
             Update::Ended(why) => {
                 self.status.clone_from(&why);
                 self.ended = Some(why);

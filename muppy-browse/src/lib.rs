@@ -31,4 +31,6 @@ pub enum Update {
     Referrers(Box<RefReport>),
     /// The session is over (the command exited, the tracer stopped): the last heap stays.
     Ended(String),
+    /// Leave, as `q` does (the tracer was asked to end: SIGTERM).
+    Quit,
 }

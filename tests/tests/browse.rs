@@ -65,6 +65,15 @@ impl Tmux {
         panic!("the screen never showed {what}:\n{last}");
     }
 
+    /// The pid of the shell's child (the command it runs now).
+    fn child_pid(&self) -> u32 {
+        let shell = self.run(&["display-message", "-p", "#{pane_pid}"]);
+        let shell = shell.trim();
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+        children.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     fn alternate_screen(&self) -> bool {
         self.run(&["display-message", "-p", "#{alternate_on}"])
             .trim()
@@ -359,6 +368,19 @@ fn browse_leak_verdicts_and_ctrl_c() {
     t.keys(&["C-c"]);
     let s = t.wait(10, "the shell again", |s| s.contains("browse exited 0"));
     assert!(!t.alternate_screen(), "{s}");
+    // SIGTERM leaves as q does, the terminal restored.
+    t.type_line(&format!(
+        "{} browse {}; echo browse ended $?",
+        muppy_trace().display(),
+        file.display()
+    ));
+    t.wait(10, "the summary", |s| s.contains("[1 summary]"));
+    muppy_tests::signal(t.child_pid(), libc::SIGTERM);
+    let s = t.wait(10, "the shell again", |s| s.contains("browse ended 0"));
+    assert!(!t.alternate_screen(), "{s}");
+    // The shell's terminal is back in cooked mode: a typed line echoes and runs.
+    t.type_line("echo cooked again");
+    t.wait(10, "a command run", |s| s.contains("\ncooked again"));
 }
 
 /// `--baseline`: ages with 25 old blocks against ages with 10 (100 B each, its source says):

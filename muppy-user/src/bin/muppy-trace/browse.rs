@@ -50,12 +50,37 @@ pub fn browse(
             );
             let (tx, rx) = mpsc::channel();
             let _ = tx.send(Update::Heap(Box::new(snap)));
-            drop(tx);
+            quit_on_signals(tx)?;
             muppy_browse::run(app, &rx)?;
             Ok(0)
         }
         None => live(t, view, baseline),
     }
+}
+
+/// Browsing a file: SIGTERM and SIGHUP leave the browser as `q` does, so that the terminal
+/// is restored (their default would end the process with the terminal in raw mode). They are
+/// blocked here, before any other thread exists, and taken by a thread of their own.
+fn quit_on_signals(tx: Sender<Update>) -> anyhow::Result<()> {
+    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, then given to pthread_sigmask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::sigaddset(&raw mut set, libc::SIGHUP);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) != 0 {
+            bail!("cannot block SIGTERM");
+        }
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: sigwait on the set blocked above, into a local.
+        if unsafe { libc::sigwait(&raw const set, &raw mut sig) } == 0 {
+            let _ = tx.send(Update::Quit);
+        }
+    });
+    Ok(())
 }
 
 /// Where a launched command's output goes, so that it does not draw over the browser.
