@@ -34,7 +34,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(label: Label) -> Self {
+    pub(crate) fn new(label: Label) -> Self {
         let name = match &label {
             Label::Frame(f) => f.name().to_string(),
             Label::End(marker) => (*marker).to_string(),
@@ -50,7 +50,7 @@ impl Node {
     }
 
     /// Adds `objects`/`bytes` along `path`, below this node.
-    fn add(&mut self, path: &[Node], objects: u64, bytes: u64) {
+    pub(crate) fn add(&mut self, path: &[Node], objects: u64, bytes: u64) {
         self.objects += objects;
         self.bytes += bytes;
         if let Some((first, rest)) = path.split_first() {
@@ -65,7 +65,7 @@ impl Node {
         }
     }
 
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         largest_first(&mut self.children, |c| {
             (c.bytes.into(), c.objects.into(), c.name.as_str())
         });
@@ -74,7 +74,7 @@ impl Node {
 }
 
 /// A trace as empty nodes, innermost first, ending in [`Label::End`] where it is not whole.
-fn path(t: &Trace) -> Vec<Node> {
+pub(crate) fn path(t: &Trace) -> Vec<Node> {
     let mut v: Vec<Node> = t
         .frames
         .iter()

@@ -2,6 +2,7 @@
 //! all from one weighted aggregation and one ordering ([`aggregate`]).
 
 pub mod aggregate;
+pub mod callgraph;
 pub mod calltree;
 pub mod diff;
 pub mod leaks;
@@ -9,6 +10,7 @@ pub mod objects;
 pub mod summary;
 pub mod verdicts;
 
+pub use callgraph::{Neighbour, Neighbours, bottom_up, neighbours, top_down};
 pub use calltree::{Label, Node};
 pub use diff::{Diff, DiffRow, diff};
 pub use objects::{Object, objects};

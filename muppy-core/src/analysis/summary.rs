@@ -4,7 +4,7 @@
 use std::{cmp::Ordering, collections::HashMap, hash::Hash};
 
 use super::aggregate::{largest_first, per_size, per_trace};
-use crate::model::{Counters, Filter, Frame, Heap};
+use crate::model::{Counters, Filter, Frame, Heap, Trace};
 
 /// What a summary's rows are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,6 +80,19 @@ impl Key {
     /// The key as one line of text (a stack's frames joined by `" <- "`).
     pub fn text(&self) -> String {
         self.names().join(" <- ")
+    }
+
+    /// The group a block of `size` bytes allocated along `trace` falls in.
+    pub fn of(trace: &Trace, size: u64, by: GroupBy) -> Key {
+        match by {
+            GroupBy::Site => Key::Site(trace.site().clone()),
+            GroupBy::Function => Key::Function(trace.site().function_name()),
+            GroupBy::Stack => Key::Stack {
+                frames: trace.owned_frames(),
+                end: trace.state.marker(),
+            },
+            GroupBy::Size => Key::Size(size),
+        }
     }
 
     fn rank(&self) -> u8 {
@@ -213,15 +226,7 @@ pub fn summarize(heap: &Heap, filter: &Filter, by: GroupBy) -> Summary {
             .zip(heap.traces)
             .filter(|(t, _)| !t.is_empty())
             .map(|(t, trace)| {
-                let key = match by {
-                    GroupBy::Site => Key::Site(trace.site().clone()),
-                    GroupBy::Function => Key::Function(trace.site().function_name()),
-                    GroupBy::Stack => Key::Stack {
-                        frames: trace.owned_frames(),
-                        end: trace.state.marker(),
-                    },
-                    GroupBy::Size => unreachable!("sizes are added up per block"),
-                };
+                let key = Key::of(trace, 0, by);
                 let (o, b) = t.rounded();
                 (key, o, b)
             })

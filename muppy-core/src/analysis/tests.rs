@@ -307,3 +307,103 @@ fn leak_reports_add_verdicts_up_per_kind_and_site() {
     );
     assert_eq!(summarize(&h, &only, GroupBy::Site).total(), (2, 16));
 }
+
+/// Paths main -> a -> leaf (2 x 10 B), main -> b -> leaf (30 B), main -> b (self, 5 B),
+/// and one path cut short at b: the trees and b's neighbours add up exactly.
+#[test]
+fn call_graph_top_down_bottom_up_and_neighbours() {
+    let traces = [
+        trace(&["leaf", "a", "main"], StackState::Walked),
+        trace(&["leaf", "b", "main"], StackState::Walked),
+        trace(&["b", "main"], StackState::Walked),
+        trace(&["leaf", "b"], StackState::Lost),
+    ];
+    let b = |size, trace| block(size, 0, trace);
+    let blocks = vec![
+        (1, b(10, 0)),
+        (2, b(10, 0)),
+        (3, b(30, 1)),
+        (4, b(5, 2)),
+        (5, b(7, 3)),
+    ];
+    let heap = heap(&blocks, &traces, 0);
+    let all = Filter::default();
+    let flat = |n: &Node| (n.name.clone(), n.objects, n.bytes);
+    let down = top_down(&heap, &all);
+    assert_eq!(
+        down.iter().map(flat).collect::<Vec<_>>(),
+        vec![v("main", 4, 55), v("[stack lost]", 1, 7)]
+    );
+    assert_eq!(
+        down[0].children.iter().map(flat).collect::<Vec<_>>(),
+        vec![v("b", 2, 35), v("a", 2, 20)]
+    );
+    assert_eq!(
+        down[0].children[0]
+            .children
+            .iter()
+            .map(flat)
+            .collect::<Vec<_>>(),
+        vec![v("leaf", 1, 30)]
+    );
+    let up = bottom_up(&heap, &all);
+    assert_eq!(
+        up.iter().map(flat).collect::<Vec<_>>(),
+        vec![v("leaf", 4, 57), v("b", 1, 5)]
+    );
+    assert_eq!(
+        up[0].children.iter().map(flat).collect::<Vec<_>>(),
+        vec![v("b", 2, 37), v("a", 2, 20)]
+    );
+    let nb = neighbours(&heap, &all, "b");
+    assert_eq!((nb.objects, nb.bytes), (3, 42));
+    let edges = |e: &[callgraph::Neighbour]| {
+        e.iter()
+            .map(|n| (n.name.clone(), n.objects, n.bytes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        edges(&nb.callers),
+        vec![v("main", 2, 35), v("[stack lost]", 1, 7)]
+    );
+    assert_eq!(
+        edges(&nb.callees),
+        vec![v("leaf", 2, 37), v(callgraph::ALLOCATOR, 1, 5)]
+    );
+    // A filter narrows them; a function on no path has none.
+    let only_a = Filter {
+        site: Some(Regex::new("^a$").unwrap()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        neighbours(&heap, &only_a, "b"),
+        callgraph::Neighbours::default()
+    );
+    assert_eq!(
+        edges(&neighbours(&heap, &only_a, "leaf").callers),
+        vec![v("a", 2, 20)]
+    );
+}
+
+/// A recursive function counts each block once among its callers and callees.
+#[test]
+fn recursion_counts_once_per_neighbour() {
+    let traces = [trace(&["leaf", "r", "r", "r", "main"], StackState::Walked)];
+    let blocks = vec![(1, block(8, 0, 0))];
+    let heap = heap(&blocks, &traces, 0);
+    let nb = neighbours(&heap, &Filter::default(), "r");
+    assert_eq!((nb.objects, nb.bytes), (1, 8));
+    let names = |e: &[callgraph::Neighbour]| {
+        e.iter()
+            .map(|n| (n.name.clone(), n.objects))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&nb.callers),
+        vec![("main".to_string(), 1), ("r".to_string(), 1)]
+    );
+    assert_eq!(
+        names(&nb.callees),
+        vec![("leaf".to_string(), 1), ("r".to_string(), 1)]
+    );
+}

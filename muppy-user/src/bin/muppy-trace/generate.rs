@@ -186,6 +186,8 @@ mod tests {
         for needle in [
             ".SS objects",
             ".SS refs",
+            ".SS browse",
+            "--baseline",
             "--max-roots",
             "--retention",
             "--width",

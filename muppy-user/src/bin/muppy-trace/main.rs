@@ -31,6 +31,7 @@ use muppy_core::{
 };
 use progress::{Bar, Unit};
 
+mod browse;
 mod generate;
 mod progress;
 
@@ -117,6 +118,22 @@ enum Cmd {
         /// Roots shown per block.
         #[arg(long, value_name = "N", default_value_t = 20)]
         max_roots: usize,
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Browse the heap in the terminal: the summary with its growth, call trees, a function's
+    /// callers and callees, a row's blocks, leak verdicts, a block's referrers, and live bytes
+    /// over time; live while tracing (--pid PID, -- CMD) or over a snapshot. q quits (a --pid
+    /// target is left running as it was found; a command is sent SIGTERM).
+    Browse {
+        /// Browse this snapshot instead of tracing.
+        #[arg(value_name = "SNAPSHOT")]
+        file: Option<PathBuf>,
+        /// Show each row's growth against this snapshot too.
+        #[arg(long, value_name = "A.muppy")]
+        baseline: Option<PathBuf>,
         #[command(flatten)]
         trace: TraceArgs,
         #[command(flatten)]
@@ -805,6 +822,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             | Cmd::Tree { view, .. }
             | Cmd::Leaks { view, .. }
             | Cmd::Refs { view, .. }
+            | Cmd::Browse { view, .. }
             | Cmd::Summary { view, .. }
             | Cmd::Diff { view, .. },
         ) => view,
@@ -878,6 +896,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 top: v.top,
             };
             live_checking(&trace, v, Some(spec))
+        }
+        Some(Cmd::Browse {
+            file,
+            baseline,
+            trace,
+            view,
+        }) => {
+            if file.is_some() {
+                names_as_saved(&view)?;
+            }
+            let v = view_options(&view, View::Summary)?;
+            browse::browse(file.as_deref(), baseline.as_deref(), &trace, &v)
         }
         Some(Cmd::Summary { file, view }) => {
             names_as_saved(&view)?;
@@ -974,6 +1004,25 @@ mod tests {
         // Target options belong after the subcommand.
         assert!(Cli::try_parse_from(["muppy-trace", "--pid", "1", "objects"]).is_err());
         assert!(Cli::try_parse_from(["muppy-trace", "diff", "a"]).is_err());
+    }
+
+    #[test]
+    fn browse_takes_a_file_or_a_target_and_a_baseline() {
+        let cli =
+            Cli::try_parse_from(["muppy-trace", "browse", "b.muppy", "--baseline", "a.muppy"])
+                .unwrap();
+        let Some(Cmd::Browse { file, baseline, .. }) = cli.cmd else {
+            panic!("not browse");
+        };
+        assert_eq!(file, Some(PathBuf::from("b.muppy")));
+        assert_eq!(baseline, Some(PathBuf::from("a.muppy")));
+        let cli =
+            Cli::try_parse_from(["muppy-trace", "browse", "--site", "x", "--", "./p"]).unwrap();
+        let Some(Cmd::Browse { trace, view, .. }) = cli.cmd else {
+            panic!("not browse");
+        };
+        assert_eq!(trace.command, vec!["./p"]);
+        assert_eq!(view.site.as_deref(), Some("x"));
     }
 
     #[test]
