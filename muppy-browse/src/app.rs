@@ -91,6 +91,13 @@ impl Sort {
 }
 
 /// A key, as the browser reads it (the terminal's events map onto these).
+/// What the browser asks of the tracer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Who points at the live block at this address.
+    Referrers(u64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Key {
     /// A printable character.
@@ -281,6 +288,12 @@ pub struct App {
     row: Option<(RowKey, Option<LeakKind>)>,
     block: Option<u64>,
     refs: HashMap<u64, RefReport>,
+    /// Live: referrer searches are asked of the tracer. Blocks asked about (answered or not),
+    /// why those that failed did, and the question not yet taken.
+    live: bool,
+    asked: HashSet<u64>,
+    refs_failed: HashMap<u64, String>,
+    ask: Option<Ask>,
     items: Vec<Item>,
     /// The view `items` were made for.
     items_view: View,
@@ -313,6 +326,10 @@ impl App {
             row: None,
             block: None,
             refs: HashMap::new(),
+            live: false,
+            asked: HashSet::new(),
+            refs_failed: HashMap::new(),
+            ask: None,
             items: Vec::new(),
             items_view: View::Summary,
             columns: Vec::new(),
@@ -337,6 +354,9 @@ impl App {
             Update::Note(n) => self.status = n,
             Update::Referrers(r) => {
                 self.refs.insert(r.tree.addr, *r);
+            }
+            Update::NoReferrers { addr, why } => {
+                self.refs_failed.insert(addr, why);
             }
             Update::Quit => self.quit = true,
             Update::Ended(why) => {
@@ -402,9 +422,42 @@ impl App {
             }
             Key::Char('/') => self.typing = Some(String::new()),
             Key::Esc => self.site = None,
+            Key::Char('r') if self.view == View::Refs => {
+                // Search again: the pointers may have changed.
+                if let Some(a) = self.block {
+                    self.asked.remove(&a);
+                    self.refs.remove(&a);
+                    self.refs_failed.remove(&a);
+                }
+            }
             _ => {}
         }
         self.refresh();
+        self.ask_for_referrers();
+    }
+
+    /// Live, the browser asks the tracer who points at the block the refs view shows, once
+    /// per block (`r` asks again): the tracer stops the process and reads its memory.
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self
+    }
+
+    /// What the browser asks of the tracer, taken once.
+    pub fn take_ask(&mut self) -> Option<Ask> {
+        self.ask.take()
+    }
+
+    fn ask_for_referrers(&mut self) {
+        if !self.live || self.view != View::Refs || self.ended.is_some() {
+            return;
+        }
+        if let Some(a) = self.block
+            && self.asked.insert(a)
+        {
+            self.ask = Some(Ask::Referrers(a));
+            self.refresh();
+        }
     }
 
     fn set_site(&mut self, text: &str) {
@@ -528,8 +581,9 @@ impl App {
             }
             // In the graph itself, only Enter moves the focus.
             Target::Function(f) if self.view != View::Graph => self.focus_fn = Some(f),
-            Target::Block(a) => self.block = Some(a),
-            Target::Function(_) => {}
+            // In the refs view, the block shown stays while its referrers are walked.
+            Target::Block(a) if self.view != View::Refs => self.block = Some(a),
+            Target::Block(_) | Target::Function(_) => {}
             Target::None => {}
         }
     }
@@ -907,6 +961,19 @@ impl App {
                         ..Item::note("nothing points at it", 3, 0)
                     });
                 }
+            }
+            None if self.live => {
+                let line = match self.refs_failed.get(&addr) {
+                    Some(why) => format!("not found: {why} (r: search again)"),
+                    None if self.asked.contains(&addr) => {
+                        "searching the process's memory...".to_string()
+                    }
+                    None => "r: search the process's memory".to_string(),
+                };
+                items.push(Item {
+                    depth: 1,
+                    ..Item::note(line, 3, 0)
+                });
             }
             None => {
                 // Referrers come from a copy of the live memory, which a snapshot does not

@@ -13,7 +13,7 @@ pub mod app;
 pub mod draw;
 pub mod term;
 
-pub use app::{App, Key, Sort, View};
+pub use app::{App, Ask, Key, Sort, View};
 pub use term::{BrowseError, run};
 
 use muppy_core::{analysis::RefReport, snapshot::Snapshot};
@@ -29,6 +29,13 @@ pub enum Update {
     Note(String),
     /// Who points at a block (a referrer search made for it).
     Referrers(Box<RefReport>),
+    /// A referrer search asked for ([`Ask::Referrers`]) could not be made, and why.
+    NoReferrers {
+        /// The block.
+        addr: u64,
+        /// Why (it was freed since, the process is gone).
+        why: String,
+    },
     /// The session is over (the command exited, the tracer stopped): the last heap stays.
     Ended(String),
     /// Leave, as `q` does (the tracer was asked to end: SIGTERM).

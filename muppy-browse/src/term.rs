@@ -17,7 +17,7 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 
 use crate::{
     Update,
-    app::{App, Key},
+    app::{App, Ask, Key},
     draw::draw,
 };
 
@@ -112,7 +112,11 @@ fn key_of(k: KeyEvent) -> Option<Key> {
 /// Browses until the user quits (q, Ctrl-C): takes `updates` as they come (the tracer's heap
 /// copies; a closed channel leaves the last one shown), redraws, and restores the terminal
 /// before it returns.
-pub fn run(mut app: App, updates: &Receiver<Update>) -> Result<(), BrowseError> {
+pub fn run(
+    mut app: App,
+    updates: &Receiver<Update>,
+    mut ask: impl FnMut(Ask),
+) -> Result<(), BrowseError> {
     let _guard = Guard::enter()?;
     let mut t: Terminal<CrosstermBackend<Stdout>> =
         Terminal::new(CrosstermBackend::new(io::stdout())).map_err(term("starting"))?;
@@ -138,6 +142,9 @@ pub fn run(mut app: App, updates: &Receiver<Update>) -> Result<(), BrowseError> 
                 Event::Key(k) => {
                     if let Some(k) = key_of(k) {
                         app.key(k);
+                        if let Some(a) = app.take_ask() {
+                            ask(a);
+                        }
                         dirty = true;
                     }
                 }

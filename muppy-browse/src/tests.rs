@@ -49,6 +49,7 @@ fn snap(parse: u64, load: u64) -> Snapshot {
         traces,
         blocks,
         check: None,
+        modules: Vec::new(),
     }
 }
 
@@ -303,4 +304,92 @@ fn the_selection_stays_on_its_row_when_rows_move() {
     // A screen too small for anything does not break the drawing.
     let mut t = Terminal::new(TestBackend::new(3, 2)).unwrap();
     t.draw(|f| draw(&a, f)).unwrap();
+}
+
+#[test]
+fn live_refs_ask_the_tracer_once_and_show_its_answer() {
+    use muppy_core::{
+        analysis::{RefReport, RefTree, Referrer},
+        model::{CheckFacts, Place},
+    };
+
+    use crate::Ask;
+
+    let mut a = App::new("t", Filter::default(), GroupBy::Site, None).live();
+    a.update(Update::Heap(Box::new(snap(10, 2))));
+    // The load row's objects; the second block's refs: one question, asked once.
+    keys(&mut a, &[Key::Enter, Key::Down, Key::Enter]);
+    assert_eq!(a.view(), View::Refs);
+    assert_eq!(a.take_ask(), Some(Ask::Referrers(0x2010)));
+    assert_eq!(a.take_ask(), None);
+    a.key(Key::Down);
+    assert_eq!(a.take_ask(), None);
+    assert!(
+        names(&a).contains(&"searching the process's memory...".to_string()),
+        "{:?}",
+        names(&a)
+    );
+    // The answer: a global points at a block that points at it.
+    let global = Referrer::Root {
+        place: Place::Global {
+            symbol: Some("registry".into()),
+            module: "a.out".into(),
+            section: Some(".bss".into()),
+            offset: 8,
+        },
+        at: 0x5000,
+        interior: false,
+    };
+    let holder = RefTree {
+        addr: 0x1000,
+        size: 100,
+        site: Frame::from_name("leaf (a.c:3)"),
+        referrers: vec![global],
+        cut_depth: false,
+        more_roots: 0,
+    };
+    let report = RefReport {
+        pid: 42,
+        tree: RefTree {
+            addr: 0x2010,
+            size: 4000,
+            site: Frame::from_name("load (a.c:9)"),
+            referrers: vec![Referrer::Block {
+                at: 0x1008,
+                interior: false,
+                tree: holder,
+            }],
+            cut_depth: false,
+            more_roots: 0,
+        },
+        facts: CheckFacts::default(),
+    };
+    a.update(Update::Referrers(Box::new(report)));
+    a.key(Key::Down);
+    let shown = names(&a);
+    let at = shown.iter().position(|n| n == "referrers:").unwrap();
+    assert_eq!(shown[at + 1], "0x1000 leaf (a.c:3)", "{shown:?}");
+    // Walked with the keys: the holder opens onto the global that holds it.
+    for _ in 0..names(&a).len() {
+        if a.items()[a.selected()].cells[0] == "0x1000 leaf (a.c:3)" {
+            break;
+        }
+        a.key(Key::Down);
+    }
+    assert_eq!(a.items()[a.selected()].cells[0], "0x1000 leaf (a.c:3)");
+    a.key(Key::Right);
+    assert!(names(&a)[at + 2].contains("registry"), "{:?}", names(&a));
+    // r asks again; a failure says why.
+    a.key(Key::Char('r'));
+    assert_eq!(a.take_ask(), Some(Ask::Referrers(0x2010)));
+    a.update(Update::NoReferrers {
+        addr: 0x2010,
+        why: "0x2010 is not a live block".into(),
+    });
+    a.key(Key::Down);
+    assert!(
+        names(&a).contains(&"not found: 0x2010 is not a live block (r: search again)".to_string()),
+        "{:?}",
+        names(&a)
+    );
 }

@@ -285,6 +285,52 @@ fn browse_a_pid_and_quit_leaves_it_running() {
     assert!(target.wait(10).success());
 }
 
+/// The refs view of a live process (Pympler's InteractiveBrowser): the browser asks, the
+/// tracer stops the process and reads its memory, and the block's referrer is the global array
+/// that holds it (phases.c's `grow`); the process is left running as it was found.
+#[test]
+fn browse_a_pid_walks_a_blocks_referrers() {
+    if !ebpf_available("browse_a_pid_walks_a_blocks_referrers") {
+        return;
+    }
+    let mut target = start_workload("phases", &[]);
+    let pid = target.pid();
+    assert!(poll(10, || state(pid) == Some('S')), "phases never waited");
+    let t = Tmux::new("refs");
+    t.type_line(&format!(
+        "{} browse --pid {pid}; echo browse exited $?",
+        muppy_trace().display()
+    ));
+    t.wait(30, "the first heap", |s| {
+        s.contains(&format!("(pid {pid}): "))
+    });
+    let mut stdin = target.stdin();
+    // Phase 1: ten blocks of 100 bytes at phase_grow, each held by grow[i].
+    muppy_tests::send(&mut stdin, "go");
+    t.wait(30, "phase_grow's row", |s| {
+        rows(s)
+            .iter()
+            .any(|(site, n, _)| site.starts_with("phase_grow") && n == "10")
+    });
+    // Its objects, then the first one's referrers.
+    t.keys(&["Enter"]);
+    t.wait(10, "the objects view", |s| s.contains("100 B"));
+    t.keys(&["Enter"]);
+    let screen = t.wait(30, "the global that holds it", |s| {
+        s.contains("global grow (")
+    });
+    assert!(screen.contains("referrers:"), "{screen}");
+    assert!(!screen.contains("searching"), "{screen}");
+    t.keys(&["q"]);
+    t.wait(30, "the shell again", |s| s.contains("browse exited 0"));
+    assert!(!t.alternate_screen());
+    // Left as it was found: not stopped, not traced, and it goes on when told.
+    assert_eq!(state(pid), Some('S'));
+    muppy_tests::send(&mut stdin, "go");
+    muppy_tests::send(&mut stdin, "go");
+    assert!(target.wait(10).success());
+}
+
 #[test]
 fn browse_refuses_all_and_a_pipe() {
     let one_line = |args: &[&str], want: &str| {

@@ -99,6 +99,9 @@ pub struct Options {
     /// Check the root process (`leaks`, `refs`) at each tick and at the end, instead of
     /// showing its live summary.
     pub check: Option<CheckSpec>,
+    /// Make the checks the sink asks for ([`Sink::request`]) at each tick: the root can be
+    /// stopped and read whenever the user asks (the browser's referrers).
+    pub on_request: bool,
 }
 
 /// How a session ended.
@@ -166,6 +169,8 @@ struct Session<'s> {
     foreign_events: u64,
     /// The check to make of the root, if any, and what the checks made remember.
     check: Option<CheckSpec>,
+    /// Checks are made when the sink asks for them.
+    on_request: bool,
     checks: check::Checks,
     /// `--unwind auto`: which code keeps frame pointers.
     fp_code: Option<FpCode>,
@@ -399,6 +404,21 @@ impl Session<'_> {
             .or_else(|| self.ended.iter().rev().find(|p| p.id.pid == root))
     }
 
+    /// Whether the root is made ready to be checked: stopped with ptrace, its freed memory
+    /// tracked.
+    fn checkable(&self) -> bool {
+        self.check.is_some() || self.on_request
+    }
+
+    /// A check the user asked for: one that finds nothing to show (the block was freed since)
+    /// says so and the session goes on.
+    fn requested_check(&mut self, pump: &mut Pump, spec: &CheckSpec) -> Result<(), TraceError> {
+        match self.check(pump, spec, false) {
+            Err(TraceError::Refs(e)) => self.note(Note::CheckFailed { why: e.to_string() }),
+            r => r,
+        }
+    }
+
     /// The `--interval` tick: every live image, to the sink.
     fn tick(&mut self) -> Result<(), TraceError> {
         let (now, base, several) = (monotonic_ns(), self.base_counters(), self.several());
@@ -425,6 +445,9 @@ impl Session<'_> {
                 if self.check.is_some() {
                     // Checks stop the target with ptrace: another tracer would make them fail.
                     target::check_untraced(pid)?;
+                } else if self.on_request && target::check_untraced(pid).is_err() {
+                    // Only the checks asked for later cannot be made; they say so then.
+                    self.on_request = false;
                 }
                 let plan = crate::probe::plan(
                     &crate::probe::candidates_of_pid(pid)?,
@@ -436,7 +459,7 @@ impl Session<'_> {
                 self.plan_stacks(pid)?;
                 let what = plan.describe();
                 let mut p = Process::new(pid, None, Some(plan));
-                if self.check.is_some() {
+                if self.checkable() {
                     p.table.track_freed();
                 }
                 let who = format!("pid {}", p.id.pids());
@@ -446,7 +469,7 @@ impl Session<'_> {
                     self.tracer = Some(tracer?);
                     ExitWatch::Child(rx)
                 } else {
-                    if self.check.is_some() {
+                    if self.checkable() {
                         // No following: the ptrace thread serves the checks' freezes only.
                         self.tracer = Some(Tracer::start(None, false, |_, _| {}, |_| {})?);
                     }
@@ -496,7 +519,7 @@ impl Session<'_> {
                 })?;
                 // Created after exec, so that its name and mappings are the program's.
                 let mut p = Process::new(pid, None, Some(plan));
-                if self.check.is_some() {
+                if self.checkable() {
                     p.table.track_freed();
                 }
                 self.live.insert(pid, p);
@@ -657,6 +680,7 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         sample_bytes: opts.probe.sample_bytes,
         foreign_events: 0,
         check: opts.check.clone(),
+        on_request: opts.on_request,
         checks: check::Checks {
             two_checks: opts.interval.is_some(),
             ..check::Checks::default()
@@ -711,6 +735,9 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
                     None => {
                         s.drain(&mut pump, true)?;
                         s.tick()?;
+                        if s.on_request && let Some(spec) = s.sink.request() {
+                            s.requested_check(&mut pump, &spec)?;
+                        }
                     }
                 }
             }

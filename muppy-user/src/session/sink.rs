@@ -58,6 +58,12 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Sink {
     /// Takes one event. An error ends the session with that error.
     fn event(&mut self, ev: SessionEvent<'_>) -> Result<(), SinkError>;
+
+    /// A check the user asked for since the last tick (the browser's referrers of a block),
+    /// made at this tick when the session takes requests ([`super::Options::on_request`]).
+    fn request(&mut self) -> Option<super::CheckSpec> {
+        None
+    }
 }
 
 /// A fact a session tells the user.

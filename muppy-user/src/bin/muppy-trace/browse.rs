@@ -9,17 +9,17 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, Sender},
+        mpsc::{self, Receiver, Sender},
     },
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
-use muppy::session::{self, Mode, SessionEvent, Sink, SinkError};
-use muppy_browse::{App, Update};
+use muppy::session::{self, CheckSpec, Mode, Note, SessionEvent, Sink, SinkError};
+use muppy_browse::{App, Ask, Update};
 use muppy_core::{report::ViewOptions, snapshot::Snapshot};
 
-use crate::{TraceArgs, options, progress, verdicts_of};
+use crate::{REFS_MAX_ROOTS, REFS_MAXDEPTH, TraceArgs, options, progress, verdicts_of};
 
 /// Browses `file`, or the target `t` names, compared with `baseline` if given.
 pub fn browse(
@@ -51,7 +51,7 @@ pub fn browse(
             let (tx, rx) = mpsc::channel();
             let _ = tx.send(Update::Heap(Box::new(snap)));
             quit_on_signals(tx)?;
-            muppy_browse::run(app, &rx)?;
+            muppy_browse::run(app, &rx, |_| {})?;
             Ok(0)
         }
         None => live(t, view, baseline),
@@ -121,6 +121,8 @@ fn with_output_to<T>(out: &Path, f: impl FnOnce() -> T) -> anyhow::Result<T> {
 
 fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow::Result<u8> {
     let mut opts = options(t)?;
+    // The refs view asks who points at a block: the target must be ready to be stopped.
+    opts.on_request = true;
     // A copy of the heap for the browser each second, unless asked otherwise.
     opts.interval.get_or_insert(Duration::from_secs(1));
     // SAFETY: geteuid has no preconditions.
@@ -150,11 +152,14 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
         )));
     }
     let (tx, rx) = mpsc::channel();
+    let (ask_tx, asks) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let browser = {
         let done = Arc::clone(&done);
         std::thread::spawn(move || {
-            let r = muppy_browse::run(app, &rx);
+            let r = muppy_browse::run(app.live(), &rx, |a| {
+                let _ = ask_tx.send(a);
+            });
             if !done.load(Ordering::SeqCst) {
                 // End the session as the terminal's signals would.
                 let sig = if launched {
@@ -175,6 +180,8 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
     let mut sink = BrowseSink {
         tx: tx.clone(),
         label: opts.label.clone(),
+        asks,
+        asking: None,
     };
     let outcome = rt.block_on(session::run(mode, &opts, &mut sink));
     done.store(true, Ordering::SeqCst);
@@ -208,6 +215,9 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
 struct BrowseSink {
     tx: Sender<Update>,
     label: String,
+    /// What the browser asks, and the block whose referrers are being searched for.
+    asks: Receiver<Ask>,
+    asking: Option<u64>,
 }
 
 impl BrowseSink {
@@ -220,15 +230,44 @@ impl BrowseSink {
 impl Sink for BrowseSink {
     fn event(&mut self, ev: SessionEvent<'_>) -> Result<(), SinkError> {
         match ev {
+            SessionEvent::Note(Note::CheckFailed { why }) if self.asking.is_some() => {
+                let addr = self.asking.take().unwrap_or_default();
+                self.send(Update::NoReferrers {
+                    addr,
+                    why: why.clone(),
+                });
+            }
             SessionEvent::Note(n) => self.send(Update::Note(n.to_string())),
             SessionEvent::Tick { procs, .. } | SessionEvent::Final { procs, .. } => {
                 if let Some(p) = procs.first() {
                     self.send(Update::Heap(Box::new(Snapshot::of(&p.heap, &self.label))));
                 }
             }
-            SessionEvent::Referrers(r) => self.send(Update::Referrers(Box::new(r))),
+            SessionEvent::Referrers(r) => {
+                self.asking = None;
+                self.send(Update::Referrers(Box::new(r)));
+            }
             SessionEvent::Ended(_) | SessionEvent::Leaks(_) | SessionEvent::Progress { .. } => {}
         }
         Ok(())
+    }
+
+    fn request(&mut self) -> Option<CheckSpec> {
+        if let Some(addr) = self.asking.take() {
+            // The last search told nothing: the process could no longer be checked.
+            self.send(Update::NoReferrers {
+                addr,
+                why: "the process can no longer be read".into(),
+            });
+        }
+        let Ask::Referrers(addr) = self.asks.try_recv().ok()?;
+        self.asking = Some(addr);
+        Some(CheckSpec::Refs {
+            addr: Some(addr),
+            site: None,
+            maxdepth: REFS_MAXDEPTH,
+            max_roots: REFS_MAX_ROOTS,
+            top: 1,
+        })
     }
 }

@@ -113,10 +113,10 @@ enum Cmd {
         #[arg(long, value_name = "ADDR", value_parser = parse_addr, required_unless_present = "site")]
         addr: Option<u64>,
         /// Levels of referrers to follow.
-        #[arg(long, value_name = "N", default_value_t = 4)]
+        #[arg(long, value_name = "N", default_value_t = REFS_MAXDEPTH)]
         maxdepth: usize,
         /// Roots shown per block.
-        #[arg(long, value_name = "N", default_value_t = 20)]
+        #[arg(long, value_name = "N", default_value_t = REFS_MAX_ROOTS)]
         max_roots: usize,
         #[command(flatten)]
         trace: TraceArgs,
@@ -488,6 +488,10 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
     })
 }
 
+/// `refs`' levels of referrers and roots per block, unless told; the browser's searches too.
+const REFS_MAXDEPTH: usize = 4;
+const REFS_MAX_ROOTS: usize = 20;
+
 /// The `-o` file this run created, so that a run that fails before writing anything into it
 /// (a report the format refuses) does not leave an empty file behind.
 static CREATED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -604,6 +608,7 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         mappings: t.mmap,
         allocator: t.allocator.clone(),
         check: None,
+        on_request: false,
     })
 }
 
