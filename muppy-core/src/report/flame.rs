@@ -265,6 +265,7 @@ mod tests {
             now_ns: 0,
             counters: Counters::default(),
             sample_bytes: 0,
+            modules: &[],
         };
         let mut out = Vec::new();
         printer(opts(Format::Folded), &mut out)
@@ -288,6 +289,7 @@ mod tests {
             now_ns: 0,
             counters: Counters::default(),
             sample_bytes: 64,
+            modules: &[],
         };
         let lines = folded(&heap, &Filter::default(), None);
         let s = analysis::summarize(&heap, &Filter::default(), GroupBy::Stack);
@@ -311,6 +313,7 @@ mod tests {
             now_ns: 0,
             counters: Counters::default(),
             sample_bytes: 0,
+            modules: &[],
         };
         let mut a = ProcView::of_heap(heap(1));
         a.id.comm = "sh".into();
@@ -402,6 +405,7 @@ mod tests {
             now_ns: 0,
             counters: Counters::default(),
             sample_bytes: 0,
+            modules: &[],
         };
         let mut out = Vec::new();
         printer(opts(Format::Flamegraph), &mut out)
@@ -434,6 +438,7 @@ mod tests {
             now_ns: 0,
             counters: Counters::default(),
             sample_bytes: 0,
+            modules: &[],
         };
         let r = analysis::leak_report(
             &heap,

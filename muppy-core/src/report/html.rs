@@ -483,6 +483,7 @@ mod tests {
                 ..Counters::default()
             },
             sample_bytes: 0,
+            modules: &[],
         };
         let opts = ViewOptions {
             format: Format::Html,
