@@ -655,3 +655,48 @@ pub fn wait_for_no_tracer() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Traces workload `name` (with `extra` options first) writing `--format FORMAT` into
+/// `DIR/live.EXT` and saving a snapshot, then reads the snapshot into `DIR/saved.EXT`: the live
+/// file, the saved one and the snapshot. Both runs must succeed and print nothing on stdout.
+pub fn live_and_saved(
+    dir: &Path,
+    name: &str,
+    format: &str,
+    ext: &str,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, PathBuf) {
+    let (live, saved) = (
+        dir.join(format!("live.{ext}")),
+        dir.join(format!("saved.{ext}")),
+    );
+    let snap = dir.join("saved.muppy");
+    let bin = workload(name);
+    let mut args = extra.to_vec();
+    args.extend([
+        "--format",
+        format,
+        "-o",
+        live.to_str().unwrap(),
+        "--save",
+        snap.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+    ]);
+    let run = trace(&args, "");
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.is_empty(), "the report goes to the file\n{run}");
+    let run = trace(
+        &[
+            "summary",
+            snap.to_str().unwrap(),
+            "--format",
+            format,
+            "-o",
+            saved.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    (live, saved, snap)
+}

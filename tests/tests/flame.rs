@@ -156,38 +156,8 @@ fn flame_graphs_are_svg_naming_each_frame_with_its_bytes() {
         return;
     }
     let dir = scratch("flamegraph");
-    let (live_svg, snap, saved_svg) = (
-        dir.join("live.svg"),
-        dir.join("paths.muppy"),
-        dir.join("saved.svg"),
-    );
-    let bin = workload("paths");
-    let run = trace(
-        &[
-            "--format",
-            "flamegraph",
-            "-o",
-            live_svg.to_str().unwrap(),
-            "--save",
-            snap.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(run.code, Some(0), "{run}");
-    let run = trace(
-        &[
-            "summary",
-            snap.to_str().unwrap(),
-            "--format",
-            "flamegraph",
-            "-o",
-            saved_svg.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(run.code, Some(0), "{run}");
+    let (live_svg, saved_svg, _) =
+        muppy_tests::live_and_saved(&dir, "paths", "flamegraph", "svg", &[]);
     for svg in [&live_svg, &saved_svg] {
         let titles = svg_titles(svg);
         // Every frame of each path, with that path's bytes (each frame but the site is on

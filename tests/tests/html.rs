@@ -62,38 +62,7 @@ fn html_page_loads_in_chromium_with_the_ledger_rows() {
         return;
     }
     let dir = scratch("html");
-    let (live, snap, saved) = (
-        dir.join("live.html"),
-        dir.join("paths.muppy"),
-        dir.join("saved.html"),
-    );
-    let bin = workload("paths");
-    let run = trace(
-        &[
-            "--format",
-            "html",
-            "-o",
-            live.to_str().unwrap(),
-            "--save",
-            snap.to_str().unwrap(),
-            "--",
-            bin.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(run.code, Some(0), "{run}");
-    let run = trace(
-        &[
-            "summary",
-            snap.to_str().unwrap(),
-            "--format",
-            "html",
-            "-o",
-            saved.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(run.code, Some(0), "{run}");
+    let (live, saved, _) = muppy_tests::live_and_saved(&dir, "paths", "html", "html", &[]);
     let site = &ledger("paths")[0];
     for page in [&live, &saved] {
         let text = std::fs::read_to_string(page).unwrap();

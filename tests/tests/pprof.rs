@@ -103,37 +103,7 @@ fn build_id(file: &Path) -> String {
 /// Traces workload `name`, writing its profile live and saving a snapshot; returns the live
 /// profile, the snapshot's and the snapshot.
 fn profiles(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
-    let live = dir.join("live.pb.gz");
-    let snap = dir.join("saved.muppy");
-    let bin = workload(name);
-    let mut args = extra.to_vec();
-    args.extend([
-        "--format",
-        "pprof",
-        "-o",
-        live.to_str().unwrap(),
-        "--save",
-        snap.to_str().unwrap(),
-        "--",
-        bin.to_str().unwrap(),
-    ]);
-    let run = trace(&args, "");
-    assert_eq!(run.code, Some(0), "{run}");
-    assert!(run.stdout.is_empty(), "the profile goes to the file\n{run}");
-    let saved = dir.join("saved.pb.gz");
-    let r = trace(
-        &[
-            "summary",
-            snap.to_str().unwrap(),
-            "--format",
-            "pprof",
-            "-o",
-            saved.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(r.code, Some(0), "{r}");
-    (live, saved, snap)
+    muppy_tests::live_and_saved(dir, name, "pprof", "pb.gz", extra)
 }
 
 #[test]
