@@ -247,6 +247,18 @@ mod tests {
         ]
     }
 
+    fn heap<'a>(pid: u32, b: &'a Vec<(u64, Block)>, t: &'a [Trace], sample_bytes: u64) -> Heap<'a> {
+        Heap {
+            pid,
+            blocks: b,
+            traces: t,
+            now_ns: 0,
+            counters: Counters::default(),
+            sample_bytes,
+            modules: &[],
+        }
+    }
+
     fn opts(format: Format) -> ViewOptions {
         ViewOptions {
             view: View::Summary,
@@ -258,15 +270,7 @@ mod tests {
     #[test]
     fn folded_lines_are_root_first_with_bytes_per_path() {
         let (b, t) = (blocks(), traces());
-        let heap = Heap {
-            pid: 7,
-            blocks: &b,
-            traces: &t,
-            now_ns: 0,
-            counters: Counters::default(),
-            sample_bytes: 0,
-            modules: &[],
-        };
+        let heap = heap(7, &b, &t, 0);
         let mut out = Vec::new();
         printer(opts(Format::Folded), &mut out)
             .view(&ProcView::of_heap(heap), &Facts::default())
@@ -282,15 +286,7 @@ mod tests {
     #[test]
     fn sampled_heaps_fold_the_summarys_estimates() {
         let (b, t) = (blocks(), traces());
-        let heap = Heap {
-            pid: 7,
-            blocks: &b,
-            traces: &t,
-            now_ns: 0,
-            counters: Counters::default(),
-            sample_bytes: 64,
-            modules: &[],
-        };
+        let heap = heap(7, &b, &t, 64);
         let lines = folded(&heap, &Filter::default(), None);
         let s = analysis::summarize(&heap, &Filter::default(), GroupBy::Stack);
         let want: Vec<u64> = s.rows.iter().map(|r| r.bytes).collect();
@@ -306,18 +302,9 @@ mod tests {
     #[test]
     fn several_processes_head_their_paths() {
         let (b, t) = (blocks(), traces());
-        let heap = |pid| Heap {
-            pid,
-            blocks: &b,
-            traces: &t,
-            now_ns: 0,
-            counters: Counters::default(),
-            sample_bytes: 0,
-            modules: &[],
-        };
-        let mut a = ProcView::of_heap(heap(1));
+        let mut a = ProcView::of_heap(heap(1, &b, &t, 0));
         a.id.comm = "sh".into();
-        let b2 = ProcView::of_heap(heap(2));
+        let b2 = ProcView::of_heap(heap(2, &b, &t, 0));
         let mut out = Vec::new();
         printer(opts(Format::Folded), &mut out)
             .processes(&[a, b2], &Facts::default())
@@ -398,15 +385,7 @@ mod tests {
     #[test]
     fn flame_graphs_name_the_frames_escaped() {
         let (b, t) = (blocks(), traces());
-        let heap = Heap {
-            pid: 7,
-            blocks: &b,
-            traces: &t,
-            now_ns: 0,
-            counters: Counters::default(),
-            sample_bytes: 0,
-            modules: &[],
-        };
+        let heap = heap(7, &b, &t, 0);
         let mut out = Vec::new();
         printer(opts(Format::Flamegraph), &mut out)
             .view(&ProcView::of_heap(heap), &Facts::default())
@@ -431,15 +410,7 @@ mod tests {
         b[1].1.leak = lost(crate::model::LeakKind::Reachable);
         b[2].1.leak = lost(crate::model::LeakKind::Reachable);
         b[3].1.leak = lost(crate::model::LeakKind::Reachable);
-        let heap = Heap {
-            pid: 7,
-            blocks: &b,
-            traces: &t,
-            now_ns: 0,
-            counters: Counters::default(),
-            sample_bytes: 0,
-            modules: &[],
-        };
+        let heap = heap(7, &b, &t, 0);
         let r = analysis::leak_report(
             &heap,
             &Filter::default(),
