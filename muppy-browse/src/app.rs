@@ -783,11 +783,15 @@ impl App {
         for t in trees {
             let id = format!("{at}\u{1f}{}", t.name);
             let open = self.expanded.contains(&id);
-            let (objects, bytes) = t.figures;
+            let cells = match t.figures {
+                // A root or a note (a referrer that is no block) holds no blocks of its own.
+                (0, 0) => vec![t.name.clone(), String::new(), String::new()],
+                (objects, bytes) => vec![t.name.clone(), objects.to_string(), size(bytes)],
+            };
             out.push(Item {
                 depth,
                 open: (!t.children.is_empty()).then_some(open),
-                cells: vec![t.name.clone(), objects.to_string(), size(bytes)],
+                cells,
                 id: id.clone(),
                 target: t.target.clone(),
             });
