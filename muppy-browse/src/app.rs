@@ -96,6 +96,8 @@ impl Sort {
 pub enum Ask {
     /// Who points at the live block at this address.
     Referrers(u64),
+    /// A leak check of the process now.
+    LeakCheck,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +296,9 @@ pub struct App {
     asked: HashSet<u64>,
     refs_failed: HashMap<u64, String>,
     ask: Option<Ask>,
+    /// Live: the heap as the last leak check asked for found it, and whether one is under way.
+    checked: Option<Arc<Snapshot>>,
+    checking: bool,
     items: Vec<Item>,
     /// The view `items` were made for.
     items_view: View,
@@ -330,6 +335,8 @@ impl App {
             asked: HashSet::new(),
             refs_failed: HashMap::new(),
             ask: None,
+            checked: None,
+            checking: false,
             items: Vec::new(),
             items_view: View::Summary,
             columns: Vec::new(),
@@ -351,12 +358,20 @@ impl App {
                 }
                 self.cur = Some(snap);
             }
-            Update::Note(n) => self.status = n,
+            Update::Note(n) => {
+                // A check that could not be made says so in a note.
+                self.checking = false;
+                self.status = n;
+            }
             Update::Referrers(r) => {
                 self.refs.insert(r.tree.addr, *r);
             }
             Update::NoReferrers { addr, why } => {
                 self.refs_failed.insert(addr, why);
+            }
+            Update::Checked(snap) => {
+                self.checked = Some(Arc::new(*snap));
+                self.checking = false;
             }
             Update::Quit => self.quit = true,
             Update::Ended(why) => {
@@ -422,6 +437,11 @@ impl App {
             }
             Key::Char('/') => self.typing = Some(String::new()),
             Key::Esc => self.site = None,
+            Key::Char('c') if self.live && self.ended.is_none() => {
+                self.ask = Some(Ask::LeakCheck);
+                self.checking = true;
+                self.view = View::Leaks;
+            }
             Key::Char('r') if self.view == View::Refs => {
                 // Search again: the pointers may have changed.
                 if let Some(a) = self.block {
@@ -650,8 +670,11 @@ impl App {
                 View::Summary => self.summary(&cur),
                 View::TopDown | View::BottomUp => self.tree(&cur),
                 View::Graph => self.graph(&cur),
+                View::Objects if matches!(self.row, Some((_, Some(_)))) => {
+                    self.objects(&self.with_verdicts(&cur))
+                }
                 View::Objects => self.objects(&cur),
-                View::Leaks => self.leaks(&cur),
+                View::Leaks => self.leaks(&self.with_verdicts(&cur)),
                 View::Refs => self.refs(&cur),
             },
         };
@@ -884,6 +907,14 @@ impl App {
         (columns, items)
     }
 
+    /// The heap whose blocks carry verdicts: a snapshot's own, or live, the last check's.
+    fn with_verdicts(&self, cur: &Arc<Snapshot>) -> Arc<Snapshot> {
+        match &self.checked {
+            Some(c) if cur.check.is_none() => Arc::clone(c),
+            _ => Arc::clone(cur),
+        }
+    }
+
     fn leaks(&self, cur: &Snapshot) -> (Vec<Column>, Vec<Item>) {
         let columns = vec![
             col("kind", 15, false),
@@ -893,7 +924,11 @@ impl App {
             col("total size", 20, true),
         ];
         let Some(facts) = cur.check else {
-            let hint = "no leak verdicts: browse a snapshot saved by `leaks --save FILE`";
+            let hint = match (self.live, self.checking) {
+                (true, true) => "checking: the process is stopped while its memory is copied...",
+                (true, false) => "c: check for leaks now (the process stops while it is copied)",
+                _ => "no leak verdicts: browse a snapshot saved by `leaks --save FILE`",
+            };
             return (columns, vec![Item::note(hint, 4, 1)]);
         };
         let r = leak_report(&cur.heap(), &self.filter(), self.group_by, facts, None);
@@ -944,7 +979,11 @@ impl App {
             ],
             Target::Block(addr),
         )];
-        if let Some(v) = b.leak {
+        let checked = self.checked.as_deref();
+        let leak = b
+            .leak
+            .or_else(|| checked.and_then(|c| muppy_core::model::Blocks::block(c, addr)?.leak));
+        if let Some(v) = leak {
             items.push(Item::note(format!("verdict: {}", v.kind.words()), 3, 0));
         }
         items.push(Item::note("allocated by:", 3, 0));

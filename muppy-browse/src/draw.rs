@@ -15,7 +15,7 @@ use crate::app::{App, Column, Item, View};
 /// The keys, as the help lines show them.
 pub const HELP: [&str; 2] = [
     "q quit  1-7/Tab views  Up/Down/j/k move  Enter/Right open  Left close",
-    "s sort  g group  m mark  / site regex  Esc clear  r referrers (live)",
+    "s sort  g group  m mark  / regex  Esc clear  live: c leak check  r referrers",
 ];
 
 /// Draws `app` into the frame.

@@ -29,6 +29,9 @@ pub enum Update {
     Note(String),
     /// Who points at a block (a referrer search made for it).
     Referrers(Box<RefReport>),
+    /// The heap as a leak check asked for ([`Ask::LeakCheck`]) found it: every block with its
+    /// verdict, and the check's facts.
+    Checked(Box<Snapshot>),
     /// A referrer search asked for ([`Ask::Referrers`]) could not be made, and why.
     NoReferrers {
         /// The block.

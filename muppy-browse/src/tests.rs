@@ -398,3 +398,51 @@ fn live_refs_ask_the_tracer_once_and_show_its_answer() {
         names(&a)
     );
 }
+
+#[test]
+fn a_live_leak_check_is_asked_for_and_its_verdicts_shown_by_kind() {
+    use muppy_core::model::{CheckFacts, LeakKind, Verdict};
+
+    use crate::Ask;
+
+    let mut a = App::new("t", Filter::default(), GroupBy::Site, None).live();
+    a.update(Update::Heap(Box::new(snap(10, 2))));
+    a.key(Key::Char('c'));
+    assert_eq!(a.take_ask(), Some(Ask::LeakCheck));
+    assert_eq!(a.view(), View::Leaks);
+    assert!(
+        a.items()[0].cells[1].starts_with("checking"),
+        "{:?}",
+        a.items()[0].cells
+    );
+    // The check: load's two blocks lost, parse's reachable.
+    let mut checked = snap(10, 2);
+    for (_, b) in &mut checked.blocks {
+        b.leak = Some(Verdict {
+            kind: if b.trace == 1 {
+                LeakKind::DefinitelyLost
+            } else {
+                LeakKind::Reachable
+            },
+            indirect_bytes: 0,
+            confirmed: true,
+        });
+    }
+    checked.check = Some(CheckFacts::default());
+    a.update(Update::Checked(Box::new(checked)));
+    // A tick's heap copy (no verdicts) does not hide the check's.
+    a.update(Update::Heap(Box::new(snap(10, 2))));
+    a.key(Key::Down);
+    let rows: Vec<Vec<String>> = a.items().iter().map(|i| i.cells.clone()).collect();
+    assert_eq!(
+        rows,
+        [
+            ["definitely lost", "load (a.c:9)", "2", "7.81 KB"],
+            ["still reachable", "leaf (a.c:3)", "10", "1000 B"],
+        ]
+    );
+    // The lost row's objects.
+    keys(&mut a, &[Key::Up, Key::Enter]);
+    assert_eq!(a.view(), View::Objects);
+    assert_eq!(names(&a), ["0x2000", "0x2010"]);
+}

@@ -287,7 +287,8 @@ fn browse_a_pid_and_quit_leaves_it_running() {
 
 /// The refs view of a live process (Pympler's InteractiveBrowser): the browser asks, the
 /// tracer stops the process and reads its memory, and the block's referrer is the global array
-/// that holds it (phases.c's `grow`); the process is left running as it was found.
+/// that holds it (phases.c's `grow`); a leak check asked for finds every block reachable; the
+/// process is left running as it was found.
 #[test]
 fn browse_a_pid_walks_a_blocks_referrers() {
     if !ebpf_available("browse_a_pid_walks_a_blocks_referrers") {
@@ -321,6 +322,16 @@ fn browse_a_pid_walks_a_blocks_referrers() {
     });
     assert!(screen.contains("referrers:"), "{screen}");
     assert!(!screen.contains("searching"), "{screen}");
+    // A leak check now: every block is held by `grow`, so still reachable, all ten.
+    t.keys(&["c"]);
+    t.wait(30, "the check's verdicts", |s| {
+        s.lines().any(|l| {
+            // The selected row starts with `>`.
+            let cells: Vec<&str> = l.split_whitespace().filter(|c| *c != ">").collect();
+            cells.starts_with(&["still", "reachable", "phase_grow"])
+                && cells.ends_with(&["10", "1000", "B"])
+        })
+    });
     t.keys(&["q"]);
     t.wait(30, "the shell again", |s| s.contains("browse exited 0"));
     assert!(!t.alternate_screen());

@@ -413,10 +413,27 @@ impl Session<'_> {
     /// A check the user asked for: one that finds nothing to show (the block was freed since)
     /// says so and the session goes on.
     fn requested_check(&mut self, pump: &mut Pump, spec: &CheckSpec) -> Result<(), TraceError> {
+        let made = self.checks.made;
         match self.check(pump, spec, false) {
-            Err(TraceError::Refs(e)) => self.note(Note::CheckFailed { why: e.to_string() }),
-            r => r,
+            Err(TraceError::Refs(e)) => return self.note(Note::CheckFailed { why: e.to_string() }),
+            r => r?,
         }
+        if self.checks.made == made || !matches!(spec, CheckSpec::Leaks { .. }) {
+            return Ok(());
+        }
+        // The blocks with their verdicts, for a sink that shows them by block (the browser).
+        let (now, base) = (monotonic_ns(), self.base_counters());
+        let (Some(last), Some(p)) = (&self.checks.last, self.root.and_then(|r| self.live.get(&r)))
+        else {
+            return Ok(());
+        };
+        let mut v = view(p, now, base, self.sample_bytes);
+        v.heap.blocks = &last.blocks;
+        let ev = SessionEvent::Checked {
+            view: v,
+            facts: last.facts,
+        };
+        self.sink.event(ev).map_err(TraceError::Sink)
     }
 
     /// The `--interval` tick: every live image, to the sink.

@@ -6,7 +6,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use muppy_core::{
     analysis::{LeakReport, RefReport},
-    model::Exit,
+    model::{CheckFacts, Exit},
     report::{Facts, ProcView},
 };
 
@@ -30,6 +30,14 @@ pub enum SessionEvent<'a> {
     Leaks(LeakReport),
     /// Who points at one selected block (`refs`), at the end.
     Referrers(RefReport),
+    /// A leak check asked for ([`Sink::request`]): the root's heap with each block's verdict,
+    /// and the check's facts.
+    Checked {
+        /// The root, its blocks carrying their verdicts.
+        view: ProcView<'a>,
+        /// What the check did.
+        facts: CheckFacts,
+    },
     /// Long work under way, in steps (a leak check's stages): `step` of `steps` are done, and
     /// `what` is the one under way; `step == steps` when it is over.
     Progress {

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use muppy::session::{self, CheckSpec, Mode, Note, SessionEvent, Sink, SinkError};
 use muppy_browse::{App, Ask, Update};
-use muppy_core::{report::ViewOptions, snapshot::Snapshot};
+use muppy_core::{analysis::GroupBy, model::Filter, report::ViewOptions, snapshot::Snapshot};
 
 use crate::{REFS_MAX_ROOTS, REFS_MAXDEPTH, TraceArgs, options, progress, verdicts_of};
 
@@ -247,6 +247,13 @@ impl Sink for BrowseSink {
                 self.asking = None;
                 self.send(Update::Referrers(Box::new(r)));
             }
+            SessionEvent::Checked { view, facts } => {
+                let snap = Snapshot {
+                    check: Some(facts),
+                    ..Snapshot::of(&view.heap, &self.label)
+                };
+                self.send(Update::Checked(Box::new(snap)));
+            }
             SessionEvent::Ended(_) | SessionEvent::Leaks(_) | SessionEvent::Progress { .. } => {}
         }
         Ok(())
@@ -260,14 +267,23 @@ impl Sink for BrowseSink {
                 why: "the process can no longer be read".into(),
             });
         }
-        let Ask::Referrers(addr) = self.asks.try_recv().ok()?;
-        self.asking = Some(addr);
-        Some(CheckSpec::Refs {
-            addr: Some(addr),
-            site: None,
-            maxdepth: REFS_MAXDEPTH,
-            max_roots: REFS_MAX_ROOTS,
-            top: 1,
+        Some(match self.asks.try_recv().ok()? {
+            Ask::Referrers(addr) => {
+                self.asking = Some(addr);
+                CheckSpec::Refs {
+                    addr: Some(addr),
+                    site: None,
+                    maxdepth: REFS_MAXDEPTH,
+                    max_roots: REFS_MAX_ROOTS,
+                    top: 1,
+                }
+            }
+            // Every block, by site: the browser groups and filters them itself.
+            Ask::LeakCheck => CheckSpec::Leaks {
+                filter: Filter::default(),
+                group_by: GroupBy::Site,
+                retention: false,
+            },
         })
     }
 }

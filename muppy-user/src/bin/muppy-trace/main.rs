@@ -676,6 +676,8 @@ impl Sink for CliSink {
             SessionEvent::Ended(p) => shown(self.printer.ended(&p))?,
             SessionEvent::Leaks(r) => shown(self.printer.leaks(&r))?,
             SessionEvent::Referrers(r) => shown(self.printer.referrers(&r))?,
+            // Checks on request are the browser's.
+            SessionEvent::Checked { .. } => {}
             // A check's reports stand for the final state.
             SessionEvent::Final { .. } if self.checking => {}
             SessionEvent::Final {
