@@ -76,8 +76,17 @@ impl OpenFile {
         {
             return Arc::clone(open);
         }
-        let names = Names::of(&file, root);
-        let build_id = build_id(&file);
+        // One parse of the file serves both: the build id also finds its debug file.
+        let (names, build_id) = {
+            let cache = object::ReadCache::new(&file);
+            match object::File::parse(&cache) {
+                Ok(elf) => {
+                    let id = elf.build_id().ok().flatten().map(hex);
+                    (Names::of(&elf, id.as_deref(), root), id)
+                }
+                Err(_) => (Names::Symbols, None),
+            }
+        };
         let open = Arc::new(OpenFile {
             file,
             names,
@@ -103,25 +112,22 @@ enum Names {
 }
 
 impl Names {
-    /// Looks at the mapped file: embedded DWARF, else a debug file under the target's root.
-    fn of(file: &File, root: &Path) -> Names {
-        let cache = object::ReadCache::new(file);
-        let Ok(elf) = object::File::parse(&cache) else {
-            return Names::Symbols;
-        };
+    /// Looks at the mapped file (`elf`, whose build id is `id`): embedded DWARF, else a debug
+    /// file under the target's root.
+    fn of<'data, R: object::ReadRef<'data>>(
+        elf: &object::File<'data, R>,
+        id: Option<&str>,
+        root: &Path,
+    ) -> Names {
         let has_dwarf = elf
             .section_by_name(".debug_info")
             .is_some_and(|s| s.size() > 0);
         if has_dwarf {
             return Names::Embedded;
         }
-        let Ok(Some(id)) = elf.build_id() else {
+        let Some(hex) = id.filter(|h| h.len() >= 3) else {
             return Names::Symbols;
         };
-        let hex = hex(id);
-        if hex.len() < 3 {
-            return Names::Symbols;
-        }
         let path = root.join(format!(
             "usr/lib/debug/.build-id/{}/{}.debug",
             &hex[..2],
@@ -144,13 +150,6 @@ impl Names {
 /// Bytes in lower-case hex, as build ids are written.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The GNU build id of an ELF file, in hex; `None` for a file that has none or is no ELF.
-fn build_id(file: &File) -> Option<String> {
-    let cache = object::ReadCache::new(file);
-    let elf = object::File::parse(&cache).ok()?;
-    elf.build_id().ok().flatten().map(hex)
 }
 
 impl Module {
