@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod daemon;
 pub mod event;
 pub mod freed;
 pub mod placement;

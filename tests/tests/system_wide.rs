@@ -11,7 +11,8 @@ fn system_wide_tracing_reports_each_process_as_it_exits() {
         return;
     }
     muppy_tests::wait_for_no_tracer();
-    let mut tracer = muppy_tests::spawn_trace(&["--all", "--format", "json"]);
+    let mut tracer =
+        muppy_tests::spawn_trace(&["--all", "--sample-bytes", "0", "--format", "json"]);
     let err = muppy_tests::Lines::new(tracer.stderr.take().unwrap());
     err.wait_for("tracing every process", 60);
     // Started after the tracer, so traced from its exec on: ages lives 2 s, long enough for

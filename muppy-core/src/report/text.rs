@@ -866,7 +866,9 @@ impl<W: io::Write> super::Print for TextPrinter<W> {
     fn processes(&mut self, procs: &[ProcView], _facts: &Facts) -> Result<(), ReportError> {
         let rows = process_rows(procs, &self.opts);
         let lost = procs.first().map_or(0, |p| p.heap.counters.lost_events);
-        let mut out = processes_table(&rows, self.opts.top_procs, lost, self.width());
+        // The table lists as many rows as any table (-n), and at least those shown in full.
+        let listed = self.opts.top.max(self.opts.top_procs);
+        let mut out = processes_table(&rows, listed, lost, self.width());
         for r in rows.iter().take(self.opts.top_procs) {
             let p = &procs[r.index];
             if r.objects == 0 && p.mappings.is_empty() {

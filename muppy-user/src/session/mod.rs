@@ -42,6 +42,7 @@ use follow::{ExitWatch, Request};
 use mode::Kind;
 pub use mode::Mode;
 pub use sink::{Note, SessionEvent, Sink, SinkError};
+pub use system::Select;
 use system::SystemWide;
 
 /// How a session went wrong.
@@ -102,6 +103,8 @@ pub struct Options {
     /// Make the checks the sink asks for ([`Sink::request`]) at each tick: the root can be
     /// stopped and read whenever the user asks (the browser's referrers).
     pub on_request: bool,
+    /// System-wide: only the processes this selects get tables.
+    pub select: Option<Select>,
 }
 
 /// How a session ended.
@@ -254,6 +257,9 @@ impl Session<'_> {
                     old.end = Some(End::Exec(comm.clone()));
                     ended.push(old);
                 }
+                if !system.admits(pid, Some(comm)) {
+                    return;
+                }
                 let mut p = Process::new(pid, None, None);
                 if p.id.comm.is_empty() {
                     p.id.comm = comm.clone(); // already gone
@@ -262,7 +268,9 @@ impl Session<'_> {
                 execd.push(pid);
             }
             Event::Exit { pid, ref comm } => {
-                system.preexisting.remove(&pid); // its pid may be reused by a new process
+                // Its pid may be reused by a new process.
+                system.preexisting.remove(&pid);
+                system.refused.remove(&pid);
                 if let Some(mut p) = live.remove(&pid) {
                     if p.id.comm.is_empty() {
                         p.id.comm = comm.clone();
@@ -275,6 +283,7 @@ impl Session<'_> {
                 Some(p) => p.apply(change),
                 // A process that ran before the session began is traced from mid-run: what it
                 // allocated before is not in its table. One started since (forked) is whole.
+                None if all && !system.admits(pid, None) => *foreign += 1,
                 None if all => live
                     .entry(pid)
                     .or_insert_with(|| {
@@ -690,7 +699,10 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
         live: BTreeMap::new(),
         ended: Vec::new(),
         attached: HashMap::new(),
-        system: SystemWide::default(),
+        system: SystemWide {
+            select: opts.select.clone(),
+            ..SystemWide::default()
+        },
         tracer: None,
         root_exec_pending: false,
         allocator: opts.allocator.clone(),

@@ -15,12 +15,69 @@ pub(super) struct SystemWide {
     /// Processes whose files were looked at.
     pub(super) scanned: HashSet<u32>,
     /// Files (device, inode) whose allocators were planned.
-    seen_files: HashSet<(u64, u64)>,
+    pub(super) seen_files: HashSet<(u64, u64)>,
     /// Processes that were running when the session began (until they end).
     pub(super) preexisting: HashSet<u32>,
+    /// Which processes get tables (`None`: all).
+    pub(super) select: Option<Select>,
+    /// Processes the selection refused, until they exec or end.
+    pub(super) refused: HashSet<u32>,
+}
+
+/// Which processes a system-wide session traces: those whose command name matches `comm`
+/// and whose cgroup is `cgroup` or below it, as each starts (or execs).
+#[derive(Clone, Debug, Default)]
+pub struct Select {
+    /// The command name (`comm`, as `ps -o comm` shows it).
+    pub comm: Option<regex::Regex>,
+    /// The cgroup v2 path (`/system.slice/nginx.service`), itself or below.
+    pub cgroup: Option<String>,
+}
+
+impl Select {
+    /// Whether `pid` (named `comm`, if known) is selected.
+    fn admits(&self, pid: u32, comm: Option<&str>) -> bool {
+        let comm_ok = self.comm.as_ref().is_none_or(|re| {
+            let read;
+            let c = match comm {
+                Some(c) => c,
+                None => {
+                    read = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+                    read.as_deref().map_or("", str::trim_end)
+                }
+            };
+            re.is_match(c)
+        });
+        comm_ok
+            && self.cgroup.as_ref().is_none_or(|want| {
+                let want = want.trim_end_matches('/');
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| {
+                    s.lines().filter_map(|l| l.strip_prefix("0::")).any(|path| {
+                        path == want || path.starts_with(&format!("{want}/")) || want.is_empty()
+                    })
+                })
+            })
+    }
 }
 
 impl SystemWide {
+    /// Whether `pid` gets a table; a refusal holds until it execs or ends.
+    pub(super) fn admits(&mut self, pid: u32, comm: Option<&str>) -> bool {
+        let Some(select) = &self.select else {
+            return true;
+        };
+        if comm.is_none() && self.refused.contains(&pid) {
+            return false;
+        }
+        let ok = select.admits(pid, comm);
+        if ok {
+            self.refused.remove(&pid);
+        } else {
+            self.refused.insert(pid);
+        }
+        ok
+    }
+
     /// Forgets a process that ended (its pid may be reused).
     pub(super) fn forget(&mut self, pid: u32) {
         self.scanned.remove(&pid);

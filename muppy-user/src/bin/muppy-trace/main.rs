@@ -32,6 +32,7 @@ use muppy_core::{
 use progress::{Bar, Unit};
 
 mod browse;
+mod daemon;
 mod generate;
 mod progress;
 
@@ -139,6 +140,18 @@ enum Cmd {
         #[command(flatten)]
         view: ViewArgs,
     },
+    /// Run in the background of a machine, tracing --all (sampled by default) or one --pid,
+    /// and answer queries over a Unix socket: processes, summaries, diffs since a snapshot,
+    /// objects, leak checks, referrers, Prometheus metrics and Go heap profiles. Stops on
+    /// SIGTERM, writing the log's final record; SIGHUP reopens the log.
+    Daemon {
+        #[command(flatten)]
+        trace: TraceArgs,
+        #[command(flatten)]
+        daemon: daemon::DaemonArgs,
+    },
+    /// Ask a running daemon: the same tables and JSON as the other commands.
+    Query(daemon::QueryArgs),
     /// Summarize a saved snapshot.
     Summary {
         /// A file written by --save.
@@ -173,12 +186,23 @@ struct TraceArgs {
     #[arg(long, conflicts_with = "command")]
     all: bool,
 
+    /// With --all: trace only the processes whose command name matches this regular
+    /// expression, as they start or exec (and those running at the start).
+    #[arg(long, value_name = "REGEX", requires = "all")]
+    comm: Option<String>,
+
+    /// With --all: trace only the processes in this cgroup (a v2 path, as in
+    /// /proc/PID/cgroup: /system.slice/nginx.service) or below it.
+    #[arg(long, value_name = "PATH", requires = "all")]
+    cgroup: Option<String>,
+
     /// Trace the target's children too, each with its own table, following exec into other
     /// programs (and their allocators). On by default with -- CMD; off with --pid.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     follow_forks: Option<bool>,
 
-    /// Processes shown in full when several are traced (the process table lists all).
+    /// Processes shown in full when several are traced (the process table lists the -n
+    /// largest).
     #[arg(long, value_name = "N", default_value_t = 5)]
     top_procs: usize,
 
@@ -220,7 +244,9 @@ struct TraceArgs {
 
     /// Sample allocations instead of recording all: on average one sample every BYTES bytes
     /// allocated, byte-weighted (Poisson), as tcmalloc's and jemalloc's heap profilers do.
-    /// Figures become estimates; unsampled blocks and their frees cost no event.
+    /// Figures become estimates; unsampled blocks and their frees cost no event. On by
+    /// default at 512K for --all and the daemon, where every process on the machine sends
+    /// events; 0 records every block.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     sample_bytes: Option<u64>,
 
@@ -488,6 +514,10 @@ fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
     })
 }
 
+/// The sampling of --all and the daemon, unless told: one sample every 512 KiB allocated on
+/// average, as tcmalloc's heap profiler samples, so that a busy machine's events stay few.
+const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+
 /// `refs`' levels of referrers and roots per block, unless told; the browser's searches too.
 const REFS_MAXDEPTH: usize = 4;
 const REFS_MAX_ROOTS: usize = 20;
@@ -601,7 +631,9 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
             stack_mode,
             stack_pages,
             empty: t.empty_probes,
-            sample_bytes: t.sample_bytes.unwrap_or(0),
+            sample_bytes: t
+                .sample_bytes
+                .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 }),
             max_sampled: 1 << 20,
             all_mappings: t.all,
         },
@@ -609,7 +641,36 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         allocator: t.allocator.clone(),
         check: None,
         on_request: false,
+        select: select(t)?,
     })
+}
+
+/// `--comm` and `--cgroup`: which processes `--all` traces.
+fn select(t: &TraceArgs) -> anyhow::Result<Option<session::Select>> {
+    if t.comm.is_none() && t.cgroup.is_none() {
+        return Ok(None);
+    }
+    let comm = t
+        .comm
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| {
+            let why = e.to_string();
+            anyhow::anyhow!(
+                "--comm: not a regular expression: {}",
+                why.lines().last().unwrap_or_default().trim()
+            )
+        })?;
+    if let Some(c) = &t.cgroup
+        && !c.starts_with('/')
+    {
+        bail!("--cgroup takes a path as /proc/PID/cgroup shows it, starting with /: not {c:?}");
+    }
+    Ok(Some(session::Select {
+        comm,
+        cgroup: t.cgroup.clone(),
+    }))
 }
 
 /// What a printer's failure means here: a reader that went away (a pager that quit early, a
@@ -749,7 +810,7 @@ fn live_checking(
         if t.all {
             bail!("a leak check looks at one process: give --pid PID or -- CMD, not --all");
         }
-        if t.sample_bytes.is_some() {
+        if t.sample_bytes.is_some_and(|b| b > 0) {
             bail!("a leak check needs every block: drop --sample-bytes");
         }
     } else if view.filter.kind.is_some() {
@@ -823,7 +884,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     // Chosen once, before any name is resolved; every symbolizer is built with it.
     let view = match &cli.cmd {
-        None => &cli.view,
+        None => Some(&cli.view),
+        Some(Cmd::Daemon { .. } | Cmd::Query(_)) => None,
         Some(
             Cmd::Objects { view, .. }
             | Cmd::Tree { view, .. }
@@ -832,9 +894,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             | Cmd::Browse { view, .. }
             | Cmd::Summary { view, .. }
             | Cmd::Diff { view, .. },
-        ) => view,
+        ) => Some(view),
     };
-    symbols::set_demangling(view.demangle == Demangle::Yes);
+    symbols::set_demangling(view.is_none_or(|v| v.demangle == Demangle::Yes));
     match cli.cmd {
         None => live(&cli.trace, view_options(&cli.view, View::Summary)?),
         Some(Cmd::Objects { file, trace, view }) => {
@@ -916,6 +978,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let v = view_options(&view, View::Summary)?;
             browse::browse(file.as_deref(), baseline.as_deref(), &trace, &v)
         }
+        Some(Cmd::Daemon { trace, daemon }) => daemon::run(&trace, &daemon),
+        Some(Cmd::Query(q)) => daemon::query(&q),
         Some(Cmd::Summary { file, view }) => {
             names_as_saved(&view)?;
             show_snapshot(&file, view_options(&view, View::Summary)?)
