@@ -157,7 +157,7 @@ fn stack_ref(e: &muppy_common::Event, tail: &[u8], stacks: &mut StackDecoder) ->
         let ips = bytes
             .chunks_exact(8)
             .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or_default()));
-        stacks.frames(e.caller, ips, e.flags & STACK_FULL != 0)
+        stacks.frames(e.pid, e.caller, ips, e.flags & STACK_FULL != 0)
     } else if e.flags & STACK_COPY != 0 {
         let Some(regs) = tail.get(..STACK_COPY_SIZE) else {
             return StackRef::Lost;

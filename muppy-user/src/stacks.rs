@@ -2,14 +2,19 @@
 //! record (the frame-pointer walk's return addresses, or a copy of the stack that
 //! [`crate::unwind`] unwinds), the ring thread turns it into a [`CallPath`] and interns it in
 //! the [`StackStore`], and the event carries only the path's id. Nothing in the kernel keeps
-//! stacks, so none is ever evicted, reused or mis-attributed however long the run.
+//! stacks, so none is ever evicted or mis-attributed however long the run.
+//!
+//! A path belongs to one process image (its addresses mean something in that address space
+//! only): it is interned per image, and when the session is done with an image that ended it
+//! releases the image's paths ([`StackStore::release`]), whose ids are then reused. A
+//! system-wide session that sees thousands of short processes keeps only the live ones' paths.
 
 use std::{
     collections::HashMap,
     hash::{Hash as _, Hasher as _},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -20,6 +25,17 @@ use crate::{
     table::{AddrHasher, FastHash, StackRef, TraceKey},
     unwind::{FramePointers, Regs, Unwinders, frame_pointers},
 };
+
+/// A process image: its pid, and how many times that pid exec'd or ended before.
+type Image = (u32, u32);
+
+/// What a released id holds until it is reused: no path (an event never names it).
+static RELEASED: std::sync::LazyLock<Arc<CallPath>> = std::sync::LazyLock::new(|| {
+    Arc::new(CallPath {
+        addrs: Vec::new(),
+        state: StackState::Lost,
+    })
+});
 
 /// Frames a call path keeps at most; deeper ones are cut, and say so.
 pub const MAX_FRAMES: usize = 128;
@@ -38,7 +54,11 @@ pub struct CallPath {
 #[derive(Debug, Default)]
 pub struct StackStore {
     paths: Mutex<Vec<Arc<CallPath>>>,
+    /// Paths interned and not released.
+    live: AtomicUsize,
     notices: Mutex<Vec<Notice>>,
+    /// Ids of paths the session is done with, for the ring thread to reuse.
+    released: Mutex<Vec<u32>>,
     /// `/proc/PID/maps` texts the unwinders read, for the session's names.
     maps: Mutex<Vec<(u32, String)>>,
     /// Stack copies unwound (the unwinders' count, published after each batch).
@@ -67,12 +87,19 @@ impl StackStore {
         paths.get(id as usize).cloned()
     }
 
-    /// Distinct call paths so far.
+    /// Distinct call paths held (interned and not released).
     pub fn len(&self) -> usize {
-        self.paths
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The session is done with these paths (their image ended and was reported): their ids
+    /// may be reused. No event still to be applied can name them, since the ring thread
+    /// interns an image's paths apart from any later image's of the same pid.
+    pub fn release(&self, ids: impl IntoIterator<Item = u32>) {
+        self.released
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .extend(ids);
     }
 
     /// Whether no path was seen yet.
@@ -99,10 +126,15 @@ impl StackStore {
 /// The ring thread's side: turns the stacks in records into interned paths.
 pub struct StackDecoder {
     store: Arc<StackStore>,
-    /// Ids by a hash of their path (several where hashes collide), and the paths, kept here
-    /// too so that a path seen before costs a hash and a compare, no lock and no allocation.
+    /// Ids by a hash of their image and path (several where hashes collide), and the paths
+    /// with their images and hashes, kept here too so that a path seen before costs a hash
+    /// and a compare, no lock and no allocation.
     ids: HashMap<u64, Vec<u32>, FastHash>,
-    paths: Vec<Arc<CallPath>>,
+    paths: Vec<(Arc<CallPath>, Image, u64)>,
+    /// Ids released, to reuse.
+    free: Vec<u32>,
+    /// Per pid, its image's number: a pid's exec or exit starts a new one.
+    images: HashMap<u32, u32, FastHash>,
     /// The path being decoded.
     scratch: Vec<u64>,
     unwinders: Unwinders,
@@ -115,6 +147,8 @@ impl StackDecoder {
             store,
             ids: HashMap::default(),
             paths: Vec::new(),
+            free: Vec::new(),
+            images: HashMap::default(),
             scratch: Vec::new(),
             unwinders: Unwinders::new(MAX_FRAMES),
         }
@@ -135,6 +169,44 @@ impl StackDecoder {
                 Notice::Forget(pid) => self.unwinders.forget(pid),
             }
         }
+        let released = std::mem::take(
+            &mut *self
+                .store
+                .released
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for id in released {
+            self.recycle(id);
+        }
+    }
+
+    /// Forgets path `id` and keeps the id for another.
+    fn recycle(&mut self, id: u32) {
+        let Some((path, _, hash)) = self.paths.get_mut(id as usize) else {
+            return;
+        };
+        if path.addrs.is_empty() {
+            return; // released already
+        }
+        *path = Arc::clone(&RELEASED);
+        if let Some(ids) = self.ids.get_mut(hash) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.ids.remove(hash);
+            }
+        }
+        if let Some(slot) = self
+            .store
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(id as usize)
+        {
+            *slot = Arc::clone(&RELEASED);
+        }
+        self.store.live.fetch_sub(1, Ordering::Relaxed);
+        self.free.push(id);
     }
 
     /// Hands the session what it reads of this thread's work, after each batch of records:
@@ -155,9 +227,16 @@ impl StackDecoder {
         s.unwound_frames.store(st.frames, Ordering::Relaxed);
     }
 
-    /// Process `pid` exec'd or ended: its mappings are gone or replaced.
+    /// Process `pid` exec'd or ended: its mappings are gone or replaced, and its next paths
+    /// are another image's.
     pub fn forget(&mut self, pid: u32) {
         self.unwinders.forget(pid);
+        let n = self.images.entry(pid).or_default();
+        *n = n.wrapping_add(1);
+    }
+
+    fn image(&self, pid: u32) -> Image {
+        (pid, self.images.get(&pid).copied().unwrap_or(0))
     }
 
     /// The frame-pointer walk's return addresses `ips` of an allocation by `caller` (the
@@ -165,6 +244,7 @@ impl StackDecoder {
     /// `full` if the walk filled its record and may have gone on.
     pub fn frames(
         &mut self,
+        pid: u32,
         caller: u64,
         ips: impl IntoIterator<Item = u64>,
         full: bool,
@@ -180,7 +260,7 @@ impl StackDecoder {
         } else {
             StackState::Walked
         };
-        let id = self.intern(&addrs, state);
+        let id = self.intern(pid, &addrs, state);
         self.scratch = addrs;
         id
     }
@@ -200,17 +280,19 @@ impl StackDecoder {
             Some(first) => *first = caller,
             None => addrs.push(caller),
         }
-        self.intern(&addrs, u.state)
+        self.intern(pid, &addrs, u.state)
     }
 
-    fn intern(&mut self, addrs: &[u64], state: StackState) -> StackRef {
+    fn intern(&mut self, pid: u32, addrs: &[u64], state: StackState) -> StackRef {
+        let image = self.image(pid);
         let mut h = AddrHasher::default();
+        image.hash(&mut h);
         addrs.hash(&mut h);
         state.hash(&mut h);
         let hash = h.finish();
         let same = |&id: &u32| {
-            let p = &self.paths[id as usize];
-            p.addrs == addrs && p.state == state
+            let (p, i, _) = &self.paths[id as usize];
+            *i == image && p.addrs == addrs && p.state == state
         };
         if let Some(&id) = self
             .ids
@@ -223,13 +305,26 @@ impl StackDecoder {
             addrs: addrs.to_vec(),
             state,
         });
-        let id = u32::try_from(self.paths.len()).unwrap_or(u32::MAX);
-        self.paths.push(Arc::clone(&path));
-        self.store
+        let mut shared = self
+            .store
             .paths
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(path);
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.paths[id as usize] = (Arc::clone(&path), image, hash);
+                shared[id as usize] = path;
+                id
+            }
+            None => {
+                let id = u32::try_from(self.paths.len()).unwrap_or(u32::MAX);
+                self.paths.push((Arc::clone(&path), image, hash));
+                shared.push(path);
+                id
+            }
+        };
+        drop(shared);
+        self.store.live.fetch_add(1, Ordering::Relaxed);
         self.ids.entry(hash).or_default().push(id);
         StackRef::Id(id)
     }
@@ -304,6 +399,7 @@ impl StackReader {
             StackRef::Id(id) => self
                 .store
                 .get(id)
+                .filter(|p| !p.addrs.is_empty())
                 .map_or_else(|| site_only(StackState::Lost), |p| (*p).clone()),
         }
     }
@@ -318,10 +414,10 @@ mod tests {
         let store = Arc::new(StackStore::default());
         let mut d = StackDecoder::new(Arc::clone(&store));
         let r = StackReader::new(Arc::clone(&store));
-        let a = d.frames(0x10, [0x10, 0x20, 0x30], false);
+        let a = d.frames(1, 0x10, [0x10, 0x20, 0x30], false);
         // The same path again, as the walk gives it or without its first address.
-        assert_eq!(d.frames(0x10, [0x10, 0x20, 0x30], false), a);
-        assert_eq!(d.frames(0x10, [0x20, 0x30], false), a);
+        assert_eq!(d.frames(1, 0x10, [0x10, 0x20, 0x30], false), a);
+        assert_eq!(d.frames(1, 0x10, [0x20, 0x30], false), a);
         let key = |stack| TraceKey {
             caller: 0x10,
             stack,
@@ -331,7 +427,7 @@ mod tests {
             (p.addrs, p.state),
             (vec![0x10, 0x20, 0x30], StackState::Walked)
         );
-        let full = d.frames(0x10, [0x10, 0x20, 0x30], true);
+        let full = d.frames(1, 0x10, [0x10, 0x20, 0x30], true);
         assert_ne!(full, a);
         assert_eq!(r.path(&key(full)).state, StackState::Cut(Cut::Depth));
         assert_eq!(store.len(), 2);
@@ -341,10 +437,47 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_per_image_and_released_ids_are_reused() {
+        let store = Arc::new(StackStore::default());
+        let mut d = StackDecoder::new(Arc::clone(&store));
+        let r = StackReader::new(Arc::clone(&store));
+        let a = d.frames(7, 0x10, [0x10, 0x20], false);
+        // Another process, or the same pid after an exec, has a path of its own.
+        let b = d.frames(8, 0x10, [0x10, 0x20], false);
+        assert_ne!(a, b);
+        d.forget(7);
+        let a2 = d.frames(7, 0x10, [0x10, 0x20], false);
+        assert_ne!(a, a2);
+        assert_eq!(store.len(), 3);
+        let StackRef::Id(old) = a else {
+            panic!("not interned")
+        };
+        store.release([old]);
+        d.heed();
+        assert_eq!(store.len(), 2);
+        let key = TraceKey {
+            caller: 0x10,
+            stack: a,
+        };
+        assert_eq!(r.path(&key).state, StackState::Lost);
+        // The id is reused for the next new path, which reads back whole.
+        let c = d.frames(9, 0x30, [0x30, 0x40], false);
+        assert_eq!(c, a);
+        let key = TraceKey {
+            caller: 0x30,
+            stack: c,
+        };
+        assert_eq!(r.path(&key).addrs, [0x30, 0x40]);
+        // The live image's path is untouched.
+        assert_eq!(d.frames(7, 0x10, [0x10, 0x20], false), a2);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
     fn a_deep_walk_keeps_the_innermost_frames() {
         let store = Arc::new(StackStore::default());
         let mut d = StackDecoder::new(Arc::clone(&store));
-        let StackRef::Id(id) = d.frames(1, 1..=200, false) else {
+        let StackRef::Id(id) = d.frames(1, 1, 1..=200, false) else {
             panic!("not interned");
         };
         let p = store.get(id).unwrap();

@@ -189,6 +189,7 @@ fn xtask_install_puts_the_binary_page_and_completions_under_the_prefix() {
         "share/bash-completion/completions/muppy-trace",
         "share/zsh/site-functions/_muppy-trace",
         "share/fish/vendor_completions.d/muppy-trace.fish",
+        "lib/systemd/system/muppy.service",
     ];
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Twice: a second install over the first is the same.
@@ -222,6 +223,26 @@ fn xtask_install_puts_the_binary_page_and_completions_under_the_prefix() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("muppy-trace "));
     let page = std::fs::read_to_string(prefix.join(files[1])).expect("the page");
     assert!(page.contains(".SH COMMANDS"), "{page}");
+    // The daemon's unit runs the binary installed, and systemd finds nothing wrong in it.
+    let unit_path = prefix.join(files[5]);
+    let unit = std::fs::read_to_string(&unit_path).expect("the unit");
+    let exec = format!("ExecStart={} daemon --all", installed_bin.display());
+    assert!(unit.contains(&exec), "{unit}");
+    if installed("systemd-analyze") {
+        // Its Documentation= page is the one installed beside it.
+        let verify = Command::new("systemd-analyze")
+            .env("MANPATH", prefix.join("share/man"))
+            .arg("verify")
+            .arg(&unit_path)
+            .output()
+            .expect("run systemd-analyze");
+        assert!(
+            verify.status.success(),
+            "systemd-analyze verify {}: {}",
+            unit_path.display(),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
     let leftovers: Vec<_> = files
         .iter()
         .filter_map(|f| prefix.join(f).parent().map(Path::to_path_buf))

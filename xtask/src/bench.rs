@@ -407,6 +407,10 @@ pub fn bench(json: bool, runs: usize, live: u64) -> anyhow::Result<()> {
     // Leak checks: a 1 GiB heap, the same under Valgrind, a lost list of a million nodes.
     settle();
     figures["leaks"] = crate::bench_leaks::bench(&trace)?;
+
+    // The daemon: system-wide on a busy machine, and its API under load (issue 15).
+    settle();
+    figures["daemon"] = crate::bench_daemon::bench(&trace)?;
     if json {
         println!("{figures}");
     }

@@ -22,6 +22,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_daemon;
 mod bench_leaks;
 mod bench_stacks;
 
@@ -60,6 +61,10 @@ enum Task {
         /// reader's unwinding, a burst.
         #[arg(long, conflicts_with = "leaks_only")]
         stacks_only: bool,
+        /// Only the daemon's figures (issue 15): system-wide on a busy machine for a minute,
+        /// and its API under load.
+        #[arg(long, conflicts_with_all = ["leaks_only", "stacks_only"])]
+        daemon_only: bool,
     },
     /// Build, then install muppy-trace, its man page and its shell completions.
     Install {
@@ -268,6 +273,11 @@ fn install(bin: &Path, prefix: &Path) -> anyhow::Result<()> {
         }
         place(rel, &out.stdout, 0o644)?;
     }
+    // The daemon's systemd unit, pointing at the binary just installed.
+    let unit = std::fs::read_to_string(root().join("dist/muppy.service"))?;
+    let bindir = std::path::absolute(prefix.join("bin"))?;
+    let unit = unit.replace("@BINDIR@", &bindir.display().to_string());
+    place("lib/systemd/system/muppy.service", unit.as_bytes(), 0o644)?;
     Ok(())
 }
 
@@ -345,6 +355,17 @@ fn main() -> anyhow::Result<()> {
             let figures = bench_stacks::bench(&build()?, runs)?;
             if json {
                 println!("{}", serde_json::json!({ "stacks": figures }));
+            }
+            Ok(())
+        }
+        Task::Bench {
+            json,
+            daemon_only: true,
+            ..
+        } => {
+            let figures = bench_daemon::bench(&build()?)?;
+            if json {
+                println!("{}", serde_json::json!({ "daemon": figures }));
             }
             Ok(())
         }

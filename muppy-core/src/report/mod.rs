@@ -246,8 +246,13 @@ pub(crate) fn process_rows(procs: &[ProcView], opts: &ViewOptions) -> Vec<ProcRo
             }
         })
         .collect();
-    largest_first(&mut rows, |r| (r.bytes.into(), 0, &r.index));
+    order_process_rows(&mut rows);
     rows
+}
+
+/// The process table's order: largest live heap first, then in the order given.
+pub(crate) fn order_process_rows(rows: &mut [ProcRow]) {
+    largest_first(rows, |r| (r.bytes.into(), 0, &r.index));
 }
 
 /// A printer: writes reports in one format. Made once, by [`printer`].

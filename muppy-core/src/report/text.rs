@@ -375,6 +375,30 @@ fn processes_table(
     format!("{t}{}", prose(&total, width))
 }
 
+/// The process table alone, from figures made elsewhere (the daemon's process list): each
+/// process with its state, live objects and bytes, largest first, the `top` first shown.
+pub fn process_list(
+    procs: &[(Identity, String, u64, u64)],
+    top: usize,
+    lost_events: u64,
+    width: Option<usize>,
+) -> String {
+    let mut rows: Vec<super::ProcRow> = procs
+        .iter()
+        .enumerate()
+        .map(|(index, (id, state, objects, bytes))| super::ProcRow {
+            index,
+            pids: id.pids(),
+            comm: id.comm.clone(),
+            state: state.clone(),
+            objects: *objects,
+            bytes: *bytes,
+        })
+        .collect();
+    super::order_process_rows(&mut rows);
+    processes_table(&rows, top, lost_events, width)
+}
+
 /// A pause: to the hundredth of a millisecond below 10 ms (`"0.21 ms"`), else as an age.
 fn format_pause(d: Duration) -> String {
     if d < Duration::from_millis(10) {

@@ -10,7 +10,7 @@ use std::{
 use muppy_core::{
     analysis::{self, GroupBy},
     model::Filter,
-    report::{self, Facts, Format, Print, ProcView, TracerUsage, View, ViewOptions},
+    report::{self, Facts, Format, Print, TracerUsage, View, ViewOptions},
     snapshot::Snapshot,
 };
 use regex::RegexBuilder;
@@ -19,7 +19,9 @@ use serde::Serialize;
 use super::{
     http::{JSON, Method, Request, Response, TEXT},
     metrics,
-    store::{CHECKS_QUEUED, CheckAnswer, Image, MARKS_PER_PROCESS, PendingCheck, Shared},
+    store::{
+        CHECKS_QUEUED, CheckAnswer, Image, MARKS_KEPT, MARKS_PER_PROCESS, PendingCheck, Shared,
+    },
 };
 use crate::session::{self, CheckSpec};
 
@@ -29,6 +31,8 @@ const MAX_REGEX: usize = 1024;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// How long a check may wait for the session and run.
 const CHECK_WAIT: Duration = Duration::from_secs(120);
+/// How long a request may wait for a copy of a heap (made at the next tick).
+const HEAP_WAIT: Duration = Duration::from_secs(30);
 /// The most rows a table may be asked for.
 const MAX_TOP: usize = 1_000_000;
 
@@ -59,25 +63,27 @@ fn bad(why: impl Into<String>) -> Fail {
 type Answer = Result<Response, Fail>;
 
 fn route(req: &Request, shared: &Shared, via: Via) -> Answer {
-    let scraper = matches!(req.path.as_str(), "/metrics" | "/debug/pprof/heap");
+    let scraper = matches!(
+        req.path.as_str(),
+        "/metrics" | "/debug/pprof/heap" | "/debug/pprof/allocs"
+    );
     if via == Via::Tcp && !scraper {
         return Err(Fail(
             403,
             format!(
-                "{} is served on the daemon's Unix socket only; this port serves /metrics and /debug/pprof/heap",
+                "{} is served on the daemon's Unix socket only; this port serves /metrics and /debug/pprof/heap and allocs",
                 req.path
             ),
         ));
     }
     let post = req.method == Method::Post;
-    if post != (req.path == "/snapshot" && req.param("name").is_some()) {
+    if post && req.path != "/snapshot" {
         return Err(Fail(
             405,
-            if post {
-                "POST is for taking a snapshot: POST /snapshot?pid=N&name=NAME".into()
-            } else {
-                format!("{} takes GET", req.path)
-            },
+            format!(
+                "{} takes GET; POST is for taking a snapshot: POST /snapshot?pid=N&name=NAME",
+                req.path
+            ),
         ));
     }
     match req.path.as_str() {
@@ -97,15 +103,13 @@ fn route(req: &Request, shared: &Shared, via: Via) -> Answer {
             known(req, &[])?;
             Ok(Response::ok(
                 metrics::CONTENT_TYPE,
-                metrics::render(&shared.lock()).into_bytes(),
+                metrics::render(&metrics::Figures::of(&shared.lock())).into_bytes(),
             ))
         }
-        "/debug/pprof/heap" => pprof(req, shared),
-        "/debug/pprof/allocs" => Err(Fail(
-            404,
-            "muppy keeps the live blocks only, not every allocation since the start: /debug/pprof/heap?pid=N has the in-use profile"
-                .into(),
-        )),
+        // Go serves one profile at both; scrapers (Alloy, Parca) ask for allocs by default.
+        // Its sample types say what it holds: inuse_* only, since muppy keeps the live blocks,
+        // not a count of every allocation since the start.
+        "/debug/pprof/heap" | "/debug/pprof/allocs" => pprof(req, shared),
         p => Err(Fail(
             404,
             format!("no endpoint {p}; GET / lists the endpoints"),
@@ -117,13 +121,14 @@ const INDEX: &str = "muppy daemon endpoints (parameters in the query string):
 GET  /processes                         traced processes, live and recently ended
 GET  /summary?pid=N                     live objects and bytes per site
 GET  /objects?pid=N                     every live block
-GET  /diff?pid=N[&since=NAME]           the change since a snapshot (default: start)
+GET  /diff?pid=N&since=NAME             the change since a snapshot
 POST /snapshot?pid=N&name=NAME          take a snapshot
 GET  /snapshot?pid=N[&name=NAME]        a snapshot file (muppy-trace summary FILE)
 GET  /leaks?pid=N                       a leak check (daemon --pid only)
 GET  /referrers?pid=N&addr=0x...        who points at a block (daemon --pid only)
 GET  /metrics                           Prometheus text format
-GET  /debug/pprof/heap?pid=N            Go's heap profile (go tool pprof)
+GET  /debug/pprof/heap?pid=N            Go's heap profile (go tool pprof): inuse_objects, inuse_space
+GET  /debug/pprof/allocs?pid=N          the same profile, as Go serves it at both
 View parameters: format=json|table, group_by=site|function|stack|size, top=N, site=REGEX,
 min_size=BYTES, max_size=BYTES, older_than=SECS.
 ";
@@ -155,15 +160,59 @@ fn number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, 
         .transpose()
 }
 
-/// The image of the `pid` parameter.
+/// The `pid` parameter.
+fn pid(req: &Request) -> Result<u32, Fail> {
+    number(req, "pid")?.ok_or_else(|| bad("give the process: pid=N"))
+}
+
+fn not_traced(pid: u32) -> Fail {
+    Fail(
+        404,
+        format!("pid {pid} is not traced by the daemon (GET /processes lists them)"),
+    )
+}
+
+fn no_heap() -> Fail {
+    Fail(503, "the heap's copy was not made: ask again".into())
+}
+
+/// The image of the `pid` parameter, as of its last change.
 fn image(req: &Request, shared: &Shared) -> Result<Image, Fail> {
-    let pid: u32 = number(req, "pid")?.ok_or_else(|| bad("give the process: pid=N"))?;
-    shared.lock().image(pid).cloned().ok_or_else(|| {
-        Fail(
-            404,
-            format!("pid {pid} is not traced by the daemon (GET /processes lists them)"),
-        )
-    })
+    let pid = pid(req)?;
+    shared
+        .lock()
+        .image(pid)
+        .cloned()
+        .ok_or_else(|| not_traced(pid))
+}
+
+/// The image of the `pid` parameter with its heap: a live process's copied at the next tick
+/// (unless its table did not change since the last copy), an ended one's as it ended.
+fn with_heap(req: &Request, shared: &Shared) -> Result<Image, Fail> {
+    let img = image(req, shared)?;
+    let pid = img.id.pid;
+    let live = shared.lock().live.contains_key(&pid);
+    let img = if live {
+        shared.with_heap(pid, HEAP_WAIT).ok_or_else(|| {
+            Fail(
+                503,
+                format!(
+                    "pid {pid}'s heap was not copied in time (it ended, or the daemon is stopping): ask again"
+                ),
+            )
+        })?
+    } else {
+        img
+    };
+    if img.snap.is_none() {
+        return Err(Fail(
+            410,
+            format!(
+                "pid {pid} ended and its heap was too large to keep: its summary is in /processes and in the log"
+            ),
+        ));
+    }
+    Ok(img)
 }
 
 const VIEW_PARAMS: [&str; 9] = [
@@ -283,8 +332,9 @@ fn printed(
 fn view(req: &Request, shared: &Shared, view: View) -> Answer {
     known(req, &VIEW_PARAMS)?;
     let opts = view_options(req, view)?;
-    let img = image(req, shared)?;
-    printed(opts, img.as_of_ms, |p| p.view(&img.view(), &facts()))
+    let img = with_heap(req, shared)?;
+    let pv = img.view().ok_or_else(no_heap)?;
+    printed(opts, img.as_of_ms, |p| p.view(&pv, &facts()))
 }
 
 fn mark_name(req: &Request, param: &str) -> Result<Option<String>, Fail> {
@@ -326,11 +376,17 @@ fn diff(req: &Request, shared: &Shared) -> Answer {
     params.push("since");
     known(req, &params)?;
     let opts = view_options(req, View::Summary)?;
-    let since = mark_name(req, "since")?.unwrap_or_else(|| "start".into());
-    let img = image(req, shared)?;
-    let old = mark(shared, img.id.pid, &since)?;
+    let pid = pid(req)?;
+    let since = mark_name(req, "since")?.ok_or_else(|| {
+        bad(format!(
+            "give the snapshot to compare with: since=NAME (take one with POST /snapshot?pid={pid}&name=NAME)"
+        ))
+    })?;
+    let old = mark(shared, pid, &since)?;
+    let img = with_heap(req, shared)?;
+    let now = img.snap.as_ref().ok_or_else(no_heap)?;
     let summary = |s: &Snapshot| analysis::summarize(&s.heap(), &opts.filter, opts.group_by);
-    let d = analysis::diff(&summary(&old), &summary(&img.snap));
+    let d = analysis::diff(&summary(&old), &summary(now));
     printed(opts.clone(), img.as_of_ms, |p| p.diff(&d, None))
 }
 
@@ -347,33 +403,36 @@ struct SnapshotLine<'a> {
 fn take_snapshot(req: &Request, shared: &Shared) -> Answer {
     known(req, &["pid", "name"])?;
     let name = mark_name(req, "name")?.ok_or_else(|| bad("give the snapshot a name=NAME"))?;
-    if name == "start" {
-        return Err(Fail(
-            409,
-            "`start` is the daemon's own snapshot of the first tick; choose another name".into(),
-        ));
+    let pid = pid(req)?;
+    if !shared.lock().live.contains_key(&pid) {
+        let ended = shared.lock().image(pid).is_some();
+        return Err(if ended {
+            Fail(409, format!("pid {pid} has ended: its heap is final"))
+        } else {
+            not_traced(pid)
+        });
     }
-    let img = image(req, shared)?;
-    let pid = img.id.pid;
+    let img = with_heap(req, shared)?;
+    let snap = img.snap.clone().ok_or_else(no_heap)?;
     {
         let mut st = shared.lock();
-        if !st.live.contains_key(&pid) {
-            return Err(Fail(409, format!("pid {pid} has ended: its heap is final")));
-        }
+        let held = st.marks_held();
         let marks = st.marks.entry(pid).or_default();
-        if !marks.contains_key(&name) && marks.len() > MARKS_PER_PROCESS {
+        if !marks.contains_key(&name) && (marks.len() >= MARKS_PER_PROCESS || held >= MARKS_KEPT) {
             return Err(Fail(
                 409,
-                format!("pid {pid} has {MARKS_PER_PROCESS} snapshots already: reuse a name"),
+                format!(
+                    "the daemon keeps {MARKS_PER_PROCESS} snapshots per process and {MARKS_KEPT} in all: reuse a name"
+                ),
             ));
         }
-        marks.insert(name.clone(), Arc::clone(&img.snap));
+        marks.insert(name.clone(), Arc::clone(&snap));
     }
     let mut body = serde_json::to_vec(&SnapshotLine {
         kind: "snapshot",
         pid,
         name: &name,
-        blocks: img.snap.blocks.len(),
+        blocks: snap.blocks.len(),
         as_of_ms: img.as_of_ms,
     })
     .unwrap_or_default();
@@ -383,10 +442,9 @@ fn take_snapshot(req: &Request, shared: &Shared) -> Answer {
 
 fn get_snapshot(req: &Request, shared: &Shared) -> Answer {
     known(req, &["pid", "name"])?;
-    let img = image(req, shared)?;
     let snap = match mark_name(req, "name")? {
-        Some(n) => mark(shared, img.id.pid, &n)?,
-        None => Arc::clone(&img.snap),
+        Some(n) => mark(shared, pid(req)?, &n)?,
+        None => with_heap(req, shared)?.snap.ok_or_else(no_heap)?,
     };
     Ok(Response::ok("application/octet-stream", snap.encode()))
 }
@@ -551,15 +609,22 @@ fn processes(req: &Request, shared: &Shared) -> Answer {
         (images, closing)
     };
     if opts.format == Format::Table {
-        let views: Vec<ProcView> = images.iter().map(|(i, _)| i.view()).collect();
-        return printed(opts, closing.last_tick_ms, |p| {
-            p.processes(&views, &facts())
-        });
+        let rows: Vec<_> = images
+            .iter()
+            .map(|(i, _)| {
+                let (objects, bytes) = i.by_site.total();
+                (i.id.clone(), i.state.clone(), objects, bytes)
+            })
+            .collect();
+        let table = report::text::process_list(&rows, opts.top, closing.lost_events, opts.width);
+        let mut r = Response::ok(TEXT, table.into_bytes());
+        r.headers
+            .push(("X-Muppy-As-Of-Ms", closing.last_tick_ms.to_string()));
+        return Ok(r);
     }
     let mut buf = Vec::new();
     for (img, live) in &images {
-        let (objects, bytes) =
-            analysis::summarize(&img.snap.heap(), &Filter::default(), GroupBy::Site).total();
+        let (objects, bytes) = img.by_site.total();
         let line = ProcessLine {
             kind: "process",
             pid: img.id.pid,
@@ -570,8 +635,8 @@ fn processes(req: &Request, shared: &Shared) -> Answer {
             live: *live,
             objects,
             bytes,
-            events: img.snap.counters.events,
-            sample_bytes: img.snap.sample_bytes,
+            events: img.counters.events,
+            sample_bytes: img.sample_bytes,
             as_of_ms: img.as_of_ms,
         };
         let _ = serde_json::to_writer(&mut buf, &line);
@@ -589,7 +654,8 @@ fn pprof(req: &Request, shared: &Shared) -> Answer {
     if req.param("debug").is_some_and(|d| d != "0") {
         return Err(bad("debug=N: only the binary profile (debug=0) is written"));
     }
-    let img = image(req, shared)?;
+    let img = with_heap(req, shared)?;
+    let pv = img.view().ok_or_else(no_heap)?;
     let opts = ViewOptions {
         format: Format::Pprof,
         group_by: GroupBy::Stack,
@@ -597,7 +663,7 @@ fn pprof(req: &Request, shared: &Shared) -> Answer {
     };
     let mut buf = Vec::new();
     report::pprof::PprofPrinter::new(opts, &mut buf)
-        .view(&img.view(), &facts())
+        .view(&pv, &facts())
         .map_err(|e| Fail(400, e.to_string()))?;
     let mut r = Response::ok("application/octet-stream", buf);
     r.headers.push((

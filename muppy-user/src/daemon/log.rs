@@ -1,7 +1,8 @@
 //! The daemon's log (`--log FILE`): JSON Lines, the CLI's own `--format json` lines. Each
 //! record is a `{"type":"record"}` line followed by the `diff` lines of the processes that
 //! changed since the last record; an `exited` line as each process ends; at the stop, the
-//! final state of every process (`process` and `summary` lines, then `processes`).
+//! final state of every process (`process` and `summary` lines, then `processes`); with
+//! `--check-every`, each scheduled leak check's `leaks` line.
 //!
 //! The file is created 0600 (it names other processes' functions and sizes). When it reaches
 //! `max_bytes` it is renamed FILE.1 (FILE.1 to FILE.2, and so on up to `keep`) and a new one
@@ -178,6 +179,13 @@ impl Log {
         self.write(&buf)
     }
 
+    /// A scheduled leak check's report.
+    pub fn leaks(&mut self, r: &muppy_core::analysis::LeakReport) -> Result<(), LogError> {
+        let mut buf = Vec::new();
+        let _ = printer(&mut buf).leaks(r);
+        self.write(&buf)
+    }
+
     /// The stop: every process's final state, then a `stop` line.
     pub fn last(&mut self, procs: &[ProcView], facts: &Facts) -> Result<(), LogError> {
         let mut buf = Vec::new();
@@ -192,6 +200,21 @@ impl Log {
 }
 
 fn open(path: &Path) -> Result<File, LogError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| LogError::Io {
+                path: path.to_path_buf(),
+                what: "creating its directory",
+                source,
+            })?;
+    }
     OpenOptions::new()
         .create(true)
         .append(true)

@@ -5,12 +5,9 @@
 
 use std::fmt::Write as _;
 
-use muppy_core::{
-    analysis::{self, GroupBy},
-    model::Filter,
-};
+use muppy_core::analysis::Summary;
 
-use super::store::State;
+use super::store::{Image, State};
 use crate::session;
 
 /// Prometheus' text format.
@@ -39,24 +36,39 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// What the metrics are made of, taken from the state under its lock (the images are shared,
+/// not copied), so that the summaries are made after it is let go.
+pub struct Figures {
+    live: Vec<Image>,
+    ended_total: u64,
+    lost_events: u64,
+    lost_stacks: u64,
+    ticks: u64,
+}
+
+impl Figures {
+    /// The state's figures now.
+    pub fn of(st: &State) -> Self {
+        Figures {
+            live: st.live.values().cloned().collect(),
+            ended_total: st.ended_total,
+            lost_events: st.lost_events,
+            lost_stacks: st.lost_stacks,
+            ticks: st.ticks,
+        }
+    }
+}
+
 /// The metrics, from the state as of the last tick.
-pub fn render(st: &State) -> String {
-    let mut procs: Vec<(&super::store::Image, analysis::Summary)> = st
-        .live
-        .values()
-        .map(|img| {
-            let s = analysis::summarize(&img.snap.heap(), &Filter::default(), GroupBy::Site);
-            (img, s)
-        })
-        .collect();
+pub fn render(st: &Figures) -> String {
+    let mut procs: Vec<(&Image, &Summary)> =
+        st.live.iter().map(|img| (img, &*img.by_site)).collect();
     procs.sort_by_key(|(img, s)| (std::cmp::Reverse(s.total().1), img.id.pid));
     let left_out = procs.len().saturating_sub(TOP_PROCESSES);
     procs.truncate(TOP_PROCESSES);
 
     let mut out = String::new();
-    let who = |img: &super::store::Image| {
-        format!("pid=\"{}\",comm=\"{}\"", img.id.pid, label(&img.id.comm))
-    };
+    let who = |img: &Image| format!("pid=\"{}\",comm=\"{}\"", img.id.pid, label(&img.id.comm));
     header(
         &mut out,
         "muppy_live_bytes",
@@ -86,7 +98,7 @@ pub fn render(st: &State) -> String {
             out,
             "muppy_events_total{{{}}} {}",
             who(img),
-            img.snap.counters.events
+            img.counters.events
         );
     }
     header(
@@ -182,7 +194,7 @@ mod tests {
 
     #[test]
     fn an_empty_state_has_every_family() {
-        let text = render(&State::default());
+        let text = render(&Figures::of(&State::default()));
         for name in [
             "muppy_live_bytes",
             "muppy_lost_events_total",

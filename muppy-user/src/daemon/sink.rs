@@ -4,23 +4,28 @@
 
 use std::{
     collections::HashMap,
-    sync::mpsc,
+    sync::{Arc, mpsc},
     time::{Duration, Instant},
 };
 
 use muppy_core::{
     analysis::{self, GroupBy, RefReport, Summary},
-    model::Filter,
+    snapshot::Snapshot,
 };
 
 use super::{
     log::Log,
-    store::{CheckAnswer, Image, Shared, unix_ms},
+    store::{CheckAnswer, ENDED_BLOCKS_KEPT, Image, Shared, unix_ms},
 };
 use crate::session::{CheckSpec, Note, SessionEvent, Sink, SinkError};
 
-/// An unchanged table is copied again after this many ms (its names may have been learned).
-const RECOPY_MS: u64 = 10_000;
+/// A process that ends having applied fewer events than this keeps a copy of its heap for
+/// queries (fewer events than blocks is impossible, so its copy is at most this large).
+const ENDED_COPY_EVENTS: u64 = (ENDED_BLOCKS_KEPT / 16) as u64;
+
+/// How often a changing process's summary is made again (a client that waits for its heap
+/// gets a new one at the next tick).
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 
 /// The daemon's sink.
 pub struct DaemonSink {
@@ -38,8 +43,15 @@ pub struct DaemonSink {
     logged: HashMap<u32, Summary>,
     /// When the log's last record was written.
     last_log: Instant,
+    /// When the changed processes' summaries were last made.
+    last_summaries: Instant,
     /// The check under way: where its answer goes, and the referrers found so far.
     asked: Option<(mpsc::Sender<CheckAnswer>, Vec<RefReport>)>,
+    /// Leak checks on a schedule (`--check-every`): how often, when the last was asked for,
+    /// and where the one under way answers.
+    check_every: Option<Duration>,
+    last_check: Instant,
+    scheduled: Option<mpsc::Receiver<CheckAnswer>>,
 }
 
 impl DaemonSink {
@@ -59,8 +71,35 @@ impl DaemonSink {
             notes,
             logged: HashMap::new(),
             last_log: Instant::now(),
+            last_summaries: Instant::now(),
             asked: None,
+            check_every: None,
+            last_check: Instant::now(),
+            scheduled: None,
         }
+    }
+
+    /// Makes a leak check every `every`, its report written to the log.
+    pub fn check_every(&mut self, every: Duration) {
+        self.check_every = Some(every);
+    }
+
+    /// Logs the scheduled check's answer, once it came.
+    fn log_scheduled(&mut self) -> Result<(), SinkError> {
+        let Some(answer) = self.scheduled.as_ref().and_then(|rx| rx.try_recv().ok()) else {
+            return Ok(());
+        };
+        self.scheduled = None;
+        match answer {
+            CheckAnswer::Leaks(r) => {
+                if let Some(log) = &mut self.log {
+                    log.leaks(&r)?;
+                }
+            }
+            CheckAnswer::Failed(why) => (self.notes)(&format!("scheduled leak check: {why}")),
+            CheckAnswer::Referrers(_) => {}
+        }
+        Ok(())
     }
 
     /// Answers the check under way, with the referrers it found if nothing else answered it.
@@ -81,44 +120,89 @@ impl DaemonSink {
         }
     }
 
-    /// Copies the tick's images: a process whose table did not change keeps its copy.
-    fn tick(&mut self, procs: &[muppy_core::report::ProcView]) {
+    /// Takes the tick's processes in: a process whose table changed gets a new summary (at
+    /// most every [`SUMMARY_EVERY`], unless a client waits for it), and the heaps clients
+    /// asked for are copied. The work is done outside the lock, so that answers go on.
+    fn tick(&mut self, procs: &[muppy_core::report::ProcView], last: bool) {
+        let due = last || self.last_summaries.elapsed() >= SUMMARY_EVERY;
+        if due {
+            self.last_summaries = Instant::now();
+        }
+        enum Work {
+            Keep,
+            Stale,
+            Copy,
+            Image(bool),
+        }
+        let work: Vec<Work> = {
+            let st = self.shared.lock();
+            procs
+                .iter()
+                .map(|p| {
+                    let pid = p.id.pid;
+                    let wanted = st.wants.iter().any(|(w, _)| *w == pid);
+                    match st.live.get(&pid) {
+                        Some(img) if img.shows(p) => match (wanted, &img.snap) {
+                            (true, None) => Work::Copy,
+                            _ => Work::Keep,
+                        },
+                        Some(_) if !due && !wanted => Work::Stale,
+                        _ => Work::Image(wanted),
+                    }
+                })
+                .collect()
+        };
+        let label = &self.label;
+        let made: Vec<(u32, Work, Option<Image>, Option<Arc<Snapshot>>)> = procs
+            .iter()
+            .zip(work)
+            .map(|(p, w)| {
+                let (img, copy) = match w {
+                    Work::Image(copy) => (Some(Image::of(p, label, copy)), None),
+                    Work::Copy => (None, Some(Arc::new(Snapshot::of(&p.heap, label)))),
+                    Work::Keep | Work::Stale => (None, None),
+                };
+                (p.id.pid, w, img, copy)
+            })
+            .collect();
         let now = unix_ms();
         let mut st = self.shared.lock();
-        let mut seen = Vec::with_capacity(procs.len());
-        for p in procs {
-            let pid = p.id.pid;
-            seen.push(pid);
-            // Names may be learned later than events (a module's symbols read once its
-            // mappings are): a copy is made again now and then even so.
-            let unchanged = st.live.get(&pid).is_some_and(|old| {
-                old.snap.counters == p.heap.counters
-                    && old.snap.traces.len() == p.heap.traces.len()
-                    && old.state == p.state
-                    && now.saturating_sub(old.as_of_ms) < RECOPY_MS
-            });
-            if unchanged {
-                continue;
+        for (pid, w, img, copy) in made {
+            match (w, img, copy) {
+                (_, Some(img), _) => {
+                    st.live.insert(pid, img);
+                }
+                (Work::Copy, _, Some(copy)) => {
+                    if let Some(img) = st.live.get_mut(&pid) {
+                        img.snap = Some(copy);
+                        img.as_of_ms = now;
+                    }
+                }
+                // Its copy, if any, no longer shows it; its summary is as of `as_of_ms`.
+                (Work::Stale, _, _) => {
+                    if let Some(img) = st.live.get_mut(&pid) {
+                        img.snap = None;
+                    }
+                }
+                _ => {}
             }
-            let img = Image::of(p, &self.label);
-            st.marks
-                .entry(pid)
-                .or_default()
-                .entry("start".into())
-                .or_insert_with(|| std::sync::Arc::clone(&img.snap));
-            st.live.insert(pid, img);
         }
-        // Images no longer live that did not end through `Ended` (a followed child that
-        // exited: the session keeps it for its final report).
+        // Images no longer live that did not end through `Ended`.
         let gone: Vec<u32> = st
             .live
             .keys()
             .copied()
-            .filter(|pid| !seen.contains(pid))
+            .filter(|pid| !procs.iter().any(|p| p.id.pid == *pid))
             .collect();
         for pid in gone {
             if let Some(img) = st.live.remove(&pid) {
                 st.end(img);
+            }
+        }
+        // Every client waiting gets its copy, or an end to its wait.
+        for (pid, tx) in std::mem::take(&mut st.wants) {
+            if let Some(img) = st.live.get(&pid).filter(|i| i.snap.is_some()) {
+                let _ = tx.send(img.clone());
             }
         }
         if let Some(c) = procs.first().map(|p| p.heap.counters) {
@@ -126,7 +210,7 @@ impl DaemonSink {
             st.lost_stacks = st.lost_stacks.max(c.lost_stacks);
         }
         st.ticks += 1;
-        st.last_tick_ms = unix_ms();
+        st.last_tick_ms = now;
     }
 
     /// The log's record: the diff of every process that changed since the last one.
@@ -141,7 +225,7 @@ impl DaemonSink {
         let images: Vec<Image> = self.shared.lock().live.values().cloned().collect();
         let mut diffs = Vec::new();
         for img in &images {
-            let cur = analysis::summarize(&img.snap.heap(), &Filter::default(), GroupBy::Site);
+            let cur = Summary::clone(&img.by_site);
             let old = self.logged.remove(&img.id.pid).unwrap_or_else(|| Summary {
                 pid: img.id.pid,
                 group_by: GroupBy::Site,
@@ -186,6 +270,7 @@ impl Sink for DaemonSink {
             }
             SessionEvent::Tick { procs, .. } => {
                 self.answer_asked();
+                self.log_scheduled()?;
                 // SIGHUP: the log was moved away (logrotate); write into a new file.
                 if super::log::take_reopen()
                     && let Some(log) = &mut self.log
@@ -193,11 +278,13 @@ impl Sink for DaemonSink {
                 {
                     (self.notes)(&e);
                 }
-                self.tick(&procs);
+                self.tick(&procs, false);
                 self.log_diffs(false)?;
             }
             SessionEvent::Ended(p) => {
-                let img = Image::of(&p, &self.label);
+                // Kept with its heap (while the ended ones' copies stay small), for queries.
+                let small = p.heap.counters.events < ENDED_COPY_EVENTS;
+                let img = Image::of(&p, &self.label, small);
                 if let Some(log) = &mut self.log {
                     log.ended(&p)?;
                 }
@@ -213,7 +300,7 @@ impl Sink for DaemonSink {
             SessionEvent::Checked { .. } | SessionEvent::Progress { .. } => {}
             SessionEvent::Final { procs, facts, .. } => {
                 self.answer_asked();
-                self.tick(&procs);
+                self.tick(&procs, true);
                 self.log_diffs(true)?;
                 if let Some(log) = &mut self.log {
                     log.last(&procs, &facts)?;
@@ -232,8 +319,22 @@ impl Sink for DaemonSink {
 
     fn request(&mut self) -> Option<CheckSpec> {
         self.answer_asked();
-        let c = self.shared.lock().checks.pop_front()?;
-        self.asked = Some((c.reply, Vec::new()));
-        Some(c.spec)
+        if let Some(c) = self.shared.lock().checks.pop_front() {
+            self.asked = Some((c.reply, Vec::new()));
+            return Some(c.spec);
+        }
+        let every = self.check_every?;
+        if self.scheduled.is_some() || self.last_check.elapsed() < every {
+            return None;
+        }
+        self.last_check = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        self.scheduled = Some(rx);
+        self.asked = Some((tx, Vec::new()));
+        Some(CheckSpec::Leaks {
+            filter: muppy_core::model::Filter::default(),
+            group_by: GroupBy::Site,
+            retention: false,
+        })
     }
 }

@@ -1,7 +1,12 @@
 //! What the daemon knows, shared between the session (which writes it at each tick) and the
-//! API's threads (which read it): an owned copy of each traced process's heap as of the last
-//! tick, the last processes that ended, the snapshots clients took, and the checks they asked
-//! for. Everything kept is bounded, and what was dropped is counted.
+//! API's threads (which read it): each traced process's summary per site as of its last
+//! change, a copy of its heap where a client asked for one, the last processes that ended,
+//! the snapshots clients took, and the checks and copies they are waiting for. Everything
+//! kept is bounded, and what was dropped is counted.
+//!
+//! Heaps are copied only when asked for, at the next tick: copying every heap at every tick
+//! would cost the tracer as much memory again as its tables, and the machine's largest heaps
+//! (a compiler's millions of blocks) the most.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -10,21 +15,27 @@ use std::{
 };
 
 use muppy_core::{
-    model::{Identity, MapRow},
+    analysis::{self, GroupBy, Summary},
+    model::{Counters, Filter, Identity, MapRow},
     report::{Probed, ProcView},
     snapshot::Snapshot,
 };
 
 use crate::session::CheckSpec;
 
-/// Ended processes kept for queries: the most recent ones.
+/// Ended processes kept for queries: the most recent ones, up to this many...
 pub const ENDED_KEPT: usize = 256;
-/// Snapshots a client may name per process.
+/// ...with the heaps of those that fit in this many blocks among them (the others keep their
+/// summary), so that large heaps that ended do not hold the daemon's memory up.
+pub const ENDED_BLOCKS_KEPT: usize = 1 << 20;
+/// Snapshots clients may name, per process and in all.
 pub const MARKS_PER_PROCESS: usize = 16;
+/// Snapshots clients may name in all.
+pub const MARKS_KEPT: usize = 64;
 /// Checks that may wait for the session at once.
 pub const CHECKS_QUEUED: usize = 4;
 
-/// One process image as of a tick.
+/// One process image: as of its last change, and its heap if a copy was made.
 #[derive(Clone, Debug)]
 pub struct Image {
     /// Who.
@@ -37,36 +48,61 @@ pub struct Image {
     pub probed: Option<Probed>,
     /// What it mapped itself.
     pub mappings: Vec<MapRow>,
-    /// Its heap, every block.
-    pub snap: Arc<Snapshot>,
-    /// Wall-clock milliseconds since the epoch when it was copied.
+    /// Its trust counters (`events` tells whether its table changed).
+    pub counters: Counters,
+    /// Non-zero: its blocks are samples.
+    pub sample_bytes: u64,
+    /// Its summary per site, every block.
+    pub by_site: Arc<Summary>,
+    /// Its heap, copied at a client's request; `None` until one asks (or, for an image that
+    /// ended, when it was too large to keep).
+    pub snap: Option<Arc<Snapshot>>,
+    /// Wall-clock milliseconds since the epoch when it was last looked at.
     pub as_of_ms: u64,
 }
 
 impl Image {
-    /// Copies `p` (every block).
-    pub fn of(p: &ProcView, label: &str) -> Self {
+    /// `p` as of now: its summary, and a copy of its heap if `copy`.
+    pub fn of(p: &ProcView, label: &str, copy: bool) -> Self {
         Image {
             id: p.id.clone(),
             parent: p.parent,
             state: p.state.clone(),
             probed: p.probed.clone(),
             mappings: p.mappings.clone(),
-            snap: Arc::new(Snapshot::of(&p.heap, label)),
+            counters: p.heap.counters,
+            sample_bytes: p.heap.sample_bytes,
+            by_site: Arc::new(analysis::summarize(
+                &p.heap,
+                &Filter::default(),
+                GroupBy::Site,
+            )),
+            snap: copy.then(|| Arc::new(Snapshot::of(&p.heap, label))),
             as_of_ms: unix_ms(),
         }
     }
 
-    /// The image as the printers take it.
-    pub fn view(&self) -> ProcView<'_> {
-        ProcView {
+    /// Whether `p` is what this image shows (its table did not change since).
+    pub fn shows(&self, p: &ProcView) -> bool {
+        self.counters.events == p.heap.counters.events && self.state == p.state
+    }
+
+    /// The image as the printers take it, if its heap was copied.
+    pub fn view(&self) -> Option<ProcView<'_>> {
+        let snap = self.snap.as_ref()?;
+        Some(ProcView {
             id: self.id.clone(),
             parent: self.parent,
             state: self.state.clone(),
             probed: self.probed.clone(),
             mappings: self.mappings.clone(),
-            heap: self.snap.heap(),
-        }
+            heap: snap.heap(),
+        })
+    }
+
+    /// Blocks its copy holds.
+    fn blocks(&self) -> usize {
+        self.snap.as_ref().map_or(0, |s| s.blocks.len())
     }
 }
 
@@ -98,14 +134,16 @@ pub enum CheckAnswer {
 /// The daemon's state.
 #[derive(Default)]
 pub struct State {
-    /// Live processes by pid, as of the last tick.
+    /// Live processes by pid.
     pub live: BTreeMap<u32, Image>,
-    /// The last [`ENDED_KEPT`] processes that ended, oldest first.
+    /// The last processes that ended, oldest first ([`ENDED_KEPT`], [`ENDED_BLOCKS_KEPT`]).
     pub ended: VecDeque<Image>,
     /// Processes that ended since the start.
     pub ended_total: u64,
-    /// Per pid, the snapshots clients took by name (`start` is the first tick's).
+    /// Per pid, the snapshots clients took by name.
     pub marks: HashMap<u32, BTreeMap<String, Arc<Snapshot>>>,
+    /// Copies of heaps clients wait for, by pid, with where each goes.
+    pub wants: Vec<(u32, mpsc::Sender<Image>)>,
     /// Checks waiting for the session.
     pub checks: VecDeque<PendingCheck>,
     /// The one process leak checks and referrer searches can be made of (`daemon --pid`).
@@ -114,8 +152,6 @@ pub struct State {
     pub ticks: u64,
     /// Wall-clock ms of the last tick.
     pub last_tick_ms: u64,
-    /// The tick's period.
-    pub interval: Duration,
     /// Probes attached: the daemon is tracing.
     pub tracing: bool,
     /// The session is over (SIGTERM): what is here is final.
@@ -134,15 +170,29 @@ impl State {
             .or_else(|| self.ended.iter().rev().find(|i| i.id.pid == pid))
     }
 
-    /// Records that `img` ended: kept among the last [`ENDED_KEPT`], its marks dropped.
+    /// Records that `img` ended: kept among the last [`ENDED_KEPT`] (its heap while they hold
+    /// fewer than [`ENDED_BLOCKS_KEPT`] blocks), its marks dropped.
     pub fn end(&mut self, img: Image) {
         self.live.remove(&img.id.pid);
         self.marks.remove(&img.id.pid);
         self.ended_total += 1;
-        if self.ended.len() == ENDED_KEPT {
+        self.ended.push_back(img);
+        if self.ended.len() > ENDED_KEPT {
             self.ended.pop_front();
         }
-        self.ended.push_back(img);
+        // The newest heaps are kept; older ones keep their summary only.
+        let mut blocks = 0;
+        for i in self.ended.iter_mut().rev() {
+            blocks += i.blocks();
+            if blocks > ENDED_BLOCKS_KEPT {
+                i.snap = None;
+            }
+        }
+    }
+
+    /// Marks held in all.
+    pub fn marks_held(&self) -> usize {
+        self.marks.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -157,5 +207,25 @@ impl Shared {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The image of live process `pid` with its heap copied: the copy made for an earlier
+    /// request if the table has not changed since, else a new one made at the next tick
+    /// (waited for up to `wait`). `None` if the process is not live or the wait ran out.
+    pub fn with_heap(&self, pid: u32, wait: Duration) -> Option<Image> {
+        let rx = {
+            let mut st = self.lock();
+            let img = st.live.get(&pid)?;
+            if img.snap.is_some() {
+                return Some(img.clone());
+            }
+            if st.stopped {
+                return None;
+            }
+            let (tx, rx) = mpsc::channel();
+            st.wants.push((pid, tx));
+            rx
+        };
+        rx.recv_timeout(wait).ok()
     }
 }

@@ -384,6 +384,14 @@ impl Session<'_> {
         if all {
             let view = view(&p, monotonic_ns(), self.base_counters(), self.sample_bytes);
             self.emit(SessionEvent::Ended(view))?;
+            // Reported and dropped: its call paths are named in the report, and no event
+            // still to come is its.
+            self.stacks
+                .store()
+                .release(p.table.traces().iter().filter_map(|k| match k.stack {
+                    crate::table::StackRef::Id(id) => Some(id),
+                    _ => None,
+                }));
         } else {
             self.ended.push(p);
         }

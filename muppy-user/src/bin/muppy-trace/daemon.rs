@@ -43,6 +43,10 @@ pub struct DaemonArgs {
     /// Rotated log files kept.
     #[arg(long, value_name = "N", default_value_t = 5)]
     log_keep: u32,
+    /// With --pid: check the process for leaks every SECS seconds, the report going to the
+    /// log (`{"type":"leaks"}`).
+    #[arg(long, value_name = "SECS", requires = "log")]
+    check_every: Option<f64>,
 }
 
 /// Runs the daemon until SIGTERM (or, with --pid, until the process ends).
@@ -66,7 +70,9 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     }
     let log_every = seconds(Some(d.log_every), "--log-every")?.unwrap_or(Duration::from_secs(60));
     let mut opts = options(t)?;
-    opts.interval.get_or_insert(Duration::from_secs(1));
+    // The tick: the table is drained and the heaps clients asked for are copied (summaries
+    // of the processes that changed are made once a second).
+    opts.interval.get_or_insert(Duration::from_millis(250));
     // Sampled system-wide, unless told; a process traced by pid has every block recorded,
     // so that it can be checked for leaks.
     opts.probe.sample_bytes =
@@ -78,6 +84,10 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("eBPF probes need root: run the daemon as root (its systemd unit does)");
+    }
+    let check_every = seconds(d.check_every, "--check-every")?;
+    if check_every.is_some() && checkable.is_none() {
+        bail!("--check-every checks one process for leaks: give --pid PID, without --sample-bytes");
     }
     let group = d.group.as_deref().map(group_of).transpose()?;
     let listeners = Listeners::bind(&d.socket, group, d.listen)?;
@@ -97,7 +107,6 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     {
         let mut st = shared.lock();
         st.checkable = checkable;
-        st.interval = opts.interval.unwrap_or_default();
     }
     listeners
         .serve(&shared)
@@ -114,6 +123,9 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
         log_every,
         Box::new(|n| eprintln!("muppy-trace: {n}")),
     );
+    if let Some(every) = check_every {
+        sink.check_every(every);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,7 +159,7 @@ pub enum What {
     Processes,
     /// A process's live summary.
     Summary,
-    /// What changed since a snapshot (--since NAME; default: since the daemon first saw it).
+    /// What changed since a snapshot taken with `snapshot --name NAME` (--since NAME).
     Diff,
     /// Every live block.
     Objects,
@@ -241,8 +253,18 @@ pub fn query(q: &QueryArgs) -> anyhow::Result<u8> {
         );
     }
     match &q.output {
-        Some(f) => std::fs::write(f, &answer.body)
-            .with_context(|| format!("-o: cannot write {}", f.display()))?,
+        // Another process's addresses and names: the file is the user's alone.
+        Some(f) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(f)
+                .and_then(|mut file| file.write_all(&answer.body))
+                .with_context(|| format!("-o: cannot write {}", f.display()))?;
+        }
         None => {
             let mut out = std::io::stdout().lock();
             match out.write_all(&answer.body) {
@@ -296,9 +318,10 @@ fn request_of(q: &QueryArgs) -> anyhow::Result<(&'static str, String)> {
         What::Processes => ("GET", "/processes"),
         What::Summary => ("GET", "/summary"),
         What::Diff => {
-            if let Some(s) = &q.since {
-                params.push(("since", s.clone()));
-            }
+            let since = q.since.clone().context(
+                "say since when: --since NAME (take a snapshot first: `query snapshot --name NAME --pid PID`)",
+            )?;
+            params.push(("since", since));
             ("GET", "/diff")
         }
         What::Objects => ("GET", "/objects"),
