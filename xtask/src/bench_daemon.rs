@@ -1,12 +1,16 @@
 //! `cargo xtask bench`, the daemon (issue 15):
 //!
-//! - System-wide on a busy machine: two allocation-heavy processes (`busy`, one thread each,
-//!   replacing blocks flat out) and a stream of short processes (`hold 100000`, started one
-//!   after another, each living a few milliseconds), for a window untraced, then the same
-//!   window under `muppy-trace daemon --all` with its default sampling, then untraced again.
-//!   Figures: the workload's slowdown (its calls per second and processes per second against
-//!   the mean of the untraced windows), lost events and lost stacks, the share of the short
-//!   processes that ended with every site named, and the daemon's resident size over time.
+//! - System-wide on a busy machine: two allocation-heavy processes, Debian's python3.11
+//!   building dicts, lists and strings (a real program that allocates a lot) and `busy` (one
+//!   thread replacing blocks flat out: nothing but allocator calls, the worst case for any
+//!   uprobe tracer, each call a trap), and a stream of short processes started one after
+//!   another (`ls -l /usr/lib` and `hold 20000`, each living a few milliseconds), for a
+//!   window untraced, then the same window under `muppy-trace daemon --all` with its default
+//!   sampling, then untraced again. Figures: each part's slowdown (its rate against the mean
+//!   of the untraced windows), lost events during the window (calls under way while the probes
+//!   were being attached are counted apart: they began before tracing did), lost stacks, the
+//!   share of the short processes that ended with every site named, and the daemon's resident
+//!   size over time.
 //! - The API under load: `daemon --pid` on `busy` with 2 threads and every block recorded
 //!   (about a million events a second), 100 client threads asking `/summary` as fast as they
 //!   get answers for 10 s: requests answered, latency percentiles, lost events.
@@ -113,7 +117,9 @@ fn rss_kb(pid: u32) -> Option<u64> {
 /// What the workload did in one window.
 #[derive(Debug, Default)]
 struct Work {
-    /// The two busy processes' calls per second, summed.
+    /// python3's rounds per second.
+    python_per_s: f64,
+    /// busy's allocator calls per second.
     calls_per_s: f64,
     /// Short processes started and ended per second.
     procs_per_s: f64,
@@ -121,46 +127,74 @@ struct Work {
     procs: u64,
 }
 
-/// Runs the workload for `secs`: two busy processes and the stream of short ones.
+/// python3's part: rounds of building a dict of lists and joining its keys, for argv[1] s.
+const PYTHON: &str = "import time, sys
+end = time.time() + float(sys.argv[1]); n = 0
+while time.time() < end:
+    d = {str(i): [i] * 8 for i in range(2000)}
+    s = ','.join(d.keys()) * 4
+    n += 1
+print('rounds=%d' % n)";
+
+/// The `key` figure (`rounds=`, `calls=`) a workload printed.
+fn figure(out: &std::process::Output, key: &str) -> anyhow::Result<f64> {
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("no {key} in {text:?}"))
+}
+
+/// Runs the workload for `secs`: python3, busy and the stream of short processes.
 fn workload(busy: &Path, hold: &Path, secs: u64) -> anyhow::Result<Work> {
-    let spawn_busy = || {
-        Command::new(busy)
-            .args(["1", &secs.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-    };
-    let busies = [spawn_busy()?, spawn_busy()?];
+    let python = Command::new("python3.11")
+        .args(["-c", PYTHON, &secs.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running python3.11")?;
+    let busy = Command::new(busy)
+        .args(["1", &secs.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let started = Instant::now();
     let mut procs = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
-        let ok = Command::new(hold)
-            .arg("100000")
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            bail!("hold failed");
+        let mut cmd = if procs % 2 == 0 {
+            let mut c = Command::new("ls");
+            c.args(["-l", "/usr/lib"]);
+            c
+        } else {
+            let mut c = Command::new(hold);
+            c.arg("20000");
+            c
+        };
+        if !cmd.stdout(Stdio::null()).status()?.success() {
+            bail!("{cmd:?} failed");
         }
         procs += 1;
     }
     let took = started.elapsed().as_secs_f64();
-    let mut calls = 0.0;
-    for b in busies {
-        let out = b.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stderr);
-        calls += text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("calls="))
-            .and_then(|n| n.parse::<f64>().ok())
-            .with_context(|| format!("busy said {text:?}"))?;
-    }
-    #[expect(clippy::cast_precision_loss, reason = "counts of one window")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "seconds and counts of one window"
+    )]
+    let (secs, n) = (secs as f64, procs as f64);
     Ok(Work {
-        calls_per_s: calls / secs as f64,
-        procs_per_s: procs as f64 / took,
+        python_per_s: figure(&python.wait_with_output()?, "rounds=")? / secs,
+        calls_per_s: figure(&busy.wait_with_output()?, "calls=")? / secs,
+        procs_per_s: n / took,
         procs,
     })
+}
+
+/// The daemon's lost events so far.
+fn lost(d: &Daemon) -> anyhow::Result<u64> {
+    d.get("/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix("muppy_lost_events_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .context("no lost events in /metrics")
 }
 
 /// System-wide: untraced, traced, untraced.
@@ -176,6 +210,8 @@ fn system_wide(trace: &Path, busy: &Path, hold: &Path, dir: &Path) -> anyhow::Re
         dir,
         &["--all", "--log", &log_arg, "--log-every", "10"],
     )?;
+    // Calls under way while the probes were attached began before tracing: counted apart.
+    let at_attach = lost(&d)?;
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (done, pid) = (Arc::clone(&done), d.pid());
@@ -198,6 +234,7 @@ fn system_wide(trace: &Path, busy: &Path, hold: &Path, dir: &Path) -> anyhow::Re
     std::thread::sleep(Duration::from_secs(2));
     let processes = d.get("/processes")?;
     let closing: Value = serde_json::from_str(processes.lines().last().unwrap_or("{}"))?;
+    let lost_total = lost(&d)?;
     d.stop()?;
     settle();
     let after = workload(busy, hold, WINDOW_S / 2)?;
@@ -207,7 +244,7 @@ fn system_wide(trace: &Path, busy: &Path, hold: &Path, dir: &Path) -> anyhow::Re
     let (mut ended, mut named, mut with_rows) = (0u64, 0u64, 0u64);
     for l in text.lines() {
         let v: Value = serde_json::from_str(l).unwrap_or_default();
-        if v["type"] != "exited" || v["comm"] != "hold" {
+        if v["type"] != "exited" || !(v["comm"] == "hold" || v["comm"] == "ls") {
             continue;
         }
         ended += 1;
@@ -224,17 +261,20 @@ fn system_wide(trace: &Path, busy: &Path, hold: &Path, dir: &Path) -> anyhow::Re
             named += 1;
         }
     }
+    let plain_python = f64::midpoint(before.python_per_s, after.python_per_s);
     let plain_calls = f64::midpoint(before.calls_per_s, after.calls_per_s);
     let plain_procs = f64::midpoint(before.procs_per_s, after.procs_per_s);
     Ok(json!({
         "window_s": WINDOW_S,
-        "untraced": {"calls_per_s": plain_calls, "procs_per_s": plain_procs,
-                     "procs": before.procs + after.procs},
-        "traced": {"calls_per_s": traced.calls_per_s, "procs_per_s": traced.procs_per_s,
-                   "procs": traced.procs},
+        "untraced": {"python_per_s": plain_python, "calls_per_s": plain_calls,
+                     "procs_per_s": plain_procs, "procs": before.procs + after.procs},
+        "traced": {"python_per_s": traced.python_per_s, "calls_per_s": traced.calls_per_s,
+                   "procs_per_s": traced.procs_per_s, "procs": traced.procs},
+        "slowdown_python": plain_python / traced.python_per_s,
         "slowdown_calls": plain_calls / traced.calls_per_s,
         "slowdown_procs": plain_procs / traced.procs_per_s,
-        "lost_events": closing["lost_events"],
+        "lost_events_at_attach": at_attach,
+        "lost_events_in_window": lost_total - at_attach,
         "lost_stacks": closing["lost_stacks"],
         "ended_total": closing["ended_total"],
         "short_ended_logged": ended,
@@ -265,7 +305,7 @@ fn api_load(trace: &Path, busy: &Path, dir: &Path) -> anyhow::Result<Value> {
         line["events"].as_u64().context("no events figure")
     };
     std::thread::sleep(Duration::from_secs(2));
-    let (e0, t0) = (events(&d)?, Instant::now());
+    let (e0, t0, lost0) = (events(&d)?, Instant::now(), lost(&d)?);
     let path = format!("/summary?pid={pid}");
     let deadline = Instant::now() + Duration::from_secs(API_S);
     let clients: Vec<_> = (0..CLIENTS)
@@ -292,13 +332,7 @@ fn api_load(trace: &Path, busy: &Path, dir: &Path) -> anyhow::Result<Value> {
         lat.extend(l);
         failed += f;
     }
-    let (e1, took) = (events(&d)?, t0.elapsed().as_secs_f64());
-    let metrics = d.get("/metrics")?;
-    let lost = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("muppy_lost_events_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .context("no lost events in /metrics")?;
+    let (e1, took, lost1) = (events(&d)?, t0.elapsed().as_secs_f64(), lost(&d)?);
     let _ = target.wait();
     Arc::try_unwrap(d)
         .map_err(|_| anyhow::anyhow!("the daemon is still shared"))?
@@ -321,7 +355,8 @@ fn api_load(trace: &Path, busy: &Path, dir: &Path) -> anyhow::Result<Value> {
         "requests": lat.len(),
         "failed": failed,
         "events_per_s": (e1 - e0) as f64 / took,
-        "lost_events": lost,
+        "lost_events_at_attach": lost0,
+        "lost_events_under_load": lost1 - lost0,
         "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0),
     }))
 }
@@ -335,11 +370,14 @@ pub fn bench(trace: &Path) -> anyhow::Result<Value> {
     let sw = system_wide(trace, &busy, &hold, &dir)?;
     println!("\ndaemon --all, {WINDOW_S} s, two busy processes and a stream of short ones:");
     println!(
-        "  slowdown: {:.3}x calls/s, {:.3}x short processes/s; lost events {}, lost stacks {}",
+        "  slowdown: python3 {:.3}x, busy {:.1}x (a trap per allocator call), short processes {:.3}x",
+        sw["slowdown_python"].as_f64().unwrap_or(f64::NAN),
         sw["slowdown_calls"].as_f64().unwrap_or(f64::NAN),
         sw["slowdown_procs"].as_f64().unwrap_or(f64::NAN),
-        sw["lost_events"],
-        sw["lost_stacks"]
+    );
+    println!(
+        "  lost events in the window {} (at attach {}), lost stacks {}",
+        sw["lost_events_in_window"], sw["lost_events_at_attach"], sw["lost_stacks"]
     );
     println!(
         "  short processes: {} ran traced, {} ended with sampled blocks logged, {} fully named",
@@ -348,14 +386,14 @@ pub fn bench(trace: &Path) -> anyhow::Result<Value> {
     println!("  daemon RSS (s, KiB): {}", sw["rss_kb_over_time"]);
     let api = api_load(trace, &busy, &dir)?;
     println!(
-        "API: {CLIENTS} clients for {API_S} s at {:.0} events/s: {} answers, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; lost events {}",
+        "API: {CLIENTS} clients for {API_S} s at {:.0} events/s: {} answers, {} failed, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; lost events under load {}",
         api["events_per_s"].as_f64().unwrap_or(f64::NAN),
         api["requests"],
         api["failed"],
         api["p50_ms"].as_f64().unwrap_or(f64::NAN),
         api["p99_ms"].as_f64().unwrap_or(f64::NAN),
         api["max_ms"].as_f64().unwrap_or(f64::NAN),
-        api["lost_events"]
+        api["lost_events_under_load"]
     );
     Ok(json!({"system_wide": sw, "api": api}))
 }

@@ -950,6 +950,34 @@ impl<W: io::Write> super::Print for TextPrinter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon's process list: largest first, `top` rows, the total over all.
+    #[test]
+    fn process_list_orders_and_cuts() {
+        let id = |pid, comm: &str| Identity {
+            pid,
+            ns_pid: None,
+            comm: comm.into(),
+        };
+        let procs = [
+            (id(1, "small"), "running".to_string(), 1, 10),
+            (id(2, "big"), "running".to_string(), 5, 5000),
+            (id(3, "mid"), "exited with code 0".to_string(), 2, 300),
+        ];
+        let t = process_list(&procs, 2, 0, None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[2].contains(" big ") && lines[3].contains(" mid "),
+            "{t}"
+        );
+        assert!(!t.contains("small"), "{t}");
+        assert!(
+            t.contains(
+                "total: 8 objects, 5.19 KB live in 3 processes (top 2 of 3 processes shown)"
+            ),
+            "{t}"
+        );
+    }
     use crate::{
         analysis::{GroupBy, Label},
         model::Frame,
