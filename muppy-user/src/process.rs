@@ -55,6 +55,9 @@ pub struct Process {
     /// (`--all`): older blocks are missing and their frees count as unknown.
     pub whole: bool,
     latest_ns: u64,
+    /// System-wide: the [`crate::symbols::maps_sum`] the probes were told, for their choice
+    /// at its exit.
+    pub maps_told: Option<u64>,
     /// Memory it mapped itself, outside the allocator.
     regions: Regions,
     /// The regions' sites, named, in the same order.
@@ -83,6 +86,7 @@ impl Process {
             end: None,
             whole: true,
             latest_ns: 0,
+            maps_told: None,
             regions: Regions::default(),
             region_names: Vec::new(),
         }
@@ -119,7 +123,23 @@ impl Process {
 
     /// Takes in mappings read elsewhere (`/proc/PID/maps` text) for naming its sites.
     pub fn learn_maps(&mut self, text: &str) {
-        self.modules.add(crate::symbols::parse_maps(text));
+        self.modules.learn(text);
+    }
+
+    /// Takes in a mapping the kernel sent as the process exited, which user space had not seen
+    /// (see [`crate::event::Event::ExitMapping`]), for naming its sites as `/proc/PID/maps`
+    /// would have.
+    pub fn learn_exit_mapping(&mut self, m: &crate::event::ExitMap) {
+        let Some(path) = &m.path else {
+            return;
+        };
+        self.modules.add(vec![crate::symbols::MapsEntry {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: path.to_string_lossy().into_owned(),
+            file_id: Some((m.dev, m.ino)),
+        }]);
     }
 
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
