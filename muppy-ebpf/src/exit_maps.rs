@@ -2,8 +2,9 @@
 //! its sites with when it could not read `/proc/PID/maps` itself (a process that lives a few
 //! milliseconds is gone before it can).
 //!
-//! `sched_process_exit` runs before the exiting thread lets go of its memory map (Linux 6.16
-//! moved it there; on older kernels the map is gone and the iterator finds nothing). The
+//! `sched_process_exit` runs before the exiting thread lets go of its memory map (a 2025 kernel
+//! change moved it there, checked on 6.18; where it still runs after, the map is gone and the
+//! iterator finds nothing), and `sched_prepare_exec` before an exec replaces it. The
 //! kernel's VMA iterator (kfuncs, 6.7+) walks the map; aya does not link kfunc calls, so the
 //! probes call placeholders (`muppy_common::kfunc`) that user space turns into the kfunc calls
 //! before load.

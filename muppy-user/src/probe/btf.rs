@@ -183,7 +183,7 @@ impl Btf {
             bits += off;
             ty = self.resolve(member).ok_or_else(missing)?;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(missing());
         }
         Ok(bits / 8)
