@@ -481,4 +481,51 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn an_exit_mapping_joins_its_names_into_a_path_unless_cut() {
+        let mut m = ExitMapping {
+            pid: 7,
+            // 8:1 as the kernel numbers it.
+            dev: (8 << 20) | 1,
+            start: 0x1000,
+            end: 0x3000,
+            offset: 0x2000,
+            ino: 42,
+            depth: 3,
+            reserved: 0,
+            names: [[0; muppy_common::EXIT_MAP_NAME]; muppy_common::EXIT_MAP_DEPTH],
+        };
+        for (slot, name) in m.names.iter_mut().zip(["blink", "bin", "usr", "stale"]) {
+            slot[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        let mut stacks = StackDecoder::new(std::sync::Arc::default());
+        let expected = ExitMap {
+            start: 0x1000,
+            end: 0x3000,
+            offset: 0x2000,
+            dev: libc::makedev(8, 1),
+            ino: 42,
+            path: Some("/usr/bin/blink".into()),
+        };
+        assert_eq!(
+            decode(&bytes(&m), |t| t, &mut stacks),
+            Some(Event::ExitMapping {
+                pid: 7,
+                mapping: expected.clone(),
+            })
+        );
+        // Names that stop short of the root make no path.
+        m.depth |= EXIT_MAP_CUT;
+        assert_eq!(
+            decode(&bytes(&m), |t| t, &mut stacks),
+            Some(Event::ExitMapping {
+                pid: 7,
+                mapping: ExitMap {
+                    path: None,
+                    ..expected
+                },
+            })
+        );
+    }
 }
