@@ -235,6 +235,15 @@ impl Session<'_> {
             self.finish(p)?;
         }
         if self.kind == Kind::System {
+            // What the probes were told of a pid before its exec was applied came from the old
+            // image's reading (made perhaps after the exec, of a map half made): the new image
+            // starts from its own.
+            for &pid in &execd {
+                self.probes.maps_seen(pid, None);
+                if let Some(p) = self.live.get_mut(&pid) {
+                    p.maps_told = None;
+                }
+            }
             self.tell_maps_seen();
         }
         for pid in execd {
