@@ -58,6 +58,12 @@ pub struct Process {
     /// System-wide: the [`crate::symbols::maps_sum`] the probes were told, for their choice
     /// at its exit.
     pub maps_told: Option<u64>,
+    /// Indices of [`Process::traces`] with a frame in no module known when they were named:
+    /// named again once the kernel sends mappings (the process ended before its maps could be
+    /// read, and its mappings come with its exit, perhaps in a later batch of events).
+    unplaced: Vec<usize>,
+    /// Mappings came from the kernel since the last [`Process::settle`].
+    learnt: bool,
     /// Memory it mapped itself, outside the allocator.
     regions: Regions,
     /// The regions' sites, named, in the same order.
@@ -87,6 +93,8 @@ impl Process {
             whole: true,
             latest_ns: 0,
             maps_told: None,
+            unplaced: Vec::new(),
+            learnt: false,
             regions: Regions::default(),
             region_names: Vec::new(),
         }
@@ -140,6 +148,7 @@ impl Process {
             path: path.to_string_lossy().into_owned(),
             file_id: Some((m.dev, m.ino)),
         }]);
+        self.learnt = true;
     }
 
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
@@ -149,6 +158,9 @@ impl Process {
         // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
         self.table
             .prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
+        if std::mem::take(&mut self.learnt) && !self.unplaced.is_empty() {
+            self.name_unplaced(stacks);
+        }
         let keys = &self.table.traces()[self.traces.len()..];
         let new_regions = &self.regions.sites()[self.region_names.len()..];
         if keys.is_empty() && new_regions.is_empty() {
@@ -169,15 +181,40 @@ impl Process {
                 .push(Frame::clone(self.namer.frame(modules, a)));
         }
         for p in paths {
-            let frames = p
+            let frames: Vec<_> = p
                 .addrs
                 .iter()
                 .map(|&a| self.namer.frame(modules, a).clone())
                 .collect();
+            if frames.iter().any(|f| f.module.is_none()) {
+                self.unplaced.push(self.traces.len());
+            }
             self.traces.push(Trace {
                 frames,
                 state: p.state,
             });
+        }
+    }
+
+    /// Names again the traces that had frames in no known module, now that the kernel sent
+    /// mappings: what the namer remembered of those addresses is forgotten first.
+    fn name_unplaced(&mut self, stacks: &StackReader) {
+        self.namer.forget_unplaced();
+        let keys = self.table.traces();
+        for i in std::mem::take(&mut self.unplaced) {
+            let (Some(key), Some(trace)) = (keys.get(i), self.traces.get_mut(i)) else {
+                continue;
+            };
+            let frames: Vec<_> = stacks
+                .path(key)
+                .addrs
+                .iter()
+                .map(|&a| self.namer.frame(&self.modules, a).clone())
+                .collect();
+            if frames.iter().any(|f| f.module.is_none()) {
+                self.unplaced.push(i);
+            }
+            trace.frames = frames;
         }
     }
 

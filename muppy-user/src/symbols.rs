@@ -396,6 +396,13 @@ impl SiteNamer {
         }
     }
 
+    /// Forgets the frames it gave for addresses in no known module, so that they are looked
+    /// up again (in modules learnt since).
+    pub fn forget_unplaced(&mut self) {
+        self.cache.retain(|_, f| f.module.is_some());
+        self.outer.retain(|_, f| f.module.is_some());
+    }
+
     /// The name of the frame of the return address `ret`, as tables show it.
     pub fn name(&mut self, modules: &Modules, ret: u64) -> String {
         self.frame(modules, ret).name().to_string()
