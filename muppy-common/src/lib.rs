@@ -369,6 +369,123 @@ pub struct MapCall {
 /// Size of [`FreeEvent`] in bytes, for decoding.
 pub const FREE_EVENT_SIZE: usize = core::mem::size_of::<FreeEvent>();
 
+/// Path components an [`ExitMapping`] carries at most, the file's first.
+pub const EXIT_MAP_DEPTH: usize = 20;
+/// Bytes of each path component an [`ExitMapping`] carries, NUL included: a longer name is cut,
+/// and the path it makes then names no file with the mapping's device and inode.
+pub const EXIT_MAP_NAME: usize = 64;
+/// [`ExitMapping::depth`] bit: the walk up the directories stopped before the root (too deep,
+/// or unreadable), so the names do not make a whole path.
+pub const EXIT_MAP_CUT: u32 = 1 << 31;
+
+/// System-wide tracing: an executable file mapping of a process that is exiting, sent at its
+/// exit (while its memory map is still there) when user space has not seen it in the process's
+/// `/proc/PID/maps`: a process that lives a few milliseconds is gone before user space can
+/// read its maps, and its sites could not be named otherwise. Told apart from the other
+/// records by its length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitMapping {
+    /// The process.
+    pub pid: u32,
+    /// The file's device as the kernel numbers it (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// The file offset `start` maps.
+    pub offset: u64,
+    /// The file's inode.
+    pub ino: u64,
+    /// Path components filled in [`ExitMapping::names`], with [`EXIT_MAP_CUT`] if they do not
+    /// reach the root.
+    pub depth: u32,
+    /// Zero; keeps the layout free of implicit padding.
+    pub reserved: u32,
+    /// The path's components, NUL-terminated, from the file's own name up, as seen from the
+    /// root of the process's mount namespace.
+    pub names: [[u8; EXIT_MAP_NAME]; EXIT_MAP_DEPTH],
+}
+
+/// Size of [`ExitMapping`] in bytes, for decoding: larger than any [`Event`] with frames, and
+/// smaller than any with a stack copy, so that no other record has its length.
+pub const EXIT_MAPPING_SIZE: usize = core::mem::size_of::<ExitMapping>();
+
+const _: () = assert!(EXIT_MAPPING_SIZE > EVENT_SIZE + 8 * MAX_FP_FRAMES);
+const _: () = assert!(EXIT_MAPPING_SIZE < EVENT_SIZE + STACK_COPY_SIZE + STACK_PAGE);
+
+/// What [`ExitMapping`]s are compared by: a process's executable file mappings summed into
+/// one word, by user space from the `/proc/PID/maps` it read and by the probes from the
+/// memory map at exit. Equal sums: the process mapped no code user space has not seen, and
+/// nothing is sent.
+pub const fn mapping_sum(sum: u64, start: u64, end: u64, offset: u64) -> u64 {
+    sum.wrapping_add(start ^ end.rotate_left(17) ^ offset.rotate_left(41))
+}
+
+/// Where the probes find what they read of the kernel's structures to make an
+/// [`ExitMapping`]: byte offsets of fields, read by user space from the kernel's BTF before
+/// load (the probes have no CO-RE relocations). `ok` is 0 where they could not be found, and
+/// the probes send none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Non-zero: the offsets below are the running kernel's.
+    pub ok: u64,
+    /// `vm_area_struct.vm_start`.
+    pub vma_start: u64,
+    /// `vm_area_struct.vm_end`.
+    pub vma_end: u64,
+    /// `vm_area_struct.vm_flags`.
+    pub vma_flags: u64,
+    /// `vm_area_struct.vm_pgoff`.
+    pub vma_pgoff: u64,
+    /// `vm_area_struct.vm_file`.
+    pub vma_file: u64,
+    /// `file.f_path.mnt`.
+    pub file_mnt: u64,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u64,
+    /// `file.f_inode`.
+    pub file_inode: u64,
+    /// `inode.i_ino`.
+    pub inode_ino: u64,
+    /// `inode.i_sb`.
+    pub inode_sb: u64,
+    /// `super_block.s_dev`.
+    pub sb_dev: u64,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u64,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u64,
+    /// `mount.mnt`: the `vfsmount` a file's path points to, inside its `mount`.
+    pub mount_mnt: u64,
+    /// `mount.mnt_parent`.
+    pub mount_parent: u64,
+    /// `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u64,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u64,
+}
+
+/// The placeholders the probes call the kernel's VMA iterator through (kfuncs, which aya does
+/// not link): helper calls with these numbers, which user space turns into calls of the
+/// kfuncs by their BTF ids before load. No helper has numbers this high.
+pub mod kfunc {
+    /// `bpf_iter_task_vma_new`.
+    pub const ITER_NEW: i32 = 0x7fff_f001;
+    /// `bpf_iter_task_vma_next`.
+    pub const ITER_NEXT: i32 = 0x7fff_f002;
+    /// `bpf_iter_task_vma_destroy`.
+    pub const ITER_DESTROY: i32 = 0x7fff_f003;
+    /// Each placeholder with its kfunc's name.
+    pub const ALL: [(i32, &str); 3] = [
+        (ITER_NEW, "bpf_iter_task_vma_new"),
+        (ITER_NEXT, "bpf_iter_task_vma_next"),
+        (ITER_DESTROY, "bpf_iter_task_vma_destroy"),
+    ];
+}
+
 /// Indices into the per-CPU drop counters: each is an event that could not be delivered.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -458,6 +575,8 @@ mod pod {
     unsafe impl aya::Pod for super::MapEvent {}
     unsafe impl aya::Pod for super::MapCall {}
     unsafe impl aya::Pod for super::CodeRanges {}
+    unsafe impl aya::Pod for super::ExitMapping {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }
 
 const _: () = {
@@ -472,3 +591,4 @@ const _: () = assert!(core::mem::size_of::<FreeEvent>() == 2 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 4 * 4 + 4 * 8);
 const _: () = assert!(core::mem::size_of::<MapEvent>() == 4 * 4 + 6 * 8);
 const _: () = assert!(core::mem::size_of::<CodeRanges>() == 8 + MAX_CODE_RANGES * 16);
+const _: () = assert!(EXIT_MAPPING_SIZE == 48 + EXIT_MAP_DEPTH * EXIT_MAP_NAME);

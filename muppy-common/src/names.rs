@@ -45,9 +45,12 @@ pub mod map {
     /// The process whose threads [`EXIT_HOLD`](super::program::EXIT_HOLD) stops as they
     /// enter `_exit` (its tgid; 0: none). Set while the session runs, unlike a global.
     pub const EXIT_HOLD: &str = "EXIT_HOLD";
+    /// System-wide: per process, the [`crate::mapping_sum`] of the executable file mappings
+    /// user space read in its `/proc/PID/maps`.
+    pub const MAPS_SEEN: &str = "MAPS_SEEN";
 
     /// Every map.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         EVENTS,
         SLOTS,
         INFLIGHT,
@@ -64,6 +67,7 @@ pub mod map {
         MAP_PIDS,
         MAP_CALLS,
         EXIT_HOLD,
+        MAPS_SEEN,
     ];
 }
 
@@ -122,9 +126,11 @@ pub mod global {
     pub const PAGE_SIZE: GlobalName<u64> = GlobalName::new("PAGE_SIZE");
     /// Non-zero: trace the memory mappings of every process.
     pub const MAP_ALL: GlobalName<u32> = GlobalName::new("MAP_ALL");
+    /// Where the kernel's structures keep what an exiting process's mappings are read from.
+    pub const KERNEL_LAYOUT: GlobalName<crate::KernelLayout> = GlobalName::new("KERNEL_LAYOUT");
 
     /// Every global: name and size in bytes.
-    pub const ALL: [(&str, usize); 9] = [
+    pub const ALL: [(&str, usize); 10] = [
         SLOT_MASK.erased(),
         WAKEUP_EVERY.erased(),
         SAMPLING.erased(),
@@ -134,6 +140,7 @@ pub mod global {
         TICKS.erased(),
         PAGE_SIZE.erased(),
         MAP_ALL.erased(),
+        KERNEL_LAYOUT.erased(),
     ];
 }
 
@@ -164,6 +171,9 @@ pub mod program {
     pub const PROC_EXEC: &str = "proc_exec";
     /// A process exited. At [`SCHED_PROCESS_EXIT`](super::tracepoint::SCHED_PROCESS_EXIT).
     pub const PROC_EXIT: &str = "proc_exit";
+    /// A process is about to exec, its old program still mapped. At
+    /// [`SCHED_PREPARE_EXEC`](super::tracepoint::SCHED_PREPARE_EXEC).
+    pub const PROC_PREPARE_EXEC: &str = "proc_prepare_exec";
     /// A memory-mapping system call entered. At [`SYS_ENTER`](super::tracepoint::SYS_ENTER).
     pub const MAP_ENTER: &str = "map_enter";
     /// A memory-mapping system call returned. At [`SYS_EXIT`](super::tracepoint::SYS_EXIT).
@@ -186,8 +196,14 @@ pub mod program {
     ];
 
     /// Every raw tracepoint program, loaded when first attached.
-    pub const RAW_TRACEPOINTS: [&str; 5] =
-        [TEARDOWN_EXIT, PROC_EXEC, PROC_EXIT, MAP_ENTER, MAP_EXIT];
+    pub const RAW_TRACEPOINTS: [&str; 6] = [
+        TEARDOWN_EXIT,
+        PROC_EXEC,
+        PROC_EXIT,
+        PROC_PREPARE_EXEC,
+        MAP_ENTER,
+        MAP_EXIT,
+    ];
 }
 
 /// The kernel's raw tracepoints the tracepoint programs attach to.
@@ -196,6 +212,9 @@ pub mod tracepoint {
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
     /// A process execs.
     pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+    /// A process is past the point of no return of an exec, its old memory map still in
+    /// place (Linux 6.10+).
+    pub const SCHED_PREPARE_EXEC: &str = "sched_prepare_exec";
     /// A system call is entered.
     pub const SYS_ENTER: &str = "sys_enter";
     /// A system call returns.

@@ -27,6 +27,7 @@ mod arch;
 mod atomic;
 mod emit;
 mod exit_hold;
+mod exit_maps;
 mod free;
 mod inflight;
 mod maps;
@@ -139,6 +140,13 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(_ctx: RawTracePointContext) -> u32 {
     proc::on_exit();
+    0
+}
+
+/// System-wide tracing: a process is about to exec, its old program still mapped.
+#[raw_tracepoint(tracepoint = "sched_prepare_exec")]
+pub fn proc_prepare_exec(_ctx: RawTracePointContext) -> u32 {
+    proc::on_prepare_exec();
     0
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use muppy_common::{CodeRanges, DROP_KINDS, INTERVALS, InFlight, MapCall};
+use muppy_common::{CodeRanges, DROP_KINDS, INTERVALS, InFlight, KernelLayout, MapCall};
 
 /// Events to user space. Sized by user space (`--ring-mb`) before load.
 #[map]
@@ -135,3 +135,33 @@ pub static MAP_CALLS: HashMap<u64, MapCall> = HashMap::with_max_entries(16384, 0
 /// tracer to let it go.
 #[map]
 pub static EXIT_HOLD: Array<u32> = Array::with_max_entries(1, 0);
+
+/// System-wide: per process (tgid), the [`muppy_common::mapping_sum`] of the executable file
+/// mappings user space read in its `/proc/PID/maps`. At its exit, a process whose memory map
+/// sums otherwise (or that has no entry: user space never read it) sends its mappings
+/// (`exit_maps`). Written by user space; an exec removes the entry (a new program).
+#[map]
+pub static MAPS_SEEN: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Where the kernel's structures keep what `exit_maps` reads, from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static KERNEL_LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
+    ok: 0,
+    vma_start: 0,
+    vma_end: 0,
+    vma_flags: 0,
+    vma_pgoff: 0,
+    vma_file: 0,
+    file_mnt: 0,
+    file_dentry: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+});

@@ -4,17 +4,31 @@
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use muppy_common::{EventKind, ProcEvent};
 
-use crate::{emit::send, scope::is_tracer};
+use crate::{emit::send, exit_maps, scope::is_tracer};
 
 /// A process exec'd: user space reads its new program's name and mappings (and probes its
 /// allocator) while it is young.
 #[inline(always)]
 pub fn on_exec() {
-    emit_proc(EventKind::Exec, bpf_get_current_pid_tgid());
+    let id = bpf_get_current_pid_tgid();
+    exit_maps::on_exec((id >> 32) as u32);
+    emit_proc(EventKind::Exec, id);
+}
+
+/// A process is about to exec: its old program's mappings go where user space has not seen
+/// them, for naming what that image allocated (a shell's child between fork and exec, which
+/// user space never reads).
+#[inline(always)]
+pub fn on_prepare_exec() {
+    let id = bpf_get_current_pid_tgid();
+    if !is_tracer(id) {
+        exit_maps::on_exit((id >> 32) as u32);
+    }
 }
 
 /// A task exited: if it was a process's main thread, its table can be reported and freed once
-/// the events before it are read.
+/// the events before it are read. Its executable mappings go first where user space has not
+/// seen them, for naming its sites.
 #[inline(always)]
 #[expect(
     clippy::cast_possible_truncation,
@@ -23,6 +37,9 @@ pub fn on_exec() {
 pub fn on_exit() {
     let id = bpf_get_current_pid_tgid();
     if id as u32 == (id >> 32) as u32 {
+        if !is_tracer(id) {
+            exit_maps::on_exit(id as u32);
+        }
         emit_proc(EventKind::Exit, id);
     }
 }

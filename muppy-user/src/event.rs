@@ -22,6 +22,15 @@ pub enum Event {
         /// Its command name after the exec (the kernel's `comm`, at most 15 bytes).
         comm: String,
     },
+    /// System-wide tracing: an executable file mapping of process `pid`, sent as it exited
+    /// because user space had not seen it (see `muppy_common::ExitMapping`); it comes before
+    /// the process's [`Event::Exit`].
+    ExitMapping {
+        /// The process.
+        pid: u32,
+        /// The mapping.
+        mapping: ExitMap,
+    },
     /// System-wide tracing: process `pid` exited.
     Exit {
         /// The process.
@@ -29,6 +38,24 @@ pub enum Event {
         /// Its command name as it exited.
         comm: String,
     },
+}
+
+/// An executable file mapping of an exiting process, as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitMap {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// The file offset `start` maps.
+    pub offset: u64,
+    /// The file's device, numbered as `stat` numbers it.
+    pub dev: u64,
+    /// The file's inode.
+    pub ino: u64,
+    /// The file's path from the root of the process's mount namespace, if the kernel could
+    /// tell it whole.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// A change to one process's memory.
@@ -155,7 +182,10 @@ impl Event {
     /// The process it concerns.
     pub fn pid(&self) -> u32 {
         match *self {
-            Event::Change { pid, .. } | Event::Exec { pid, .. } | Event::Exit { pid, .. } => pid,
+            Event::Change { pid, .. }
+            | Event::Exec { pid, .. }
+            | Event::ExitMapping { pid, .. }
+            | Event::Exit { pid, .. } => pid,
         }
     }
 }

@@ -55,6 +55,15 @@ pub struct Process {
     /// (`--all`): older blocks are missing and their frees count as unknown.
     pub whole: bool,
     latest_ns: u64,
+    /// System-wide: the [`crate::symbols::maps_sum`] the probes were told, for their choice
+    /// at its exit.
+    pub maps_told: Option<u64>,
+    /// Indices of [`Process::traces`] with a frame in no module known when they were named:
+    /// named again once the kernel sends mappings (the process ended before its maps could be
+    /// read, and its mappings come with its exit, perhaps in a later batch of events).
+    unplaced: Vec<usize>,
+    /// Mappings came from the kernel since the last [`Process::settle`].
+    learnt: bool,
     /// Memory it mapped itself, outside the allocator.
     regions: Regions,
     /// The regions' sites, named, in the same order.
@@ -83,6 +92,9 @@ impl Process {
             end: None,
             whole: true,
             latest_ns: 0,
+            maps_told: None,
+            unplaced: Vec::new(),
+            learnt: false,
             regions: Regions::default(),
             region_names: Vec::new(),
         }
@@ -119,7 +131,24 @@ impl Process {
 
     /// Takes in mappings read elsewhere (`/proc/PID/maps` text) for naming its sites.
     pub fn learn_maps(&mut self, text: &str) {
-        self.modules.add(crate::symbols::parse_maps(text));
+        self.modules.learn(text);
+    }
+
+    /// Takes in a mapping the kernel sent as the process exited, which user space had not seen
+    /// (see [`crate::event::Event::ExitMapping`]), for naming its sites as `/proc/PID/maps`
+    /// would have.
+    pub fn learn_exit_mapping(&mut self, m: &crate::event::ExitMap) {
+        let Some(path) = &m.path else {
+            return;
+        };
+        self.modules.add(vec![crate::symbols::MapsEntry {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: path.to_string_lossy().into_owned(),
+            file_id: Some((m.dev, m.ino)),
+        }]);
+        self.learnt = true;
     }
 
     /// Housekeeping after a batch of events: forgets old displaced blocks and names the call
@@ -129,6 +158,9 @@ impl Process {
         // A realloc is never in flight for 10 s; older displaced blocks are just freed ones.
         self.table
             .prune_displaced(self.latest_ns.saturating_sub(10_000_000_000));
+        if std::mem::take(&mut self.learnt) && !self.unplaced.is_empty() {
+            self.name_unplaced(stacks);
+        }
         let keys = &self.table.traces()[self.traces.len()..];
         let new_regions = &self.regions.sites()[self.region_names.len()..];
         if keys.is_empty() && new_regions.is_empty() {
@@ -149,15 +181,40 @@ impl Process {
                 .push(Frame::clone(self.namer.frame(modules, a)));
         }
         for p in paths {
-            let frames = p
+            let frames: Vec<_> = p
                 .addrs
                 .iter()
                 .map(|&a| self.namer.frame(modules, a).clone())
                 .collect();
+            if frames.iter().any(|f| f.module.is_none()) {
+                self.unplaced.push(self.traces.len());
+            }
             self.traces.push(Trace {
                 frames,
                 state: p.state,
             });
+        }
+    }
+
+    /// Names again the traces that had frames in no known module, now that the kernel sent
+    /// mappings: what the namer remembered of those addresses is forgotten first.
+    fn name_unplaced(&mut self, stacks: &StackReader) {
+        self.namer.forget_unplaced();
+        let keys = self.table.traces();
+        for i in std::mem::take(&mut self.unplaced) {
+            let (Some(key), Some(trace)) = (keys.get(i), self.traces.get_mut(i)) else {
+                continue;
+            };
+            let frames: Vec<_> = stacks
+                .path(key)
+                .addrs
+                .iter()
+                .map(|&a| self.namer.frame(&self.modules, a).clone())
+                .collect();
+            if frames.iter().any(|f| f.module.is_none()) {
+                self.unplaced.push(i);
+            }
+            trace.frames = frames;
         }
     }
 

@@ -19,14 +19,14 @@ use std::{
 
 use aya::maps::MapData;
 use muppy_common::{
-    AllocFn, EVENT_SIZE, EventKind, FREE_EVENT_SIZE, FreeEvent, MAP_EVENT_SIZE, MapEvent,
-    ProcEvent, STACK_COPY, STACK_COPY_SIZE, STACK_FRAMES, STACK_FULL, STACK_LOST, STACK_PAGE,
-    StackCopy,
+    AllocFn, EVENT_SIZE, EXIT_MAP_CUT, EXIT_MAPPING_SIZE, EventKind, ExitMapping, FREE_EVENT_SIZE,
+    FreeEvent, MAP_EVENT_SIZE, MapEvent, ProcEvent, STACK_COPY, STACK_COPY_SIZE, STACK_FRAMES,
+    STACK_FULL, STACK_LOST, STACK_PAGE, StackCopy,
 };
 
 use crate::{
     clock::Ticks,
-    event::{Alloc, Change, Event, Free, HeapChange, MapChange},
+    event::{Alloc, Change, Event, ExitMap, Free, HeapChange, MapChange},
     stacks::StackDecoder,
     table::StackRef,
 };
@@ -72,6 +72,14 @@ pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64, stacks: &mut StackDecoder) 
         return Some(Event::Change {
             pid: m.pid,
             change: Change::Map(change),
+        });
+    }
+    if bytes.len() == EXIT_MAPPING_SIZE {
+        // SAFETY: the length is checked; ExitMapping is plain integers and bytes.
+        let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ExitMapping>()) };
+        return Some(Event::ExitMapping {
+            pid: m.pid,
+            mapping: exit_map(&m),
         });
     }
     if bytes.len() >= EVENT_SIZE {
@@ -143,6 +151,30 @@ pub fn decode(bytes: &[u8], ns: impl Fn(u64) -> u64, stacks: &mut StackDecoder) 
             })
         }
         _ => None,
+    }
+}
+
+/// An [`ExitMapping`] as user space uses it: the device numbered as `stat` does, the names
+/// joined into a path.
+fn exit_map(m: &ExitMapping) -> ExitMap {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = (m.depth & EXIT_MAP_CUT == 0).then(|| {
+        let depth = usize::try_from(m.depth).unwrap_or(usize::MAX);
+        let mut path = std::path::PathBuf::from("/");
+        for name in m.names.iter().take(depth).rev() {
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            path.push(std::ffi::OsStr::from_bytes(&name[..end]));
+        }
+        path
+    });
+    ExitMap {
+        start: m.start,
+        end: m.end,
+        offset: m.offset,
+        // The kernel's dev_t: the major number above 20 bits of minor.
+        dev: libc::makedev(m.dev >> 20, m.dev & 0xf_ffff),
+        ino: m.ino,
+        path,
     }
 }
 
@@ -446,6 +478,53 @@ mod tests {
                     len: 0x2000,
                     ts_ns: 4,
                 }),
+            })
+        );
+    }
+
+    #[test]
+    fn an_exit_mapping_joins_its_names_into_a_path_unless_cut() {
+        let mut m = ExitMapping {
+            pid: 7,
+            // 8:1 as the kernel numbers it.
+            dev: (8 << 20) | 1,
+            start: 0x1000,
+            end: 0x3000,
+            offset: 0x2000,
+            ino: 42,
+            depth: 3,
+            reserved: 0,
+            names: [[0; muppy_common::EXIT_MAP_NAME]; muppy_common::EXIT_MAP_DEPTH],
+        };
+        for (slot, name) in m.names.iter_mut().zip(["blink", "bin", "usr", "stale"]) {
+            slot[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        let mut stacks = StackDecoder::new(std::sync::Arc::default());
+        let expected = ExitMap {
+            start: 0x1000,
+            end: 0x3000,
+            offset: 0x2000,
+            dev: libc::makedev(8, 1),
+            ino: 42,
+            path: Some("/usr/bin/blink".into()),
+        };
+        assert_eq!(
+            decode(&bytes(&m), |t| t, &mut stacks),
+            Some(Event::ExitMapping {
+                pid: 7,
+                mapping: expected.clone(),
+            })
+        );
+        // Names that stop short of the root make no path.
+        m.depth |= EXIT_MAP_CUT;
+        assert_eq!(
+            decode(&bytes(&m), |t| t, &mut stacks),
+            Some(Event::ExitMapping {
+                pid: 7,
+                mapping: ExitMap {
+                    path: None,
+                    ..expected
+                },
             })
         );
     }

@@ -179,6 +179,8 @@ pub struct Modules {
     modules: Vec<Module>,
     /// The modules as the model holds them (for profiles and snapshots), kept in step.
     files: Vec<ModuleFile>,
+    /// The [`maps_sum`] of the maps text read last.
+    sum: Option<u64>,
 }
 
 /// One line of `/proc/PID/maps` for an executable file mapping.
@@ -192,6 +194,10 @@ pub struct MapsEntry {
     pub offset: u64,
     /// Path.
     pub path: String,
+    /// The file's (device, inode), where the mapping was learnt from the kernel as the process
+    /// exited: the file is opened by its path in this process's root then, and used only if it
+    /// is that file.
+    pub file_id: Option<(u64, u64)>,
 }
 
 /// Parses the executable, file-backed lines of a `/proc/PID/maps` text.
@@ -204,8 +210,20 @@ pub fn parse_maps(text: &str) -> Vec<MapsEntry> {
             end: m.end,
             offset: m.offset,
             path: m.name,
+            file_id: None,
         })
         .collect()
+}
+
+/// The [`muppy_common::mapping_sum`] of the executable file mappings of a `/proc/PID/maps`
+/// text, as the probes sum them at the process's exit (every executable mapping of a file).
+pub fn maps_sum(text: &str) -> u64 {
+    crate::places::parse_mappings(text)
+        .iter()
+        .filter(|m| m.executable && m.inode != 0)
+        .fold(0, |sum, m| {
+            muppy_common::mapping_sum(sum, m.start, m.end, m.offset)
+        })
 }
 
 impl Modules {
@@ -215,14 +233,26 @@ impl Modules {
             pid,
             modules: Vec::new(),
             files: Vec::new(),
+            sum: None,
         }
+    }
+
+    /// The [`maps_sum`] of the `/proc/PID/maps` text read last, if any was.
+    pub fn sum(&self) -> Option<u64> {
+        self.sum
+    }
+
+    /// Takes in a `/proc/PID/maps` text read elsewhere.
+    pub fn learn(&mut self, text: &str) {
+        self.add(parse_maps(text));
+        self.sum = Some(maps_sum(text));
     }
 
     /// Reads the target's current mappings and opens the files of new ones. Fails only if the
     /// maps cannot be read (the process is gone).
     pub fn refresh(&mut self) -> io::Result<()> {
         let text = fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
-        self.add(parse_maps(&text));
+        self.learn(&text);
         Ok(())
     }
 
@@ -230,16 +260,27 @@ impl Modules {
     /// removed them: see [`crate::target::TreeEvent::OldImage`]), as [`Modules::refresh`] does.
     pub fn add(&mut self, entries: Vec<MapsEntry>) {
         for e in entries {
+            // A module whose file could not be opened (the process ended while its maps were
+            // read) is taken again: the kernel may have sent it as the process exited.
             let known = self.modules.iter().any(|m| {
-                m.start == e.start && m.end == e.end && m.offset == e.offset && m.path == e.path
+                m.start == e.start
+                    && m.end == e.end
+                    && m.offset == e.offset
+                    && m.path == e.path
+                    && m.file.is_some()
             });
             if known {
                 continue;
             }
             self.modules
                 .retain(|m| m.end <= e.start || m.start >= e.end);
-            let root = PathBuf::from(format!("/proc/{}/root", self.pid));
-            let file = self.open(&e).map(|f| OpenFile::shared(f, &root));
+            let file = match e.file_id {
+                Some(id) => open_exited(&e.path, id),
+                None => {
+                    let root = PathBuf::from(format!("/proc/{}/root", self.pid));
+                    self.open(&e).map(|f| OpenFile::shared(f, &root))
+                }
+            };
             self.modules.push(Module {
                 start: e.start,
                 end: e.end,
@@ -290,6 +331,18 @@ impl Modules {
             .iter()
             .find(|m| m.start <= addr && addr < m.end)
     }
+}
+
+/// The file (`id`: device and inode) of a process that has exited, whose `/proc/PID` is gone:
+/// the one already open if the session has it, else `path` opened in this process's root if it
+/// is that file (the process may have had another root, or the file may have been replaced).
+fn open_exited(path: &str, id: (u64, u64)) -> Option<Arc<OpenFile>> {
+    if let Some(open) = FILES.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return Some(Arc::clone(open));
+    }
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    ((meta.dev(), meta.ino()) == id).then(|| OpenFile::shared(file, Path::new("/")))
 }
 
 /// Whether names are demangled: chosen once for the process (see [`set_demangling`]).
@@ -366,6 +419,13 @@ impl SiteNamer {
             cache: HashMap::new(),
             outer: HashMap::new(),
         }
+    }
+
+    /// Forgets the frames it gave for addresses in no known module, so that they are looked
+    /// up again (in modules learnt since).
+    pub fn forget_unplaced(&mut self) {
+        self.cache.retain(|_, f| f.module.is_some());
+        self.outer.retain(|_, f| f.module.is_some());
     }
 
     /// The name of the frame of the return address `ret`, as tables show it.

@@ -2,14 +2,24 @@
 //! reported as it exits. In a test binary of its own, so that no other test's workloads run
 //! meanwhile and the counts below are this test's alone.
 
-use muppy_tests::{Run, ebpf_available, expected_rows, ledger, rows_in, workload};
+use std::sync::{Mutex, MutexGuard};
+
+use muppy_tests::{Run, Tracing, ebpf_available, expected_rows, ledger, rows_in, workload};
 use serde_json::Value;
+
+/// The tests here take turns: each counts every process on the machine.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 #[test]
 fn system_wide_tracing_reports_each_process_as_it_exits() {
     if !ebpf_available("system_wide_tracing_reports_each_process_as_it_exits") {
         return;
     }
+    let _turn = one_at_a_time();
     muppy_tests::wait_for_no_tracer();
     let mut tracer =
         muppy_tests::spawn_trace(&["--all", "--sample-bytes", "0", "--format", "json"]);
@@ -79,6 +89,58 @@ fn system_wide_tracing_reports_each_process_as_it_exits() {
     assert_eq!(forks, vec![(3, 12000, 1), (8, 800, 0)], "{run}");
     assert_eq!(lines.last().unwrap()["type"], "processes", "{run}");
     assert_eq!(lines.last().unwrap()["lost_events"], 0, "{run}");
+}
+
+/// A process that lives a millisecond is gone before the tracer can read its
+/// `/proc/PID/maps`; the kernel sends its mappings as it exits, so its site is named all the
+/// same: every one of 300 such processes started by a shell, however briefly each lived.
+#[test]
+fn system_wide_names_the_sites_of_processes_that_lived_a_millisecond() {
+    if !ebpf_available("system_wide_names_the_sites_of_processes_that_lived_a_millisecond") {
+        return;
+    }
+    const RUNS: usize = 300;
+    let _turn = one_at_a_time();
+    muppy_tests::wait_for_no_tracer();
+    let tracer = Tracing::start(&["--all", "--format", "json"]);
+    let script = format!(
+        "i=0; while [ $i -lt {RUNS} ]; do {}; i=$((i+1)); done",
+        workload("blink").display()
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Exit events wake the reader at once; give it a moment, then stop as Ctrl-C would.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let run = tracer.interrupt(60);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines = run.json();
+    let ended: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "exited" && l["comm"] == "blink" && l["state"] == "exited")
+        .collect();
+    let expected = expected_rows(&ledger("blink"));
+    let named = ended
+        .iter()
+        .filter(|l| {
+            rows_in(l, &["blink_site"]) == expected
+                && l["rows"].as_array().is_some_and(|rows| {
+                    rows.iter()
+                        .all(|r| !r["site"].as_str().unwrap_or("").starts_with("[unknown]"))
+                })
+        })
+        .count();
+    eprintln!(
+        "blink: {} processes ended, {named} with their sites named",
+        ended.len()
+    );
+    assert_eq!(
+        (ended.len(), named),
+        (RUNS, RUNS),
+        "(ended, named) of {RUNS} runs of blink\n{run}"
+    );
 }
 
 /// Sends SIGINT, as Ctrl-C would.

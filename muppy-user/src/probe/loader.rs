@@ -8,7 +8,7 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, CodeRanges, Drop, FREE_CALLERS_ALWAYS, StackMode, cookie,
+    AllocFn, CodeRanges, Drop, FREE_CALLERS_ALWAYS, KernelLayout, StackMode, cookie,
     names::{GlobalName, global, map, program, tracepoint},
 };
 
@@ -16,6 +16,39 @@ use super::{ExitPoint, ProbeError, ProbePlan, sampling::fill_sampling_maps};
 
 /// The probes, compiled by the build script from `muppy-ebpf`.
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/muppy"));
+
+/// The probes' object, 8-byte aligned (as the ELF parser wants it) and writable.
+struct Object(Vec<u64>);
+
+impl Object {
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the words' memory viewed as bytes, no longer than it (PROBES_ELF's length
+        // rounded up to whole words).
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), PROBES_ELF.len())
+        }
+    }
+}
+
+/// The probes' object for the running kernel, with where its structures keep what the probes
+/// read of an exiting process's mappings: the kfunc calls that walk those are written in from
+/// the kernel's BTF. Where that cannot be done (no BTF, no such kfuncs), the layout says so
+/// (`ok` 0) and the probes walk nothing; they still load, since the unpatched calls are then
+/// never reached and the verifier skips what is never reached.
+fn kernel_object() -> (Object, KernelLayout) {
+    let mut obj = Object(vec![0; PROBES_ELF.len().div_ceil(8)]);
+    obj.bytes().copy_from_slice(PROBES_ELF);
+    let layout = super::btf::Btf::kernel().and_then(|btf| {
+        let layout = btf.layout()?;
+        let patched = super::btf::patch_kfunc_calls(obj.bytes(), &btf)?;
+        Ok(if patched > 0 {
+            layout
+        } else {
+            KernelLayout::default()
+        })
+    });
+    (obj, layout.unwrap_or_default())
+}
 
 /// Adds `pid` to (`on`) or removes it from the hash set of pids `map`.
 fn set_pid(ebpf: &mut Ebpf, map: &str, pid: u32, on: bool) {
@@ -113,6 +146,8 @@ impl Probes {
         let wakeup = (u64::from(cfg.ring_bytes) / 8 / cpus.max(1) as u64).max(1);
         let sampling = u32::from(cfg.sample_bytes > 0);
         let ticks = crate::clock::Ticks::read();
+        let (mut elf, layout) = kernel_object();
+        let elf = elf.bytes();
         let mut ebpf = EbpfLoader::new()
             // The probes need no CO-RE relocation; drop the kernel's BTF (megabytes) at once.
             .btf(None)
@@ -128,11 +163,12 @@ impl Probes {
             .typed_global(global::TRACER_TGID, &std::process::id())
             .typed_global(global::MAP_ALL, &u32::from(cfg.all_mappings))
             .typed_global(global::TICKS, &u32::from(ticks.is_some()))
+            .typed_global(global::KERNEL_LAYOUT, &layout)
             .map_max_entries(
                 map::SAMPLED,
                 if sampling != 0 { cfg.max_sampled } else { 1 },
             )
-            .load(PROBES_ELF)
+            .load(elf)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let entries = AllocFn::ALL.map(AllocFn::entry_program);
         // free_enter is AllocFn::Free's entry program, so it is in `entries` and not here.
@@ -299,12 +335,24 @@ impl Probes {
         Ok(())
     }
 
-    /// System-wide tracing: sends process exec and exit events (sched tracepoints).
+    /// System-wide tracing: user space read process `pid`'s executable file mappings, which
+    /// sum to `sum` ([`muppy_common::mapping_sum`]); `None`: forget the process. At its exit
+    /// the probes send its mappings unless they still sum so.
+    pub fn maps_seen(&mut self, pid: u32, sum: Option<u64>) {
+        set_entry(&mut self.ebpf, map::MAPS_SEEN, pid, sum.as_ref());
+    }
+
+    /// System-wide tracing: sends process exec and exit events (sched tracepoints), and
+    /// before an exec the old program's mappings user space has not seen.
     pub fn watch_processes(&mut self) -> Result<(), ProbeError> {
         self.attach_raw(&[
             (program::PROC_EXEC, tracepoint::SCHED_PROCESS_EXEC),
             (program::PROC_EXIT, tracepoint::SCHED_PROCESS_EXIT),
-        ])
+        ])?;
+        // Kernels before 6.10 have no such tracepoint: an image that ends by exec is then
+        // named from what user space read of it, as before.
+        let _ = self.attach_raw(&[(program::PROC_PREPARE_EXEC, tracepoint::SCHED_PREPARE_EXEC)]);
+        Ok(())
     }
 
     /// Traces the memory mappings that processes make themselves (system call tracepoints):

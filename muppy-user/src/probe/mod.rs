@@ -12,6 +12,7 @@
 //! (load, attach, and the maps user space reads and writes, by the names of
 //! `muppy_common::names`).
 
+mod btf;
 mod discover;
 mod loader;
 mod plan;

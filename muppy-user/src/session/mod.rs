@@ -237,11 +237,36 @@ impl Session<'_> {
         for p in ended {
             self.finish(p)?;
         }
+        if self.kind == Kind::System {
+            // What the probes were told of a pid before its exec was applied came from the old
+            // image's reading (made perhaps after the exec, of a map half made): the new image
+            // starts from its own.
+            for &pid in &execd {
+                self.probes.maps_seen(pid, None);
+                if let Some(p) = self.live.get_mut(&pid) {
+                    p.maps_told = None;
+                }
+            }
+            self.tell_maps_seen();
+        }
         for pid in execd {
             self.system.scanned.remove(&pid); // a new program
             self.discover_pid(pid)?;
         }
         Ok(())
+    }
+
+    /// Tells the probes which processes' mappings have been read since, and how they summed:
+    /// at exit, a process that mapped no code since sends none (see
+    /// [`Event::ExitMapping`]).
+    fn tell_maps_seen(&mut self) {
+        for (&pid, p) in &mut self.live {
+            let sum = p.modules.sum();
+            if sum.is_some() && sum != p.maps_told {
+                self.probes.maps_seen(pid, sum);
+                p.maps_told = sum;
+            }
+        }
     }
 
     /// Applies one event: to its process's table, or, system-wide, a process's exec or exit
@@ -266,6 +291,13 @@ impl Session<'_> {
                 }
                 live.insert(pid, p);
                 execd.push(pid);
+            }
+            // Before its exit, the mappings user space had not seen; the process may have
+            // recorded nothing (and have no table).
+            Event::ExitMapping { pid, ref mapping } => {
+                if let Some(p) = live.get_mut(&pid) {
+                    p.learn_exit_mapping(mapping);
+                }
             }
             Event::Exit { pid, ref comm } => {
                 // Its pid may be reused by a new process.
@@ -369,6 +401,10 @@ impl Session<'_> {
     /// process that never allocated while traced) has nothing to report.
     fn finish(&mut self, p: Process) -> Result<(), TraceError> {
         self.system.forget(p.id.pid);
+        // A process that exec'd lives on as a new image, whose sum is the new one's.
+        if p.maps_told.is_some() && !self.live.contains_key(&p.id.pid) {
+            self.probes.maps_seen(p.id.pid, None);
+        }
         self.stacks.store().tell(Notice::Forget(p.id.pid));
         if self.fp_code.is_some() {
             self.probes.set_fp_code(p.id.pid, None);

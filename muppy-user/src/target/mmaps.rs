@@ -178,6 +178,7 @@ fn mmap2(rec: &[u8]) -> Option<MapsEntry> {
         end: addr + len,
         offset: pgoff,
         path,
+        file_id: None,
     })
 }
 
