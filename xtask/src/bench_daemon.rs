@@ -9,7 +9,8 @@
 //!   sampling, then untraced again. Figures: each part's slowdown (its rate against the mean
 //!   of the untraced windows), lost events during the window (calls under way while the probes
 //!   were being attached are counted apart: they began before tracing did), lost stacks, the
-//!   share of the short processes that ended with every site named, and the daemon's resident
+//!   share of the short processes that ended with every site named (a function, or in a
+//!   stripped program its file and offset; not a bare address), and the daemon's resident
 //!   size over time.
 //! - The API under load: `daemon --pid` on `busy` with 2 threads and every block recorded
 //!   (about a million events a second), 100 client threads asking `/summary` as fast as they
@@ -160,7 +161,7 @@ fn workload(busy: &Path, hold: &Path, secs: u64) -> anyhow::Result<Work> {
     let started = Instant::now();
     let mut procs = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
-        let mut cmd = if procs % 2 == 0 {
+        let mut cmd = if procs.is_multiple_of(2) {
             let mut c = Command::new("ls");
             c.args(["-l", "/usr/lib"]);
             c
@@ -252,11 +253,13 @@ fn system_wide(trace: &Path, busy: &Path, hold: &Path, dir: &Path) -> anyhow::Re
         if !rows.is_empty() {
             with_rows += 1;
         }
+        // A site in a stripped program reads `[unknown] (ls+0x1a2b)`: its file and offset
+        // are known, all there is to name. A bare address, `[unknown] (0x7f...)`, is not.
         if rows.iter().all(|r| {
             !r["site"]
                 .as_str()
-                .unwrap_or("[unknown]")
-                .starts_with("[unknown]")
+                .unwrap_or("[unknown] (0x")
+                .starts_with("[unknown] (0x")
         }) {
             named += 1;
         }

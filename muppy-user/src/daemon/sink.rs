@@ -27,6 +27,24 @@ const ENDED_COPY_EVENTS: u64 = (ENDED_BLOCKS_KEPT / 16) as u64;
 /// gets a new one at the next tick).
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 
+/// Where the daemon's notes go: the binary prints them.
+pub type Notes = Box<dyn FnMut(&dyn std::fmt::Display) + Send>;
+
+/// What a tick made for one process: a new image, or a copy of its heap.
+type Made = (u32, Work, Option<Image>, Option<Arc<Snapshot>>);
+
+/// What a tick does for one process.
+enum Work {
+    /// Nothing: its image shows it.
+    Keep,
+    /// Its table changed; its summary waits for the next round, its copy is dropped.
+    Stale,
+    /// A client waits for its heap, which did not change: copy it.
+    Copy,
+    /// A new image, with its heap copied if a client waits for it.
+    Image(bool),
+}
+
 /// The daemon's sink.
 pub struct DaemonSink {
     /// What the API reads.
@@ -38,7 +56,7 @@ pub struct DaemonSink {
     /// How often the log gets a record.
     pub log_every: Duration,
     /// Where notes go (the binary prints them).
-    pub notes: Box<dyn FnMut(&dyn std::fmt::Display) + Send>,
+    pub notes: Notes,
     /// Per pid, the summary the log's last record showed.
     logged: HashMap<u32, Summary>,
     /// When the log's last record was written.
@@ -61,7 +79,7 @@ impl DaemonSink {
         label: String,
         log: Option<Log>,
         log_every: Duration,
-        notes: Box<dyn FnMut(&dyn std::fmt::Display) + Send>,
+        notes: Notes,
     ) -> Self {
         DaemonSink {
             shared,
@@ -128,12 +146,6 @@ impl DaemonSink {
         if due {
             self.last_summaries = Instant::now();
         }
-        enum Work {
-            Keep,
-            Stale,
-            Copy,
-            Image(bool),
-        }
         let work: Vec<Work> = {
             let st = self.shared.lock();
             procs
@@ -153,7 +165,7 @@ impl DaemonSink {
                 .collect()
         };
         let label = &self.label;
-        let made: Vec<(u32, Work, Option<Image>, Option<Arc<Snapshot>>)> = procs
+        let made: Vec<Made> = procs
             .iter()
             .zip(work)
             .map(|(p, w)| {
@@ -291,7 +303,7 @@ impl Sink for DaemonSink {
                 self.logged.remove(&p.id.pid);
                 self.shared.lock().end(img);
             }
-            SessionEvent::Leaks(r) => self.answer(CheckAnswer::Leaks(r)),
+            SessionEvent::Leaks(r) => self.answer(CheckAnswer::Leaks(Box::new(r))),
             SessionEvent::Referrers(r) => {
                 if let Some((_, refs)) = &mut self.asked {
                     refs.push(r);
