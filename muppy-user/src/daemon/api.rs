@@ -69,15 +69,12 @@ fn route(req: &Request, shared: &Shared, via: Via) -> Answer {
             ),
         ));
     }
+    // POST takes a snapshot; a GET of /snapshot with a name reads the one of that name.
     let post = req.method == Method::Post;
-    if post != (req.path == "/snapshot" && req.param("name").is_some()) {
+    if post && !(req.path == "/snapshot" && req.param("name").is_some()) {
         return Err(Fail(
             405,
-            if post {
-                "POST is for taking a snapshot: POST /snapshot?pid=N&name=NAME".into()
-            } else {
-                format!("{} takes GET", req.path)
-            },
+            "POST is for taking a snapshot: POST /snapshot?pid=N&name=NAME".into(),
         ));
     }
     match req.path.as_str() {
