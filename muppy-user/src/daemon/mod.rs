@@ -108,16 +108,16 @@ impl Listeners {
                 source,
             }
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(if group.is_some() { 0o750 } else { 0o700 })
-                    .create(dir)
-                    .map_err(err("creating its directory"))?;
-                if let Some(g) = group {
-                    chown(dir, g.gid).map_err(err("giving its directory to the group"))?;
-                }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(if group.is_some() { 0o750 } else { 0o700 })
+                .create(dir)
+                .map_err(err("creating its directory"))?;
+            if let Some(g) = group {
+                chown(dir, g.gid).map_err(err("giving its directory to the group"))?;
             }
         }
         if path.exists() {

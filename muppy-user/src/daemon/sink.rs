@@ -22,6 +22,9 @@ use crate::session::{CheckSpec, Note, SessionEvent, Sink, SinkError};
 /// An unchanged table is copied again after this many ms (its names may have been learned).
 const RECOPY_MS: u64 = 10_000;
 
+/// Where the sink's notes go (the binary prints them).
+pub type Notes = Box<dyn FnMut(&dyn std::fmt::Display) + Send>;
+
 /// The daemon's sink.
 pub struct DaemonSink {
     /// What the API reads.
@@ -33,7 +36,7 @@ pub struct DaemonSink {
     /// How often the log gets a record.
     pub log_every: Duration,
     /// Where notes go (the binary prints them).
-    pub notes: Box<dyn FnMut(&dyn std::fmt::Display) + Send>,
+    pub notes: Notes,
     /// Per pid, the summary the log's last record showed.
     logged: HashMap<u32, Summary>,
     /// When the log's last record was written.
@@ -49,7 +52,7 @@ impl DaemonSink {
         label: String,
         log: Option<Log>,
         log_every: Duration,
-        notes: Box<dyn FnMut(&dyn std::fmt::Display) + Send>,
+        notes: Notes,
     ) -> Self {
         DaemonSink {
             shared,
@@ -204,7 +207,7 @@ impl Sink for DaemonSink {
                 self.logged.remove(&p.id.pid);
                 self.shared.lock().end(img);
             }
-            SessionEvent::Leaks(r) => self.answer(CheckAnswer::Leaks(r)),
+            SessionEvent::Leaks(r) => self.answer(CheckAnswer::Leaks(Box::new(r))),
             SessionEvent::Referrers(r) => {
                 if let Some((_, refs)) = &mut self.asked {
                     refs.push(r);

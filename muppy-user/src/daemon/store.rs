@@ -87,8 +87,8 @@ pub struct PendingCheck {
 
 /// A check's answer.
 pub enum CheckAnswer {
-    /// The leak report.
-    Leaks(muppy_core::analysis::LeakReport),
+    /// The leak report (boxed: it is far larger than the others).
+    Leaks(Box<muppy_core::analysis::LeakReport>),
     /// Who points at each selected block.
     Referrers(Vec<muppy_core::analysis::RefReport>),
     /// No check was made, and why.

@@ -274,12 +274,10 @@ fn request_of(q: &QueryArgs) -> anyhow::Result<(&'static str, String)> {
         q.what,
         What::Summary | What::Diff | What::Objects | What::Leaks | What::Processes
     );
-    if views || q.what == What::Referrers {
-        if q.format == QueryFormat::Table {
-            params.push(("format", "table".into()));
-            if let Some(w) = terminal_width().filter(|_| q.output.is_none()) {
-                params.push(("width", w.to_string()));
-            }
+    if (views || q.what == What::Referrers) && q.format == QueryFormat::Table {
+        params.push(("format", "table".into()));
+        if let Some(w) = terminal_width().filter(|_| q.output.is_none()) {
+            params.push(("width", w.to_string()));
         }
     }
     if views {
