@@ -125,8 +125,7 @@ impl DaemonSink {
             }
         }
         if let Some(c) = procs.first().map(|p| p.heap.counters) {
-            st.lost_events = c.lost_events;
-            st.lost_stacks = st.lost_stacks.max(c.lost_stacks);
+            note_lost(&mut st, &c);
         }
         st.ticks += 1;
         st.last_tick_ms = unix_ms();
@@ -201,6 +200,9 @@ impl Sink for DaemonSink {
             }
             SessionEvent::Ended(p) => {
                 let img = Image::of(&p, &self.label);
+                // The probes' counts come with every view: a machine whose processes are
+                // short-lived may have none live at a tick.
+                note_lost(&mut self.shared.lock(), &p.heap.counters);
                 if let Some(log) = &mut self.log {
                     log.ended(&p)?;
                 }
@@ -239,4 +241,10 @@ impl Sink for DaemonSink {
         self.asked = Some((c.reply, Vec::new()));
         Some(c.spec)
     }
+}
+
+/// The probes' counts of lost events and stacks (for every process together, growing only).
+fn note_lost(st: &mut super::store::State, c: &muppy_core::model::Counters) {
+    st.lost_events = st.lost_events.max(c.lost_events);
+    st.lost_stacks = st.lost_stacks.max(c.lost_stacks);
 }
