@@ -1312,11 +1312,27 @@ fn daemon_soak_two_minutes() {
         "{steady_exit}"
     );
     // Events lost can only be the returns of calls other processes had under way when the
-    // probes were attached (the machine's, not the workloads': those started after).
-    if lost > 0 {
+    // probes were attached (the machine's, not the workloads': those started after); and the
+    // API's count, before the stop, is at most the session's at the stop.
+    let final_lost: u64 = run
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("muppy-trace: warning: ")?
+                .split_once(" events were lost (")?
+                .0
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(
+        lost <= final_lost,
+        "API {lost}, at the stop {final_lost}\n{run}"
+    );
+    if final_lost > 0 {
         let kinds = format!(
-            "warning: {lost} events were lost ({lost}: a return without its entry (calls under \
-             way at attach))"
+            "warning: {final_lost} events were lost ({final_lost}: a return without its entry \
+             (calls under way at attach))"
         );
         assert!(run.stderr.contains(&kinds), "want {kinds:?}\n{run}");
     }
