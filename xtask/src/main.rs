@@ -161,7 +161,8 @@ fn setup() -> anyhow::Result<()> {
     // and each completion script checked by its shell. The stack tests attach to Debian's own
     // python3.11, built without frame pointers. The views' tests read muppy's pprof profiles with
     // Go's own pprof (golang-go), load its HTML reports in headless Chromium, and drive its
-    // terminal browser in tmux.
+    // terminal browser in tmux. The daemon's /metrics is checked by Prometheus' own promtool
+    // (prometheus).
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
@@ -175,6 +176,7 @@ fn setup() -> anyhow::Result<()> {
         || which("go").is_none()
         || which("chromium").is_none()
         || which("tmux").is_none()
+        || which("promtool").is_none()
         || !Path::new("/usr/bin/python3.11").exists()
         || [
             "libc.a",
@@ -205,6 +207,7 @@ fn setup() -> anyhow::Result<()> {
             "golang-go",
             "chromium",
             "tmux",
+            "prometheus",
         ]))?;
     }
     Ok(())

@@ -218,8 +218,7 @@ impl DaemonSink {
             }
         }
         if let Some(c) = procs.first().map(|p| p.heap.counters) {
-            st.lost_events = c.lost_events;
-            st.lost_stacks = st.lost_stacks.max(c.lost_stacks);
+            note_lost(&mut st, &c);
         }
         st.ticks += 1;
         st.last_tick_ms = now;
@@ -297,6 +296,9 @@ impl Sink for DaemonSink {
                 // Kept with its heap (while the ended ones' copies stay small), for queries.
                 let small = p.heap.counters.events < ENDED_COPY_EVENTS;
                 let img = Image::of(&p, &self.label, small);
+                // The probes' counts come with every view: a machine whose processes are
+                // short-lived may have none live at a tick.
+                note_lost(&mut self.shared.lock(), &p.heap.counters);
                 if let Some(log) = &mut self.log {
                     log.ended(&p)?;
                 }
@@ -349,4 +351,10 @@ impl Sink for DaemonSink {
             retention: false,
         })
     }
+}
+
+/// The probes' counts of lost events and stacks (for every process together, growing only).
+fn note_lost(st: &mut super::store::State, c: &muppy_core::model::Counters) {
+    st.lost_events = st.lost_events.max(c.lost_events);
+    st.lost_stacks = st.lost_stacks.max(c.lost_stacks);
 }
