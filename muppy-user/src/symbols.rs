@@ -373,37 +373,12 @@ pub struct SiteNamer {
 
 thread_local! {
     /// The symbolizer, with DWARF line info, inlined functions and demangling as chosen
-    /// ([`demangling`]). One for the thread: it caches every file it parsed, by path, until
-    /// [`close_unused`] replaces it.
-    static SYMBOLIZER: std::cell::RefCell<Symbolizer> = std::cell::RefCell::new(symbolizer());
-}
-
-fn symbolizer() -> Symbolizer {
-    Symbolizer::builder()
+    /// ([`demangling`]). One for the thread: it caches every file it parsed, by path.
+    static SYMBOLIZER: Symbolizer = Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(demangling())
-        .build()
-}
-
-/// Files no process maps any more, past which [`close_unused`] closes them.
-const UNUSED_FILES_KEPT: usize = 32;
-
-/// Closes the mapped files no traced process maps any more (the processes that mapped them
-/// ended, and their sites are named), once more than [`UNUSED_FILES_KEPT`] are open, and
-/// starts this thread's symbolizer afresh, so that what was parsed from them is let go too: a
-/// system-wide session on a machine that keeps building and running new programs stays the
-/// same size. Returns how many were closed.
-pub fn close_unused() -> usize {
-    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
-    let unused = files.values().filter(|f| Arc::strong_count(f) == 1).count();
-    if unused <= UNUSED_FILES_KEPT {
-        return 0;
-    }
-    files.retain(|_, f| Arc::strong_count(f) > 1);
-    drop(files);
-    SYMBOLIZER.with(|s| *s.borrow_mut() = symbolizer());
-    unused
+        .build();
 }
 
 impl Default for SiteNamer {
@@ -495,7 +470,6 @@ impl SiteNamer {
             }
         };
         SYMBOLIZER.with(|symbolizer| {
-            let symbolizer = symbolizer.borrow();
             let Ok(Symbolized::Sym(sym)) = symbolizer.symbolize_single(&Source::Elf(elf), input)
             else {
                 return unknown();

@@ -424,10 +424,10 @@ fn daemon_answers_the_ledger_exactly() {
         ]),
         "{dl}"
     );
-    // Since the start (the first tick, before phase 1): everything.
-    let diff = d.json("diff", &["--pid", &p, "--format", "json"]);
-    let dl = diff.iter().find(|l| l["type"] == "diff").unwrap();
-    assert_eq!(dl["rows"].as_array().unwrap().len(), 2, "{dl}");
+    // A diff needs a snapshot to compare with.
+    let r = d.query("diff", &["--pid", &p, "--format", "json"]);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("--since NAME"), "{r}");
 
     // processes: the one live process, its figures, and the closing line.
     let procs = d.json("processes", &["--format", "json"]);
@@ -864,7 +864,8 @@ fn bad_requests_get_a_4xx_and_the_daemon_lives_on() {
         (b"\x00\xff\r\n\r\n".to_vec(), 400, "UTF-8"),
         (b"\r\n\r\n".to_vec(), 400, "request line"),
         (get("/nope"), 404, "no endpoint /nope"),
-        (get("/debug/pprof/allocs"), 404, "live blocks only"),
+        (get("/debug/pprof/allocs"), 400, "pid=N"),
+        (get(&format!("/diff?pid={pid}")), 400, "since=NAME"),
         (get("/summary"), 400, "pid=N"),
         (get("/summary?pid=abc"), 400, "pid=\"abc\" is not a number"),
         (get("/summary?pid=-1"), 400, "not a number"),

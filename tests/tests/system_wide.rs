@@ -102,7 +102,7 @@ fn system_wide_names_the_sites_of_processes_that_lived_a_millisecond() {
     const RUNS: usize = 300;
     let _turn = one_at_a_time();
     muppy_tests::wait_for_no_tracer();
-    let tracer = Tracing::start(&["--all", "--format", "json"]);
+    let tracer = Tracing::start(&["--all", "--sample-bytes", "0", "--format", "json"]);
     let script = format!(
         "i=0; while [ $i -lt {RUNS} ]; do {}; i=$((i+1)); done",
         workload("blink").display()

@@ -801,7 +801,6 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
             _ = housekeeping.tick(), if kind == Kind::System => {
                 s.reap(&mut pump)?;
                 s.discover()?;
-                crate::symbols::close_unused();
             }
             _ = report.tick(), if opts.interval.is_some() => {
                 match s.check.clone() {
