@@ -20,7 +20,8 @@ use super::{
     http::{JSON, Method, Request, Response, TEXT},
     metrics,
     store::{
-        CHECKS_QUEUED, CheckAnswer, Image, MARKS_KEPT, MARKS_PER_PROCESS, PendingCheck, Shared,
+        CHECKS_QUEUED, CheckAnswer, Checkable, Image, MARKS_KEPT, MARKS_PER_PROCESS,
+        PendingCheck, Shared,
     },
 };
 use crate::session::{self, CheckSpec};
@@ -124,8 +125,8 @@ GET  /objects?pid=N                     every live block
 GET  /diff?pid=N&since=NAME             the change since a snapshot
 POST /snapshot?pid=N&name=NAME          take a snapshot
 GET  /snapshot?pid=N[&name=NAME]        a snapshot file (muppy-trace summary FILE)
-GET  /leaks?pid=N                       a leak check (daemon --pid only)
-GET  /referrers?pid=N&addr=0x...        who points at a block (daemon --pid only)
+GET  /leaks?pid=N                       a leak check (every block recorded: --sample-bytes 0 or --pid)
+GET  /referrers?pid=N&addr=0x...        who points at a block (likewise)
 GET  /metrics                           Prometheus text format
 GET  /debug/pprof/heap?pid=N            Go's heap profile (go tool pprof): inuse_objects, inuse_space
 GET  /debug/pprof/allocs?pid=N          the same profile, as Go serves it at both
@@ -456,13 +457,23 @@ fn check(req: &Request, shared: &Shared, spec: CheckSpec) -> Result<(CheckAnswer
     let (tx, rx) = mpsc::channel();
     {
         let mut st = shared.lock();
-        if st.checkable != Some(pid) {
-            return Err(Fail(
-                409,
-                format!(
-                    "pid {pid} cannot be checked: leak checks and referrer searches are made of the process a daemon traces with --pid"
-                ),
-            ));
+        match st.checkable {
+            Checkable::All => {}
+            Checkable::One(p) if p == pid => {}
+            Checkable::One(p) => {
+                return Err(Fail(
+                    409,
+                    format!("pid {pid} cannot be checked: this daemon traces pid {p} alone"),
+                ));
+            }
+            Checkable::Sampled => {
+                return Err(Fail(
+                    409,
+                    format!(
+                        "pid {pid} cannot be checked: a leak check needs every block, and this daemon samples (start it with --sample-bytes 0)"
+                    ),
+                ));
+            }
         }
         if !st.live.contains_key(&pid) {
             return Err(Fail(
@@ -476,7 +487,11 @@ fn check(req: &Request, shared: &Shared, spec: CheckSpec) -> Result<(CheckAnswer
                 "checks are queued already: ask again when they are done".into(),
             ));
         }
-        st.checks.push_back(PendingCheck { spec, reply: tx });
+        st.checks.push_back(PendingCheck {
+            pid,
+            spec,
+            reply: tx,
+        });
     }
     match rx.recv_timeout(CHECK_WAIT) {
         Ok(CheckAnswer::Failed(why)) => Err(Fail(409, why)),

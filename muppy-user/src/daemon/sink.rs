@@ -17,7 +17,7 @@ use super::{
     log::Log,
     store::{CheckAnswer, ENDED_BLOCKS_KEPT, Image, Shared, unix_ms},
 };
-use crate::session::{CheckSpec, Note, SessionEvent, Sink, SinkError};
+use crate::session::{Asked, CheckSpec, Note, SessionEvent, Sink, SinkError};
 
 /// A process that ends having applied fewer events than this keeps a copy of its heap for
 /// queries (fewer events than blocks is impossible, so its copy is at most this large).
@@ -331,11 +331,14 @@ impl Sink for DaemonSink {
         Ok(())
     }
 
-    fn request(&mut self) -> Option<CheckSpec> {
+    fn request(&mut self) -> Option<Asked> {
         self.answer_asked();
         if let Some(c) = self.shared.lock().checks.pop_front() {
             self.asked = Some((c.reply, Vec::new()));
-            return Some(c.spec);
+            return Some(Asked {
+                pid: Some(c.pid),
+                spec: c.spec,
+            });
         }
         let every = self.check_every?;
         if self.scheduled.is_some() || self.last_check.elapsed() < every {
@@ -345,10 +348,13 @@ impl Sink for DaemonSink {
         let (tx, rx) = mpsc::channel();
         self.scheduled = Some(rx);
         self.asked = Some((tx, Vec::new()));
-        Some(CheckSpec::Leaks {
-            filter: muppy_core::model::Filter::default(),
-            group_by: GroupBy::Site,
-            retention: false,
+        Some(Asked {
+            pid: None,
+            spec: CheckSpec::Leaks {
+                filter: muppy_core::model::Filter::default(),
+                group_by: GroupBy::Site,
+                retention: false,
+            },
         })
     }
 }

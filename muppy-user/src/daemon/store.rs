@@ -115,6 +115,8 @@ pub fn unix_ms() -> u64 {
 
 /// A check a client asked for, waiting for the session's next tick.
 pub struct PendingCheck {
+    /// Of which process.
+    pub pid: u32,
     /// What to check.
     pub spec: CheckSpec,
     /// Where its answer goes.
@@ -129,6 +131,18 @@ pub enum CheckAnswer {
     Referrers(Vec<muppy_core::analysis::RefReport>),
     /// No check was made, and why.
     Failed(String),
+}
+
+/// Which processes the daemon can check for leaks (every block of theirs recorded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Checkable {
+    /// None: their blocks are samples (`--sample-bytes`).
+    #[default]
+    Sampled,
+    /// The one it traces (`--pid`).
+    One(u32),
+    /// Every process it traces (`--all --sample-bytes 0`).
+    All,
 }
 
 /// The daemon's state.
@@ -146,8 +160,8 @@ pub struct State {
     pub wants: Vec<(u32, mpsc::Sender<Image>)>,
     /// Checks waiting for the session.
     pub checks: VecDeque<PendingCheck>,
-    /// The one process leak checks and referrer searches can be made of (`daemon --pid`).
-    pub checkable: Option<u32>,
+    /// Which processes leak checks and referrer searches can be made of.
+    pub checkable: Checkable,
     /// Ticks so far.
     pub ticks: u64,
     /// Wall-clock ms of the last tick.

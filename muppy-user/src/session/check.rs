@@ -43,6 +43,16 @@ pub enum CheckSpec {
     },
 }
 
+/// A check a sink asks for ([`super::Sink::request`]): of process `pid` (system-wide), or of
+/// the root (`None`).
+#[derive(Clone, Debug)]
+pub struct Asked {
+    /// The process, system-wide; `None` for the root.
+    pub pid: Option<u32>,
+    /// What to check.
+    pub spec: CheckSpec,
+}
+
 /// Why a `refs --addr` found no block.
 #[derive(Debug, thiserror::Error)]
 pub enum RefsError {
@@ -113,6 +123,17 @@ impl Session<'_> {
         if self.checks.done {
             return Ok(());
         }
+        self.check_pid(pump, spec, two_checks, pid)
+    }
+
+    /// Makes the check of `spec` on process `pid` (the root, or any system-wide).
+    pub(super) fn check_pid(
+        &mut self,
+        pump: &mut Pump,
+        spec: &CheckSpec,
+        two_checks: bool,
+        pid: u32,
+    ) -> Result<(), TraceError> {
         let r = self.check_stages(pump, spec, two_checks, pid);
         self.progress("leak check", CHECK_STEPS)?;
         r
@@ -170,7 +191,8 @@ impl Session<'_> {
             Ok(c) => c,
             Err(e) => {
                 if !self.live.contains_key(&pid) || crate::target::check_pid(pid).is_err() {
-                    self.checks.done = true;
+                    // The root's memory is gone for good; another process was just one.
+                    self.checks.done |= self.root == Some(pid);
                     return self.note(Note::CheckFailed {
                         why: format!("pid {pid} exited before its memory could be read"),
                     });
@@ -187,6 +209,7 @@ impl Session<'_> {
                 group_by,
                 retention,
             } => self.report_leaks(
+                pid,
                 &cap,
                 made,
                 two_checks,
@@ -210,6 +233,7 @@ impl Session<'_> {
                     ..CheckFacts::default()
                 };
                 self.report_refs(
+                    pid,
                     &cap,
                     facts,
                     *addr,
@@ -228,6 +252,7 @@ impl Session<'_> {
     )]
     fn report_leaks(
         &mut self,
+        root: u32,
         cap: &Capture,
         made: u32,
         two_checks: bool,
@@ -236,7 +261,6 @@ impl Session<'_> {
         group_by: GroupBy,
         retention: bool,
     ) -> Result<(), TraceError> {
-        let Some(root) = self.root else { return Ok(()) };
         let (now, base) = (monotonic_ns(), self.base_counters());
         let Some(p) = self.live.get_mut(&root) else {
             return Ok(());
@@ -275,6 +299,7 @@ impl Session<'_> {
     )]
     fn report_refs(
         &mut self,
+        root: u32,
         cap: &Capture,
         facts: CheckFacts,
         addr: Option<u64>,
@@ -283,7 +308,6 @@ impl Session<'_> {
         max_roots: usize,
         top: usize,
     ) -> Result<(), TraceError> {
-        let Some(root) = self.root else { return Ok(()) };
         let Some(p) = self.live.get_mut(&root) else {
             return Ok(());
         };

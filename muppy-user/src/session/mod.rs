@@ -37,7 +37,7 @@ mod mode;
 mod sink;
 mod system;
 
-pub use check::{CheckSpec, RefsError};
+pub use check::{Asked, CheckSpec, RefsError};
 use follow::{ExitWatch, Request};
 use mode::Kind;
 pub use mode::Mode;
@@ -272,6 +272,7 @@ impl Session<'_> {
     /// Applies one event: to its process's table, or, system-wide, a process's exec or exit
     /// (the image that ended goes to `ended`, a pid that exec'd to `execd`).
     fn apply(&mut self, ev: &Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
+        let checkable = self.on_request;
         let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
         let all = self.kind == Kind::System;
         match *ev {
@@ -288,6 +289,9 @@ impl Session<'_> {
                 let mut p = Process::new(pid, None, None);
                 if p.id.comm.is_empty() {
                     p.id.comm = comm.clone(); // already gone
+                }
+                if checkable {
+                    p.table.track_freed();
                 }
                 live.insert(pid, p);
                 execd.push(pid);
@@ -321,6 +325,9 @@ impl Session<'_> {
                     .or_insert_with(|| {
                         let mut p = Process::new(pid, None, None);
                         p.whole = !system.preexisting.contains(&pid);
+                        if checkable {
+                            p.table.track_freed();
+                        }
                         p
                     })
                     .apply(change),
@@ -465,9 +472,21 @@ impl Session<'_> {
 
     /// A check the user asked for: one that finds nothing to show (the block was freed since)
     /// says so and the session goes on.
-    fn requested_check(&mut self, pump: &mut Pump, spec: &CheckSpec) -> Result<(), TraceError> {
-        let made = self.checks.made;
-        match self.check(pump, spec, false) {
+    fn requested_check(&mut self, pump: &mut Pump, asked: &Asked) -> Result<(), TraceError> {
+        let (made, spec) = (self.checks.made, &asked.spec);
+        let checked = match asked.pid.or(self.root) {
+            // System-wide, any process traced now; else the root, while it can be.
+            Some(pid) if self.kind == Kind::System || Some(pid) != self.root => {
+                if !self.live.contains_key(&pid) {
+                    return self.note(Note::CheckFailed {
+                        why: format!("pid {pid} is not traced now"),
+                    });
+                }
+                self.check_pid(pump, spec, false, pid)
+            }
+            _ => self.check(pump, spec, false),
+        };
+        match checked {
             Err(TraceError::Refs(e)) => return self.note(Note::CheckFailed { why: e.to_string() }),
             r => r?,
         }
@@ -476,8 +495,10 @@ impl Session<'_> {
         }
         // The blocks with their verdicts, for a sink that shows them by block (the browser).
         let (now, base) = (monotonic_ns(), self.base_counters());
-        let (Some(last), Some(p)) = (&self.checks.last, self.root.and_then(|r| self.live.get(&r)))
-        else {
+        let Some(last) = &self.checks.last else {
+            return Ok(());
+        };
+        let Some(p) = self.live.get(&last.pid) else {
             return Ok(());
         };
         let mut v = view(p, now, base, self.sample_bytes);
@@ -599,6 +620,10 @@ impl Session<'_> {
                 Ok(ExitWatch::Child(rx))
             }
             Mode::System => {
+                if self.on_request {
+                    // The ptrace thread serves the freezes of the checks asked for.
+                    self.tracer = Some(Tracer::start(None, false, |_, _| {}, |_| {})?);
+                }
                 self.probes.watch_processes()?;
                 self.discover()?;
                 self.system.preexisting = self.system.scanned.clone();
@@ -808,8 +833,8 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
                     None => {
                         s.drain(&mut pump, true)?;
                         s.tick()?;
-                        if s.on_request && let Some(spec) = s.sink.request() {
-                            s.requested_check(&mut pump, &spec)?;
+                        if s.on_request && let Some(asked) = s.sink.request() {
+                            s.requested_check(&mut pump, &asked)?;
                         }
                     }
                 }

@@ -67,9 +67,10 @@ pub trait Sink {
     /// Takes one event. An error ends the session with that error.
     fn event(&mut self, ev: SessionEvent<'_>) -> Result<(), SinkError>;
 
-    /// A check the user asked for since the last tick (the browser's referrers of a block),
-    /// made at this tick when the session takes requests ([`super::Options::on_request`]).
-    fn request(&mut self) -> Option<super::CheckSpec> {
+    /// A check the user asked for since the last tick (the browser's referrers of a block, a
+    /// daemon client's leak check of a process), made at this tick when the session takes
+    /// requests ([`super::Options::on_request`]).
+    fn request(&mut self) -> Option<super::Asked> {
         None
     }
 }

@@ -259,7 +259,7 @@ impl Sink for BrowseSink {
         Ok(())
     }
 
-    fn request(&mut self) -> Option<CheckSpec> {
+    fn request(&mut self) -> Option<session::Asked> {
         if let Some(addr) = self.asking.take() {
             // The last search told nothing: the process could no longer be checked.
             self.send(Update::NoReferrers {
@@ -267,7 +267,7 @@ impl Sink for BrowseSink {
                 why: "the process can no longer be read".into(),
             });
         }
-        Some(match self.asks.try_recv().ok()? {
+        let spec = match self.asks.try_recv().ok()? {
             Ask::Referrers(addr) => {
                 self.asking = Some(addr);
                 CheckSpec::Refs {
@@ -284,6 +284,7 @@ impl Sink for BrowseSink {
                 group_by: GroupBy::Site,
                 retention: false,
             },
-        })
+        };
+        Some(session::Asked { pid: None, spec })
     }
 }

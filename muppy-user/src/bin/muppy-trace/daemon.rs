@@ -6,7 +6,12 @@ use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use muppy::{
-    daemon::{self, Group, Listeners, http, log::Log, sink::DaemonSink, store::Shared},
+    daemon::{
+        self, Group, Listeners, http,
+        log::Log,
+        sink::DaemonSink,
+        store::{Checkable, Shared},
+    },
     session::{self, Mode},
 };
 
@@ -78,15 +83,19 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     opts.probe.sample_bytes =
         t.sample_bytes
             .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 });
-    // Checks of the one process traced by pid, when clients ask (they need every block).
-    let checkable = t.pid.filter(|_| opts.probe.sample_bytes == 0);
-    opts.on_request = checkable.is_some();
+    // Checks when clients ask: they need every block.
+    let checkable = match t.pid {
+        _ if opts.probe.sample_bytes > 0 => Checkable::Sampled,
+        Some(pid) => Checkable::One(pid),
+        None => Checkable::All,
+    };
+    opts.on_request = checkable != Checkable::Sampled;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("eBPF probes need root: run the daemon as root (its systemd unit does)");
     }
     let check_every = seconds(d.check_every, "--check-every")?;
-    if check_every.is_some() && checkable.is_none() {
+    if check_every.is_some() && !matches!(checkable, Checkable::One(_)) {
         bail!("--check-every checks one process for leaks: give --pid PID, without --sample-bytes");
     }
     let group = d.group.as_deref().map(group_of).transpose()?;
