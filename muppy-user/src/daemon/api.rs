@@ -20,8 +20,8 @@ use super::{
     http::{JSON, Method, Request, Response, TEXT},
     metrics,
     store::{
-        CHECKS_QUEUED, CheckAnswer, Checkable, Image, MARKS_KEPT, MARKS_PER_PROCESS,
-        PendingCheck, Shared,
+        CHECKS_QUEUED, CheckAnswer, Checkable, Image, MARKS_KEPT, MARKS_PER_PROCESS, PendingCheck,
+        Shared,
     },
 };
 use crate::session::{self, CheckSpec};
