@@ -700,3 +700,34 @@ pub fn live_and_saved(
     assert_eq!(run.code, Some(0), "{run}");
     (live, saved, snap)
 }
+
+/// Runs `go tool pprof ARGS SOURCE` (a profile file or a URL) with Go's caches in `dir`; its
+/// stdout. Panics unless it succeeds.
+pub fn go_pprof(dir: &Path, args: &[&str], source: &std::ffi::OsStr) -> String {
+    let go = Path::new("/usr/bin/go");
+    assert!(
+        go.exists(),
+        "/usr/bin/go is missing: `cargo xtask setup` installs golang-go, whose `go tool pprof` \
+         reads the profiles the tests check"
+    );
+    let home = dir.join("go-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(source)
+        .env("HOME", &home)
+        .env("GOPATH", home.join("gopath"))
+        .env("GOCACHE", home.join("cache"))
+        .env("PPROF_TMPDIR", &home)
+        .output()
+        .expect("run go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} {} failed\n--- stdout\n{stdout}--- stderr\n{}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

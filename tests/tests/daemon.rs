@@ -677,30 +677,7 @@ fn metrics_pass_promtool_and_equal_the_ledger() {
 
 /// Runs `go tool pprof ARGS SOURCE`; its stdout. Go's caches go to `dir`.
 fn go_pprof(dir: &Path, args: &[&str], source: &str) -> String {
-    let go = Path::new("/usr/bin/go");
-    assert!(
-        go.exists(),
-        "/usr/bin/go is missing: `cargo xtask setup` installs golang-go"
-    );
-    let home = dir.join("go-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = Command::new(go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(source)
-        .env("HOME", &home)
-        .env("GOPATH", home.join("gopath"))
-        .env("GOCACHE", home.join("cache"))
-        .env("PPROF_TMPDIR", &home)
-        .output()
-        .expect("run go tool pprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} {source} failed\n--- stdout\n{stdout}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    muppy_tests::go_pprof(dir, args, std::ffi::OsStr::new(source))
 }
 
 /// `-top` rows of `index`: function → flat.

@@ -11,31 +11,7 @@ use muppy_tests::{ebpf_available, ledger, paths_stacks, scratch, trace, workload
 
 /// Runs `go tool pprof ARGS PROFILE` and returns its stdout; Go's caches go to `dir`.
 fn pprof(dir: &Path, args: &[&str], profile: &Path) -> String {
-    let go = Path::new("/usr/bin/go");
-    assert!(
-        go.exists(),
-        "/usr/bin/go is missing: `cargo xtask setup` installs golang-go, whose `go tool pprof` \
-         reads the profiles these tests check"
-    );
-    let home = dir.join("go-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = Command::new(go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(profile)
-        .env("HOME", &home)
-        .env("GOPATH", home.join("gopath"))
-        .env("GOCACHE", home.join("cache"))
-        .env("PPROF_TMPDIR", &home)
-        .output()
-        .expect("run go tool pprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed\n--- stdout\n{stdout}--- stderr\n{stderr}"
-    );
-    stdout
+    muppy_tests::go_pprof(dir, args, profile.as_os_str())
 }
 
 /// Options showing the figures of sample type `index` unscaled (bytes in B, not kB).

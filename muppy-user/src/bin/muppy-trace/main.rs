@@ -464,19 +464,24 @@ fn seconds(v: Option<f64>, flag: &str) -> anyhow::Result<Option<Duration>> {
     .transpose()
 }
 
+/// The regular expression `s` given to `flag`, or why it is not one (the regex crate's last
+/// line, which says what is wrong where).
+fn regex_flag(flag: &str, s: &str) -> anyhow::Result<regex::Regex> {
+    regex::Regex::new(s).map_err(|e| {
+        let why = e.to_string();
+        anyhow::anyhow!(
+            "{flag}: not a regular expression: {}",
+            why.lines().last().unwrap_or_default().trim()
+        )
+    })
+}
+
 fn view_options(v: &ViewArgs, view: View) -> anyhow::Result<ViewOptions> {
     let site = v
         .site
         .as_deref()
-        .map(regex::Regex::new)
-        .transpose()
-        .map_err(|e| {
-            let why = e.to_string();
-            anyhow::anyhow!(
-                "--site: not a regular expression: {}",
-                why.lines().last().unwrap_or_default().trim()
-            )
-        })?;
+        .map(|s| regex_flag("--site", s))
+        .transpose()?;
     let older_than = match v.older_than {
         Some(0.0) => None,
         other => seconds(other, "--older-than")?,
@@ -653,15 +658,8 @@ fn select(t: &TraceArgs) -> anyhow::Result<Option<session::Select>> {
     let comm = t
         .comm
         .as_deref()
-        .map(regex::Regex::new)
-        .transpose()
-        .map_err(|e| {
-            let why = e.to_string();
-            anyhow::anyhow!(
-                "--comm: not a regular expression: {}",
-                why.lines().last().unwrap_or_default().trim()
-            )
-        })?;
+        .map(|s| regex_flag("--comm", s))
+        .transpose()?;
     if let Some(c) = &t.cgroup
         && !c.starts_with('/')
     {
