@@ -228,7 +228,11 @@ fn xtask_install_puts_the_binary_page_and_completions_under_the_prefix() {
     let unit = std::fs::read_to_string(&unit_path).expect("the unit");
     let exec = format!("ExecStart={} daemon --all", installed_bin.display());
     assert!(unit.contains(&exec), "{unit}");
-    if installed("systemd-analyze") {
+    {
+        assert!(
+            installed("systemd-analyze"),
+            "systemd-analyze is missing: `cargo xtask setup` installs systemd"
+        );
         // Its Documentation= page is the one installed beside it.
         let verify = Command::new("systemd-analyze")
             .env("MANPATH", prefix.join("share/man"))

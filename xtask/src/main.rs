@@ -162,7 +162,7 @@ fn setup() -> anyhow::Result<()> {
     // python3.11, built without frame pointers. The views' tests read muppy's pprof profiles with
     // Go's own pprof (golang-go), load its HTML reports in headless Chromium, and drive its
     // terminal browser in tmux. The daemon's /metrics is checked by Prometheus' own promtool
-    // (prometheus).
+    // (prometheus), and its unit file by systemd-analyze (systemd).
     let libs = "/usr/lib/x86_64-linux-gnu";
     let missing = which("gcc").is_none()
         || which("g++").is_none()
@@ -177,6 +177,7 @@ fn setup() -> anyhow::Result<()> {
         || which("chromium").is_none()
         || which("tmux").is_none()
         || which("promtool").is_none()
+        || which("systemd-analyze").is_none()
         || !Path::new("/usr/bin/python3.11").exists()
         || [
             "libc.a",
@@ -208,6 +209,7 @@ fn setup() -> anyhow::Result<()> {
             "chromium",
             "tmux",
             "prometheus",
+            "systemd",
         ]))?;
     }
     Ok(())
