@@ -31,6 +31,19 @@ impl GroupBy {
         }
     }
 
+    /// Every grouping.
+    pub const ALL: [GroupBy; 4] = [
+        GroupBy::Site,
+        GroupBy::Function,
+        GroupBy::Stack,
+        GroupBy::Size,
+    ];
+
+    /// The grouping [`GroupBy::name`] calls `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.name() == name)
+    }
+
     /// The singular, as JSON's `group_by` says it.
     pub fn name(self) -> &'static str {
         match self {

@@ -407,3 +407,11 @@ fn recursion_counts_once_per_neighbour() {
         vec![("leaf".to_string(), 1), ("r".to_string(), 1)]
     );
 }
+
+#[test]
+fn each_grouping_is_found_by_its_name() {
+    for g in GroupBy::ALL {
+        assert_eq!(GroupBy::named(g.name()), Some(g));
+    }
+    assert_eq!(GroupBy::named("sites"), None);
+}

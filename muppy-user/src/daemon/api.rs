@@ -190,20 +190,26 @@ fn image(req: &Request, shared: &Shared) -> Result<Image, Fail> {
 /// The image of the `pid` parameter with its heap: a live process's copied at the next tick
 /// (unless its table did not change since the last copy), an ended one's as it ended.
 fn with_heap(req: &Request, shared: &Shared) -> Result<Image, Fail> {
-    let img = image(req, shared)?;
-    let pid = img.id.pid;
-    let live = shared.lock().live.contains_key(&pid);
-    let img = if live {
-        shared.with_heap(pid, HEAP_WAIT).ok_or_else(|| {
+    let pid = pid(req)?;
+    // An ended image as it is; a live one is waited for.
+    let ended = {
+        let st = shared.lock();
+        if st.live.contains_key(&pid) {
+            None
+        } else {
+            Some(st.image(pid).cloned().ok_or_else(|| not_traced(pid))?)
+        }
+    };
+    let img = match ended {
+        Some(img) => img,
+        None => shared.with_heap(pid, HEAP_WAIT).ok_or_else(|| {
             Fail(
                 503,
                 format!(
                     "pid {pid}'s heap was not copied in time (it ended, or the daemon is stopping): ask again"
                 ),
             )
-        })?
-    } else {
-        img
+        })?,
     };
     if img.snap.is_none() {
         return Err(Fail(
@@ -235,16 +241,10 @@ fn view_options(req: &Request, view: View) -> Result<ViewOptions, Fail> {
         "table" => Format::Table,
         f => return Err(bad(format!("format={f:?}: json or table"))),
     };
-    let group_by = match req.param("group_by").unwrap_or("site") {
-        "site" => GroupBy::Site,
-        "function" => GroupBy::Function,
-        "stack" => GroupBy::Stack,
-        "size" => GroupBy::Size,
-        g => {
-            return Err(bad(format!(
-                "group_by={g:?}: site, function, stack or size"
-            )));
-        }
+    let group_by = match req.param("group_by") {
+        None => GroupBy::Site,
+        Some(g) => GroupBy::named(g)
+            .ok_or_else(|| bad(format!("group_by={g:?}: site, function, stack or size")))?,
     };
     let top = number::<usize>(req, "top")?.unwrap_or(15);
     if top == 0 || top > MAX_TOP {

@@ -59,6 +59,14 @@ impl Figures {
     }
 }
 
+/// A family of per-process series: name, type, help, and its value for a process.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Image, &Summary) -> u64,
+);
+
 /// The metrics, from the state as of the last tick.
 pub fn render(st: &Figures) -> String {
     let mut procs: Vec<(&Image, &Summary)> =
@@ -69,37 +77,32 @@ pub fn render(st: &Figures) -> String {
 
     let mut out = String::new();
     let who = |img: &Image| format!("pid=\"{}\",comm=\"{}\"", img.id.pid, label(&img.id.comm));
-    header(
-        &mut out,
-        "muppy_live_bytes",
-        "gauge",
-        "Bytes in live heap blocks of a traced process (estimated when sampled).",
-    );
-    for (img, s) in &procs {
-        let _ = writeln!(out, "muppy_live_bytes{{{}}} {}", who(img), s.total().1);
-    }
-    header(
-        &mut out,
-        "muppy_live_blocks",
-        "gauge",
-        "Live heap blocks of a traced process (estimated when sampled).",
-    );
-    for (img, s) in &procs {
-        let _ = writeln!(out, "muppy_live_blocks{{{}}} {}", who(img), s.total().0);
-    }
-    header(
-        &mut out,
-        "muppy_events_total",
-        "counter",
-        "Allocator events applied to a traced process's table.",
-    );
-    for (img, _) in &procs {
-        let _ = writeln!(
-            out,
-            "muppy_events_total{{{}}} {}",
-            who(img),
-            img.counters.events
-        );
+    // One series per exported process, each family from its image and summary.
+    let families: [Family; 3] = [
+        (
+            "muppy_live_bytes",
+            "gauge",
+            "Bytes in live heap blocks of a traced process (estimated when sampled).",
+            |_, s| s.total().1,
+        ),
+        (
+            "muppy_live_blocks",
+            "gauge",
+            "Live heap blocks of a traced process (estimated when sampled).",
+            |_, s| s.total().0,
+        ),
+        (
+            "muppy_events_total",
+            "counter",
+            "Allocator events applied to a traced process's table.",
+            |img, _| img.counters.events,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        header(&mut out, name, kind, help);
+        for (img, s) in &procs {
+            let _ = writeln!(out, "{name}{{{}}} {}", who(img), value(img, s));
+        }
     }
     header(
         &mut out,

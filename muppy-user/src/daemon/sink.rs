@@ -30,10 +30,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 /// Where the daemon's notes go: the binary prints them.
 pub type Notes = Box<dyn FnMut(&dyn std::fmt::Display) + Send>;
 
-/// What a tick made for one process: a new image, or a copy of its heap.
-type Made = (u32, Work, Option<Image>, Option<Arc<Snapshot>>);
-
 /// What a tick does for one process.
+#[derive(Clone, Copy)]
 enum Work {
     /// Nothing: its image shows it.
     Keep,
@@ -43,6 +41,18 @@ enum Work {
     Copy,
     /// A new image, with its heap copied if a client waits for it.
     Image(bool),
+}
+
+/// What a tick made for one process, outside the lock, to put in the state.
+enum Made {
+    /// Nothing to change.
+    Nothing,
+    /// Its copy no longer shows it.
+    Stale(u32),
+    /// A copy of its heap.
+    Copy(u32, Arc<Snapshot>),
+    /// A new image.
+    Image(Box<Image>),
 }
 
 /// The daemon's sink.
@@ -168,35 +178,33 @@ impl DaemonSink {
         let made: Vec<Made> = procs
             .iter()
             .zip(work)
-            .map(|(p, w)| {
-                let (img, copy) = match w {
-                    Work::Image(copy) => (Some(Image::of(p, label, copy)), None),
-                    Work::Copy => (None, Some(Arc::new(Snapshot::of(&p.heap, label)))),
-                    Work::Keep | Work::Stale => (None, None),
-                };
-                (p.id.pid, w, img, copy)
+            .map(|(p, w)| match w {
+                Work::Keep => Made::Nothing,
+                Work::Stale => Made::Stale(p.id.pid),
+                Work::Copy => Made::Copy(p.id.pid, Arc::new(Snapshot::of(&p.heap, label))),
+                Work::Image(copy) => Made::Image(Box::new(Image::of(p, label, copy))),
             })
             .collect();
         let now = unix_ms();
         let mut st = self.shared.lock();
-        for (pid, w, img, copy) in made {
-            match (w, img, copy) {
-                (_, Some(img), _) => {
-                    st.live.insert(pid, img);
+        for m in made {
+            match m {
+                Made::Nothing => {}
+                Made::Image(img) => {
+                    st.live.insert(img.id.pid, *img);
                 }
-                (Work::Copy, _, Some(copy)) => {
+                Made::Copy(pid, copy) => {
                     if let Some(img) = st.live.get_mut(&pid) {
                         img.snap = Some(copy);
                         img.as_of_ms = now;
                     }
                 }
                 // Its copy, if any, no longer shows it; its summary is as of `as_of_ms`.
-                (Work::Stale, _, _) => {
+                Made::Stale(pid) => {
                     if let Some(img) = st.live.get_mut(&pid) {
                         img.snap = None;
                     }
                 }
-                _ => {}
             }
         }
         // Images no longer live that did not end through `Ended`.
@@ -266,7 +274,6 @@ impl Sink for DaemonSink {
                     Note::Tracing { until_ctrl_c, .. } => {
                         // A daemon stops on SIGTERM (systemctl stop).
                         *until_ctrl_c = false;
-                        self.shared.lock().tracing = true;
                         super::notify_ready();
                     }
                     Note::CheckFailed { why } => {
@@ -296,14 +303,15 @@ impl Sink for DaemonSink {
                 // Kept with its heap (while the ended ones' copies stay small), for queries.
                 let small = p.heap.counters.events < ENDED_COPY_EVENTS;
                 let img = Image::of(&p, &self.label, small);
-                // The probes' counts come with every view: a machine whose processes are
-                // short-lived may have none live at a tick.
-                note_lost(&mut self.shared.lock(), &p.heap.counters);
                 if let Some(log) = &mut self.log {
                     log.ended(&p)?;
                 }
                 self.logged.remove(&p.id.pid);
-                self.shared.lock().end(img);
+                let mut st = self.shared.lock();
+                // The probes' counts come with every view: a machine whose processes are
+                // short-lived may have none live at a tick.
+                note_lost(&mut st, &p.heap.counters);
+                st.end(img);
             }
             SessionEvent::Leaks(r) => self.answer(CheckAnswer::Leaks(Box::new(r))),
             SessionEvent::Referrers(r) => {

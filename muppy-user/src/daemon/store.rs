@@ -166,8 +166,6 @@ pub struct State {
     pub ticks: u64,
     /// Wall-clock ms of the last tick.
     pub last_tick_ms: u64,
-    /// Probes attached: the daemon is tracing.
-    pub tracing: bool,
     /// The session is over (SIGTERM): what is here is final.
     pub stopped: bool,
     /// Events the probes could not deliver, since the start.

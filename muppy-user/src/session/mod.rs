@@ -272,7 +272,7 @@ impl Session<'_> {
     /// Applies one event: to its process's table, or, system-wide, a process's exec or exit
     /// (the image that ended goes to `ended`, a pid that exec'd to `execd`).
     fn apply(&mut self, ev: &Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
-        let checkable = self.on_request;
+        let checkable = self.checkable();
         let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
         let all = self.kind == Kind::System;
         match *ev {
