@@ -284,7 +284,8 @@ impl Drop for Reaped {
     }
 }
 
-/// Starts `prog args` and waits until it has run its program (its exe is no longer ours).
+/// Starts `prog args` and waits until it has run its program (its exe is no longer ours) and
+/// its libc's code is mapped.
 fn spawn(prog: &str, args: &[&str]) -> Reaped {
     let child = Reaped(
         Command::new(prog)
@@ -296,7 +297,11 @@ fn spawn(prog: &str, args: &[&str]) -> Reaped {
     let pid = child.0.id();
     for _ in 0..200 {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains(prog) && maps.contains("libc.so.6") {
+        // The loader maps libc's read-only part before its code: wait for the code.
+        let libc_code = maps
+            .lines()
+            .any(|l| l.contains("libc.so.6") && l.split_whitespace().nth(1) == Some("r-xp"));
+        if maps.contains(prog) && libc_code {
             return child;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
