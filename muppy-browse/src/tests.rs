@@ -50,6 +50,7 @@ fn snap(parse: u64, load: u64) -> Snapshot {
         blocks,
         check: None,
         modules: Vec::new(),
+        allocated: Vec::new(),
     }
 }
 

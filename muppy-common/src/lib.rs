@@ -495,7 +495,7 @@ pub enum Drop {
     /// The in-flight map was full at an allocator's entry, so its return could not be recorded.
     InflightFull = 1,
     /// An allocator returned without its entry having been recorded: an allocation missed.
-    /// (Calls already under way at attach time end this way too.)
+    /// Calls under way as probes were placed are counted apart ([`Drop::UnderWayAtAttach`]).
     ReturnWithoutEntry = 2,
     /// An allocator call was entered and its return never seen (its record went stale): an
     /// allocation missed.
@@ -507,6 +507,11 @@ pub enum Drop {
     /// Sampling: a sampled block could not be remembered (the sampled set was full), so it was
     /// not recorded either: an allocation missed.
     SampledFull = 5,
+    /// An allocator returned without its entry while probes were being placed (or within
+    /// [`ATTACH_GRACE_NS`] after): a call that began before its entry was probed. Its block
+    /// belongs with what the process allocated before tracing began, which no table holds
+    /// (such a process is traced from mid-run), so it is not a lost event.
+    UnderWayAtAttach = 6,
 }
 
 impl Drop {
@@ -518,6 +523,7 @@ impl Drop {
         Drop::EntryWithoutReturn,
         Drop::StackLost,
         Drop::SampledFull,
+        Drop::UnderWayAtAttach,
     ];
 
     /// What happened, and what to do about it, for a warning.
@@ -525,16 +531,29 @@ impl Drop {
         match self {
             Drop::RingFull => "the ring was full (try a larger --ring-mb)",
             Drop::InflightFull => "too many threads were inside allocator calls at once",
-            Drop::ReturnWithoutEntry => "a return without its entry (calls under way at attach)",
+            Drop::ReturnWithoutEntry => "a return without its entry",
             Drop::EntryWithoutReturn => "an entry whose return was never seen",
             Drop::StackLost => "the ring had no room for the stack (try a larger --ring-mb)",
             Drop::SampledFull => "the set of sampled blocks was full",
+            Drop::UnderWayAtAttach => "a call under way as its probes were placed",
         }
+    }
+
+    /// Whether a drop is an event missing from a table that claims it. A lost stack leaves
+    /// the block recorded, and a call under way at attach belongs before tracing began.
+    pub const fn is_lost_event(self) -> bool {
+        !matches!(self, Drop::StackLost | Drop::UnderWayAtAttach)
     }
 }
 
 /// Number of [`Drop`] counters.
-pub const DROP_KINDS: u32 = 6;
+pub const DROP_KINDS: u32 = 7;
+
+/// How long after probes are placed a return without its entry still counts as a call that
+/// was under way ([`Drop::UnderWayAtAttach`]): an allocator call lasts microseconds, but its
+/// thread may wait that long for a CPU on a loaded machine. A call that outlasts it is
+/// counted as lost, which over-reports and never hides a loss.
+pub const ATTACH_GRACE_NS: u64 = 500_000_000;
 
 /// [`InFlight::func`] of a thread that is in no allocator call: the record stays in the map
 /// (rewriting it in place is cheaper than deleting and inserting it on every call).

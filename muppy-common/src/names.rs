@@ -48,9 +48,17 @@ pub mod map {
     /// System-wide: per process, the [`crate::mapping_sum`] of the executable file mappings
     /// user space read in its `/proc/PID/maps`.
     pub const MAPS_SEEN: &str = "MAPS_SEEN";
+    /// System-wide with a selection (`--comm`, `--cgroup`): per process refused, which of its
+    /// programs (its execs before it); its events stay in the kernel while it runs that one.
+    pub const REFUSED: &str = "REFUSED";
+    /// System-wide with a selection: per process, the execs seen since tracing began.
+    pub const EXECS: &str = "EXECS";
+    /// Until when (the kernel's monotonic ns) a return without its entry is a call that was
+    /// under way as probes were placed.
+    pub const ATTACH_UNTIL: &str = "ATTACH_UNTIL";
 
     /// Every map.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 20] = [
         EVENTS,
         SLOTS,
         INFLIGHT,
@@ -68,6 +76,9 @@ pub mod map {
         MAP_CALLS,
         EXIT_HOLD,
         MAPS_SEEN,
+        REFUSED,
+        EXECS,
+        ATTACH_UNTIL,
     ];
 }
 
@@ -126,11 +137,14 @@ pub mod global {
     pub const PAGE_SIZE: GlobalName<u64> = GlobalName::new("PAGE_SIZE");
     /// Non-zero: trace the memory mappings of every process.
     pub const MAP_ALL: GlobalName<u32> = GlobalName::new("MAP_ALL");
+    /// Non-zero: system-wide with a selection; the probes look processes up in
+    /// [`REFUSED`](super::map::REFUSED).
+    pub const SELECTING: GlobalName<u32> = GlobalName::new("SELECTING");
     /// Where the kernel's structures keep what an exiting process's mappings are read from.
     pub const KERNEL_LAYOUT: GlobalName<crate::KernelLayout> = GlobalName::new("KERNEL_LAYOUT");
 
     /// Every global: name and size in bytes.
-    pub const ALL: [(&str, usize); 10] = [
+    pub const ALL: [(&str, usize); 11] = [
         SLOT_MASK.erased(),
         WAKEUP_EVERY.erased(),
         SAMPLING.erased(),
@@ -140,6 +154,7 @@ pub mod global {
         TICKS.erased(),
         PAGE_SIZE.erased(),
         MAP_ALL.erased(),
+        SELECTING.erased(),
         KERNEL_LAYOUT.erased(),
     ];
 }

@@ -41,8 +41,8 @@ use std::{
 };
 
 use crate::model::{
-    Block, Blocks, CheckFacts, Counters, Cut, Frame, Heap, LeakKind, ModuleFile, StackState, Trace,
-    Verdict,
+    Allocated, Block, Blocks, CheckFacts, Counters, Cut, Frame, Heap, LeakKind, ModuleFile,
+    StackState, Trace, Verdict,
 };
 
 const MAGIC: &[u8; 8] = b"MUPPYSNP";
@@ -99,7 +99,7 @@ pub enum SnapshotError {
 }
 
 /// A heap read from a snapshot file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// The traced process.
     pub pid: u32,
@@ -121,6 +121,9 @@ pub struct Snapshot {
     pub check: Option<CheckFacts>,
     /// The process's executable file mappings (none before version 6).
     pub modules: Vec<ModuleFile>,
+    /// What each trace allocated since tracing began ([`Heap::allocated`]): kept in memory,
+    /// not saved (a file holds what was live).
+    pub allocated: Vec<Allocated>,
 }
 
 impl Snapshot {
@@ -142,6 +145,7 @@ impl Snapshot {
             blocks,
             check: None,
             modules: heap.modules.to_vec(),
+            allocated: heap.allocated.to_vec(),
         }
     }
 
@@ -155,6 +159,7 @@ impl Snapshot {
             counters: self.counters,
             sample_bytes: self.sample_bytes,
             modules: &self.modules,
+            allocated: &self.allocated,
         }
     }
 
@@ -671,6 +676,7 @@ fn parse(payload: &[u8], version: u32) -> Result<Snapshot, &'static str> {
         blocks,
         check,
         modules,
+        allocated: Vec::new(),
     })
 }
 
@@ -779,6 +785,7 @@ mod tests {
                     offset: 0x28000,
                 },
             ],
+            allocated: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! the thread's in-flight record, and the return sends the block with its site and stack.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     programs::{ProbeContext, RetProbeContext},
 };
 use muppy_common::{AllocFn, Drop, Event, EventKind, InFlight};
@@ -12,9 +12,9 @@ use crate::{
     emit::{count_drop, emit, timestamp},
     free::{emit_free, free_caller},
     inflight::{begin_call, end_call, in_flight, load_owner, nested_in},
-    maps::{PAGE_SIZE, SAMPLING},
+    maps::{ATTACH_UNTIL, PAGE_SIZE, SAMPLING},
     sampling::{sample_event, take_sample},
-    scope::is_tracer,
+    scope::{ignored, is_tracer, refused},
     stack::send_alloc,
 };
 
@@ -31,11 +31,23 @@ fn mul_or_max(a: u64, b: u64) -> u64 {
     }
 }
 
-/// An allocating function (or operator delete), `func` an [`AllocFn`], was entered.
+/// Whether probes are being placed (or were placed a moment ago): a return without its entry
+/// is then a call that began before its entry was probed.
 #[inline(always)]
-pub fn on_alloc_enter(ctx: &ProbeContext, func: u32) {
+fn placing_probes() -> bool {
+    // SAFETY: a plain helper call.
+    ATTACH_UNTIL
+        .get(0)
+        .is_some_and(|&until| unsafe { bpf_ktime_get_ns() } < until)
+}
+
+/// An allocating function (or operator delete), `func` an [`AllocFn`], was entered. `SHARED`:
+/// on a probe shared by followed processes, where no selection refuses any (and the verifier
+/// is spared the lookup).
+#[inline(always)]
+pub fn on_alloc_enter<const SHARED: bool>(ctx: &ProbeContext, func: u32) {
     let id = bpf_get_current_pid_tgid();
-    if is_tracer(id) {
+    if ignored::<SHARED>(id) {
         return;
     }
     let sp = stack_pointer(ctx);
@@ -106,19 +118,26 @@ pub fn on_alloc_enter(ctx: &ProbeContext, func: u32) {
     }
 }
 
-/// An allocating function (or operator delete) returned.
+/// An allocating function (or operator delete) returned; `SHARED` as for [`on_alloc_enter`].
 #[inline(always)]
 #[expect(
     clippy::cast_possible_truncation,
     reason = "a pid_tgid's low half is the thread id; posix_memalign returns an int"
 )]
-pub fn on_alloc_exit(ctx: &RetProbeContext) {
+pub fn on_alloc_exit<const SHARED: bool>(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
     if is_tracer(id) {
         return;
     }
     let Some(record) = in_flight(id) else {
-        count_drop(Drop::ReturnWithoutEntry);
+        // A refused process's entries are not recorded.
+        if SHARED || !refused(id) {
+            count_drop(if placing_probes() {
+                Drop::UnderWayAtAttach
+            } else {
+                Drop::ReturnWithoutEntry
+            });
+        }
         return;
     };
     // SAFETY: this thread's own record.
@@ -135,8 +154,9 @@ pub fn on_alloc_exit(ctx: &RetProbeContext) {
     let Some(func) = AllocFn::from_u32(rec.func) else {
         return;
     };
-    if func == AllocFn::Delete {
-        return; // its free was sent at entry
+    // A delete's free was sent at entry; a process refused since its entry is left out.
+    if func == AllocFn::Delete || (!SHARED && refused(id)) {
+        return;
     }
     let mut ev = Event {
         kind: EventKind::Alloc as u32,

@@ -19,7 +19,7 @@ use crate::{
     inflight::{end_call, in_flight, nested_in},
     maps::{FREE_CALLERS, SAMPLING, TEARDOWN_TIDS},
     sampling::forget_sampled,
-    scope::is_tracer,
+    scope::ignored,
 };
 
 #[inline(always)]
@@ -53,7 +53,7 @@ pub fn free_caller(ctx: &ProbeContext, sp: u64) -> u64 {
 )]
 pub fn on_thread_teardown() {
     let id = bpf_get_current_pid_tgid();
-    if is_tracer(id) {
+    if ignored::<false>(id) {
         return;
     }
     // BPF_NOEXIST: a thread counts once, however often it gets here (exit() from a thread).
@@ -83,19 +83,19 @@ pub fn on_teardown_exit() {
     }
 }
 
-/// `free` was entered.
+/// `free` was entered; `SHARED` as for [`crate::alloc::on_alloc_enter`].
 #[inline(always)]
 #[expect(
     clippy::cast_possible_truncation,
     reason = "a pid_tgid's low half is the thread id"
 )]
-pub fn on_free_enter(ctx: &ProbeContext) {
+pub fn on_free_enter<const SHARED: bool>(ctx: &ProbeContext) {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     if ptr == 0 {
         return;
     }
     let id = bpf_get_current_pid_tgid();
-    if is_tracer(id) {
+    if ignored::<SHARED>(id) {
         return;
     }
     let sp = stack_pointer(ctx);

@@ -53,7 +53,7 @@ macro_rules! define_entry_programs {
         $(
             #[uprobe]
             pub fn $name(ctx: ProbeContext) -> u32 {
-                alloc::on_alloc_enter(&ctx, AllocFn::$func as u32);
+                alloc::on_alloc_enter::<false>(&ctx, AllocFn::$func as u32);
                 0
             }
         )*
@@ -65,14 +65,14 @@ muppy_common::entry_programs!(define_entry_programs);
 /// The return of every allocating function (and of operator delete).
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
-    alloc::on_alloc_exit(&ctx);
+    alloc::on_alloc_exit::<false>(&ctx);
     0
 }
 
 /// `free`'s entry.
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
-    free::on_free_enter(&ctx);
+    free::on_free_enter::<false>(&ctx);
     0
 }
 
@@ -83,7 +83,7 @@ pub fn alloc_enter_shared(ctx: ProbeContext) -> u32 {
     if scope::followed() {
         // SAFETY: the context pointer is the probe's own.
         let (func, _) = decode_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-        alloc::on_alloc_enter(&ctx, func);
+        alloc::on_alloc_enter::<true>(&ctx, func);
     }
     0
 }
@@ -92,7 +92,7 @@ pub fn alloc_enter_shared(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn alloc_exit_shared(ctx: RetProbeContext) -> u32 {
     if scope::followed() {
-        alloc::on_alloc_exit(&ctx);
+        alloc::on_alloc_exit::<true>(&ctx);
     }
     0
 }
@@ -101,7 +101,7 @@ pub fn alloc_exit_shared(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn free_enter_shared(ctx: ProbeContext) -> u32 {
     if scope::followed() {
-        free::on_free_enter(&ctx);
+        free::on_free_enter::<true>(&ctx);
     }
     0
 }

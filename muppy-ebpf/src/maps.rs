@@ -143,6 +143,31 @@ pub static EXIT_HOLD: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static MAPS_SEEN: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
+/// System-wide with a selection (`--comm`, `--cgroup`): per process (tgid) that user space
+/// refused, which of its programs it refused: the count of its execs seen before it (as
+/// [`EXECS`] counts them). Its allocator events and exit mappings stay here while it runs that
+/// program; after another exec they go to user space, which judges the new program. Counted,
+/// not a flag, so that a refusal user space writes late (after a newer exec) leaves the new
+/// program's events alone. Removed at its exit (its pid may be reused). Written by user space.
+#[map]
+pub static REFUSED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+
+/// System-wide with a selection: per process (tgid), the execs seen since tracing began (no
+/// entry: none), in step with the exec events user space reads. Removed at its exit.
+#[map]
+pub static EXECS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Non-zero: system-wide with a selection; the probes look processes up in [`REFUSED`].
+#[unsafe(no_mangle)]
+pub static SELECTING: Global<u32> = Global::new(0);
+
+/// Until when (`bpf_ktime_get_ns`) a return without its entry is counted as a call under way
+/// as probes were placed ([`muppy_common::Drop::UnderWayAtAttach`]): user space sets it to
+/// the end of time while it places probes and to [`muppy_common::ATTACH_GRACE_NS`] after
+/// once they are placed.
+#[map]
+pub static ATTACH_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Where the kernel's structures keep what `exit_maps` reads, from the kernel's BTF.
 #[unsafe(no_mangle)]
 pub static KERNEL_LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {

@@ -14,7 +14,7 @@ use crate::{
     emit::{emit, timestamp},
     inflight::in_flight,
     maps::{MAP_ALL, MAP_CALLS, MAP_PIDS},
-    scope::is_tracer,
+    scope::ignored,
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -30,7 +30,7 @@ pub fn on_sys_enter(ctx: &RawTracePointContext) {
     }
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if is_tracer(id) || (MAP_ALL.load() == 0 && MAP_PIDS.get_ptr(tgid).is_none()) {
+    if ignored::<false>(id) || (MAP_ALL.load() == 0 && MAP_PIDS.get_ptr(tgid).is_none()) {
         return;
     }
     if in_flight(id).is_some() {

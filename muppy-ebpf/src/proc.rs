@@ -4,7 +4,11 @@
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use muppy_common::{EventKind, ProcEvent};
 
-use crate::{emit::send, exit_maps, scope::is_tracer};
+use crate::{
+    emit::send,
+    exit_maps,
+    scope::{self, ignored, is_tracer},
+};
 
 /// A process exec'd: user space reads its new program's name and mappings (and probes its
 /// allocator) while it is young.
@@ -12,6 +16,7 @@ use crate::{emit::send, exit_maps, scope::is_tracer};
 pub fn on_exec() {
     let id = bpf_get_current_pid_tgid();
     exit_maps::on_exec((id >> 32) as u32);
+    scope::count_exec((id >> 32) as u32);
     emit_proc(EventKind::Exec, id);
 }
 
@@ -21,7 +26,7 @@ pub fn on_exec() {
 #[inline(always)]
 pub fn on_prepare_exec() {
     let id = bpf_get_current_pid_tgid();
-    if !is_tracer(id) {
+    if !ignored::<false>(id) {
         exit_maps::on_exit((id >> 32) as u32);
     }
 }
@@ -37,9 +42,10 @@ pub fn on_prepare_exec() {
 pub fn on_exit() {
     let id = bpf_get_current_pid_tgid();
     if id as u32 == (id >> 32) as u32 {
-        if !is_tracer(id) {
+        if !ignored::<false>(id) {
             exit_maps::on_exit(id as u32);
         }
+        scope::forget(id as u32);
         emit_proc(EventKind::Exit, id);
     }
 }

@@ -80,7 +80,7 @@ fn main() {
     let mut table = LiveTable::new();
     let (_, apply) = timed(|| {
         for i in 0..blocks {
-            table.apply(&alloc(addr(i), 16 + i % 240, 0x40_0000 + i % TRACES));
+            table.apply(&alloc(addr(i), 16 + i % 240, 0x40_0000 + i % TRACES), 0);
         }
     });
     fn heap<'a>(t: &'a LiveTable, traces: &'a [Trace], now_ns: u64) -> Heap<'a> {
@@ -92,6 +92,7 @@ fn main() {
             counters: Counters::default(),
             sample_bytes: 0,
             modules: &[],
+            allocated: &[],
         }
     }
     let now = 2_000_000_000 + blocks;
@@ -104,8 +105,8 @@ fn main() {
         timed(|| summary::summarize(&heap(&table, &traces, now), &all, GroupBy::Size));
     // Grow by a tenth and free a tenth, then diff.
     for i in 0..blocks / 10 {
-        table.apply(&free(addr(i), 0x1));
-        table.apply(&alloc(addr(blocks + i), 32, 0x40_0000 + i % 7));
+        table.apply(&free(addr(i), 0x1), 0);
+        table.apply(&alloc(addr(blocks + i), 32, 0x40_0000 + i % 7), 0);
     }
     let ((after, d), diff) = timed(|| {
         let after = summary::summarize(&heap(&table, &traces, now), &all, GroupBy::Site);

@@ -101,10 +101,11 @@ impl Process {
     }
 
     /// Applies one of its changes.
-    pub fn apply(&mut self, change: &crate::event::Change) {
+    /// Applies one change; `sample_bytes` as the session samples (see [`LiveTable::apply`]).
+    pub fn apply(&mut self, change: &crate::event::Change, sample_bytes: u64) {
         match change {
             crate::event::Change::Map(m) => self.regions.apply(m),
-            crate::event::Change::Heap(h) => self.table.apply(h),
+            crate::event::Change::Heap(h) => self.table.apply(h, sample_bytes),
         }
         self.latest_ns = self.latest_ns.max(change.ts_ns());
     }
@@ -253,6 +254,7 @@ impl Process {
             counters,
             sample_bytes,
             modules: self.modules.files(),
+            allocated: self.table.allocated(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use muppy_core::model::Blocks;
+use muppy_core::model::{Allocated, Blocks};
 pub use muppy_core::model::{Block, TraceId};
 
 use crate::{
@@ -160,6 +160,8 @@ pub struct LiveTable {
     origins: Vec<(TraceId, u32)>,
     trace_index: HashMap<TraceKey, TraceId, FastHash>,
     traces: Vec<TraceKey>,
+    /// What each trace allocated since tracing began, by trace.
+    allocated: Vec<Allocated>,
     /// Unknown frees per caller return address, so they can be told apart by who freed.
     unknown_free_callers: HashMap<u64, u64>,
     /// With a leak check to come, the memory of blocks freed while traced and not allocated
@@ -180,6 +182,7 @@ impl Default for LiveTable {
             origins: Vec::new(),
             trace_index: HashMap::default(),
             traces: Vec::new(),
+            allocated: Vec::new(),
             unknown_free_callers: HashMap::new(),
             freed: None,
             stats: TableStats::default(),
@@ -208,7 +211,8 @@ impl LiveTable {
         usize::from(self.shard_of[(addr_hash(addr) >> (64 - SHARD_BITS)) as usize])
     }
 
-    /// Applies one event from the probes.
+    /// Applies one event from the probes; each new block counts in what its trace allocated,
+    /// weighed for sampling by `sample_bytes` (the mean gap; 0: every block recorded).
     ///
     /// - alloc: the block becomes live at its site. If the address was still live, that older
     ///   block must already have been released by a call recorded later (a moving realloc), so it
@@ -223,10 +227,10 @@ impl LiveTable {
     /// address only when a realloc released it inside the call and another thread got the
     /// address before the realloc returned. With no events lost, a displaced block therefore
     /// always awaits its realloc, and no clock is needed to tell the two blocks apart.
-    pub fn apply(&mut self, change: &HeapChange) {
+    pub fn apply(&mut self, change: &HeapChange, sample_bytes: u64) {
         self.stats.events += 1;
         match change {
-            HeapChange::Alloc(block) => self.insert(block),
+            HeapChange::Alloc(block) => self.insert(block, sample_bytes),
             HeapChange::Free(free) => {
                 if free.by_realloc {
                     self.release_realloc_source(free.addr, free.caller);
@@ -236,7 +240,7 @@ impl LiveTable {
             }
             HeapChange::Realloc { old, new } => {
                 self.release_realloc_source(*old, new.caller);
-                self.insert(new);
+                self.insert(new, sample_bytes);
             }
         }
     }
@@ -290,7 +294,8 @@ impl LiveTable {
         Some(block)
     }
 
-    fn insert(&mut self, ev: &Alloc) {
+    /// Records a new block; `sample_bytes` weighs it in what its trace allocated.
+    fn insert(&mut self, ev: &Alloc, sample_bytes: u64) {
         let origin = self.intern_origin(Origin {
             key: TraceKey {
                 caller: ev.caller,
@@ -298,6 +303,10 @@ impl LiveTable {
             },
             tid: ev.tid,
         });
+        let trace = self.origins[origin as usize].0 as usize;
+        if let Some(a) = self.allocated.get_mut(trace) {
+            a.add(ev.size, sample_bytes);
+        }
         let small = u32::try_from(ev.size).ok().filter(|&s| s != BIG);
         let big = small.is_none();
         let slot = Slot {
@@ -335,6 +344,7 @@ impl LiveTable {
         }
         let trace = *self.trace_index.entry(o.key).or_insert_with(|| {
             self.traces.push(o.key);
+            self.allocated.push(Allocated::default());
             TraceId::try_from(self.traces.len() - 1).unwrap_or(TraceId::MAX)
         });
         self.origins.push((trace, o.tid));
@@ -379,6 +389,11 @@ impl LiveTable {
     /// Every call path seen so far, indexed by [`TraceId`].
     pub fn traces(&self) -> &[TraceKey] {
         &self.traces
+    }
+
+    /// What each trace allocated since tracing began, in the order of [`LiveTable::traces`].
+    pub fn allocated(&self) -> &[Allocated] {
+        &self.allocated
     }
 
     /// Trust counters.
@@ -451,8 +466,8 @@ mod tests {
     #[test]
     fn alloc_then_free_leaves_nothing() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 2));
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 32, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3), 0);
         assert!(t.is_empty());
         assert_eq!(t.stats().unknown_frees, 0);
         assert_eq!(t.stats().events, 2);
@@ -461,20 +476,23 @@ mod tests {
     #[test]
     fn free_of_unseen_block_is_unknown() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3), 0);
         assert_eq!(t.stats().unknown_frees, 1);
     }
 
     #[test]
     fn sizes_of_4_gib_and_more_are_kept_whole() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 5 << 30, 0xa, 2));
-        t.apply(&ev(EventKind::Alloc, 0x20, 0, u64::from(u32::MAX), 0xa, 2));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 5 << 30, 0xa, 2), 0);
+        t.apply(
+            &ev(EventKind::Alloc, 0x20, 0, u64::from(u32::MAX), 0xa, 2),
+            0,
+        );
         assert_eq!(t.get(0x10).unwrap().size, 5 << 30);
         assert_eq!(t.get(0x20).unwrap().size, u64::from(u32::MAX));
-        t.apply(&ev(EventKind::Realloc, 0x30, 0x10, 7, 0xc, 6));
+        t.apply(&ev(EventKind::Realloc, 0x30, 0x10, 7, 0xc, 6), 0);
         assert_eq!(t.get(0x30).unwrap().size, 7);
-        t.apply(&ev(EventKind::Free, 0x20, 0, 0, 0xb, 3));
+        t.apply(&ev(EventKind::Free, 0x20, 0, 0, 0xb, 3), 0);
         assert_eq!(live(&t), vec![(0x30, 7, 0xc)]);
         assert!(t.big_sizes.is_empty());
     }
@@ -483,7 +501,7 @@ mod tests {
     fn thousands_of_blocks_spread_over_shards_and_leave_cleanly() {
         let mut t = LiveTable::new();
         for i in 0..10_000u64 {
-            t.apply(&ev(EventKind::Alloc, 0x1000 + i * 16, 0, i, 0xa, 2));
+            t.apply(&ev(EventKind::Alloc, 0x1000 + i * 16, 0, i, 0xa, 2), 0);
         }
         assert_eq!(t.len(), 10_000);
         assert!(
@@ -494,7 +512,7 @@ mod tests {
         let (first, last) = (t.shards[0].len(), t.shards[SHARDS - 1].len());
         assert!(last > first * 3 / 2, "{first} {last}");
         for i in 0..10_000u64 {
-            t.apply(&ev(EventKind::Free, 0x1000 + i * 16, 0, 0, 0xb, 3));
+            t.apply(&ev(EventKind::Free, 0x1000 + i * 16, 0, 0, 0xb, 3), 0);
         }
         assert!(t.is_empty());
         assert_eq!(t.stats().unknown_frees, 0);
@@ -503,8 +521,8 @@ mod tests {
     #[test]
     fn realloc_moves_block_to_realloc_site() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 6));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 6), 0);
         assert_eq!(live(&t), vec![(0x20, 4096, 0xc)]);
         assert_eq!(t.stats().unknown_frees, 0);
     }
@@ -512,15 +530,15 @@ mod tests {
     #[test]
     fn realloc_in_place_keeps_one_block() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 1000, 0xa, 2));
-        t.apply(&ev(EventKind::Realloc, 0x10, 0x10, 500, 0xc, 6));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 1000, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Realloc, 0x10, 0x10, 500, 0xc, 6), 0);
         assert_eq!(live(&t), vec![(0x10, 500, 0xc)]);
     }
 
     #[test]
     fn realloc_of_unseen_block_counts_unknown_and_tracks_new() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 6));
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 64, 0xc, 6), 0);
         assert_eq!(live(&t), vec![(0x20, 64, 0xc)]);
         assert_eq!(t.stats().unknown_frees, 1);
     }
@@ -530,9 +548,9 @@ mod tests {
     #[test]
     fn late_realloc_releases_the_displaced_block_not_the_new_owner() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2)); // A's original block
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8)); // B, recorded first
-        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 9));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2), 0); // A's original block
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8), 0); // B, recorded first
+        t.apply(&ev(EventKind::Realloc, 0x20, 0x10, 4096, 0xc, 9), 0);
         assert_eq!(live(&t), vec![(0x10, 24, 0xb), (0x20, 4096, 0xc)]);
         assert_eq!(t.stats().unknown_frees, 0);
     }
@@ -541,19 +559,48 @@ mod tests {
     #[test]
     fn late_realloc_free_releases_the_displaced_block() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8));
-        t.apply(&HeapChange::Free(Free {
-            addr: 0x10,
-            caller: 0xc,
-            by_realloc: true,
-            ts_ns: 0,
-        }));
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 8), 0);
+        t.apply(
+            &HeapChange::Free(Free {
+                addr: 0x10,
+                caller: 0xc,
+                by_realloc: true,
+                ts_ns: 0,
+            }),
+            0,
+        );
         assert_eq!(live(&t), vec![(0x10, 24, 0xb)]);
         // A plain free of the address is the new owner's.
-        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xd, 0));
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xd, 0), 0);
         assert_eq!(live(&t), vec![]);
         assert_eq!(t.stats().unknown_frees, 0);
+    }
+
+    /// What each trace allocated counts every new block, a realloc's included, freed or not;
+    /// with sampling, each weighed as the live figures are.
+    #[test]
+    fn each_trace_counts_what_it_allocated_since_the_start() {
+        let mut t = LiveTable::new();
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 100, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Alloc, 0x20, 0, 50, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Free, 0x10, 0, 0, 0xb, 3), 0);
+        t.apply(&ev(EventKind::Realloc, 0x30, 0x20, 70, 0xc, 4), 0);
+        t.apply(&ev(EventKind::Free, 0x30, 0, 0, 0xb, 5), 0);
+        let figures: Vec<(u64, u64, (u64, u64))> = t
+            .traces()
+            .iter()
+            .zip(t.allocated())
+            .map(|(k, a)| (k.caller, a.objects, a.figures(0)))
+            .collect();
+        assert_eq!(figures, [(0xa, 2, (2, 150)), (0xc, 1, (1, 70))]);
+        assert!(t.is_empty());
+        // Sampled at a 100-byte mean gap, a 100-byte block stands for 1 / (1 - e^-1) blocks.
+        let mut s = LiveTable::new();
+        s.apply(&ev(EventKind::Alloc, 0x10, 0, 100, 0xa, 2), 100);
+        let w = 1.0 / (1.0 - (-1.0f64).exp());
+        assert!((s.allocated()[0].estimated.0 - w).abs() < 1e-9);
+        assert_eq!(s.allocated()[0].figures(100), (2, 158));
     }
 
     #[test]
@@ -561,15 +608,15 @@ mod tests {
         let mut t = LiveTable::new();
         let mut a = block(0x100, 10, 0xa, 2);
         a.stack = StackRef::Id(7);
-        t.apply(&HeapChange::Alloc(a));
+        t.apply(&HeapChange::Alloc(a), 0);
         a.addr = 0x200;
-        t.apply(&HeapChange::Alloc(a));
+        t.apply(&HeapChange::Alloc(a), 0);
         a.addr = 0x300;
         a.stack = StackRef::Id(8);
-        t.apply(&HeapChange::Alloc(a));
+        t.apply(&HeapChange::Alloc(a), 0);
         a.addr = 0x400;
         a.stack = StackRef::Lost;
-        t.apply(&HeapChange::Alloc(a));
+        t.apply(&HeapChange::Alloc(a), 0);
         let stacks: Vec<StackRef> = t.traces().iter().map(|k| k.stack).collect();
         assert_eq!(
             stacks,
@@ -582,8 +629,8 @@ mod tests {
     #[test]
     fn prune_forgets_blocks_displaced_long_ago() {
         let mut t = LiveTable::new();
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2));
-        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 150)); // displaces at 150
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 16, 0xa, 2), 0);
+        t.apply(&ev(EventKind::Alloc, 0x10, 0, 24, 0xb, 150), 0); // displaces at 150
         t.prune_displaced(100);
         assert_eq!(t.displaced.len(), 1, "displaced at 150, kept");
         t.prune_displaced(200);

@@ -30,6 +30,7 @@ fn heap<'a>(blocks: &'a Vec<(u64, Block)>, traces: &'a [Trace], now_ns: u64) -> 
         counters: Counters::default(),
         sample_bytes: 0,
         modules: &[],
+        allocated: &[],
     }
 }
 

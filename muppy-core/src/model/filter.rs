@@ -38,6 +38,15 @@ impl Filter {
             .collect()
     }
 
+    /// Whether it limits blocks by more than their call path (size, age, kind): figures of
+    /// everything a call path allocated, freed blocks included, cannot be limited so.
+    pub fn limits_blocks(&self) -> bool {
+        self.min_size.is_some()
+            || self.max_size.is_some()
+            || self.older_than.is_some()
+            || self.kind.is_some()
+    }
+
     /// Whether a block passes the size and age limits.
     pub fn block(&self, b: &Block, now_ns: u64) -> bool {
         self.min_size.is_none_or(|m| b.size >= m)

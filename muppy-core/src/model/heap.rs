@@ -44,6 +44,58 @@ pub struct Counters {
     pub age_resolution_ns: u64,
 }
 
+/// What one call path allocated since tracing began, freed or not: every allocation, a
+/// realloc's new block included (Go's `alloc_objects` and `alloc_space`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Allocated {
+    /// Allocations recorded.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// With sampling, the estimates of all allocations the recorded ones stand for (the sums
+    /// of [`sample_weight`]); equal to the counts without.
+    pub estimated: (f64, f64),
+}
+
+impl Allocated {
+    /// Counts one allocation of `size` bytes, recorded with sampling `sample_bytes`.
+    pub fn add(&mut self, size: u64, sample_bytes: u64) {
+        self.objects += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        let w = sample_weight(size, sample_bytes);
+        #[expect(clippy::cast_precision_loss, reason = "an estimate")]
+        let bytes = size as f64;
+        self.estimated.0 += w;
+        self.estimated.1 += w * bytes;
+    }
+
+    /// (objects, bytes): the counts, or with sampling their estimates, rounded.
+    pub fn figures(&self, sample_bytes: u64) -> (u64, u64) {
+        if sample_bytes == 0 {
+            return (self.objects, self.bytes);
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "rounded estimates, never negative"
+        )]
+        let round = |v: f64| v.round() as u64;
+        (round(self.estimated.0), round(self.estimated.1))
+    }
+}
+
+/// How many allocations of `size` bytes one recorded allocation stands for: 1 without
+/// sampling; with it (`sample_bytes` the mean gap), 1 / P(sampled) = 1 / (1 - exp(-size /
+/// sample_bytes)), which makes sums of weights unbiased estimates of objects and bytes.
+pub fn sample_weight(size: u64, sample_bytes: u64) -> f64 {
+    if sample_bytes == 0 {
+        return 1.0;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "an estimate")]
+    let p = -(-(size.max(1) as f64) / sample_bytes as f64).exp_m1();
+    1.0 / p
+}
+
 /// Anything that holds live blocks by address.
 pub trait Blocks {
     /// Calls `f` with every live block.
@@ -99,19 +151,15 @@ pub struct Heap<'a> {
     /// Its executable file mappings, where known (empty for snapshots before format
     /// version 6).
     pub modules: &'a [ModuleFile],
+    /// What each trace allocated since tracing began, by trace; empty where not known
+    /// (snapshots keep only what was live).
+    pub allocated: &'a [Allocated],
 }
 
 impl Heap<'_> {
-    /// How many blocks of `size` bytes one recorded block stands for: 1 without sampling;
-    /// with it, 1 / P(sampled) = 1 / (1 - exp(-size / sample_bytes)), which makes sums of
-    /// weights unbiased estimates of objects and bytes.
+    /// How many blocks of `size` bytes one recorded block stands for ([`sample_weight`]).
     pub fn weight(&self, size: u64) -> f64 {
-        if self.sample_bytes == 0 {
-            return 1.0;
-        }
-        #[expect(clippy::cast_precision_loss, reason = "an estimate")]
-        let p = -(-(size.max(1) as f64) / self.sample_bytes as f64).exp_m1();
-        1.0 / p
+        sample_weight(size, self.sample_bytes)
     }
 
     /// Calls `f` with every block `filter` selects, and its trace.

@@ -9,6 +9,6 @@ pub mod process;
 
 pub use filter::Filter;
 pub use frame::{Cut, Frame, LOST_STACK, StackState, Trace};
-pub use heap::{Block, Blocks, Counters, Heap, ModuleFile, TraceId};
+pub use heap::{Allocated, Block, Blocks, Counters, Heap, ModuleFile, TraceId, sample_weight};
 pub use leak::{CheckFacts, Image, LeakKind, Place, Segment, Verdict};
 pub use process::{End, Exit, Identity, MapRow};

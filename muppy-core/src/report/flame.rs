@@ -256,6 +256,7 @@ mod tests {
             counters: Counters::default(),
             sample_bytes,
             modules: &[],
+            allocated: &[],
         }
     }
 

@@ -484,6 +484,7 @@ mod tests {
             },
             sample_bytes: 0,
             modules: &[],
+            allocated: &[],
         };
         let opts = ViewOptions {
             format: Format::Html,

@@ -951,6 +951,7 @@ mod tests {
                 },
                 sample_bytes: 0,
                 modules: &[],
+                allocated: &[],
             },
         }
     }

@@ -2,9 +2,13 @@
 //! profiles, so that `go tool pprof` (and anything else that reads Go's heap profiles) reads
 //! them.
 //!
-//! The sample types are `inuse_objects/count` and `inuse_space/bytes`. Go's profiles also
-//! carry `alloc_objects` and `alloc_space` (everything allocated since the start, freed or
-//! not); the model holds only the live blocks, so those are not written rather than guessed.
+//! The sample types are Go's: `alloc_objects/count`, `alloc_space/bytes` (everything each
+//! call path allocated since tracing began, freed or not, a realloc's new block included),
+//! `inuse_objects/count` and `inuse_space/bytes`. The first two are written only where the
+//! heap knows them (a live process's; a snapshot keeps only what was live) and no filter
+//! limits blocks by size, age or kind (which those figures cannot be limited by). The default
+//! type is `inuse_space`, or `alloc_space` for [`PprofPrinter::allocs`] (Go's `allocs`
+//! profile).
 //!
 //! One sample per call path, its locations leaf first; one location per distinct frame, in the
 //! mapping of the file its address falls in (with the file's build id) where the heap knows
@@ -205,26 +209,37 @@ struct Builder {
     /// By mapping and frame (the same address in two processes may be two things).
     locations: HashMap<(u64, Frame), u64>,
     markers: HashMap<&'static str, u64>,
+    /// Samples carry `alloc_objects` and `alloc_space` first.
+    allocs: bool,
 }
 
 impl Builder {
-    fn new(sample_bytes: u64) -> Self {
-        let mut b = Builder::default();
+    /// A profile with `alloc_*` sample types if `allocs`, its default `alloc_space` if
+    /// `default_alloc` (else `inuse_space`).
+    fn new(sample_bytes: u64, allocs: bool, default_alloc: bool) -> Self {
+        let mut b = Builder {
+            allocs,
+            ..Builder::default()
+        };
         b.string("");
-        let (objects, count) = (b.string("inuse_objects"), b.string("count"));
-        let (space, bytes) = (b.string("inuse_space"), b.string("bytes"));
-        let p = &mut b.profile;
-        p.sample_type = vec![
-            proto::ValueType {
-                r#type: objects,
-                unit: count,
-            },
-            proto::ValueType {
-                r#type: space,
-                unit: bytes,
-            },
-        ];
-        p.default_sample_type = space;
+        let (count, bytes) = (b.string("count"), b.string("bytes"));
+        let mut types = Vec::new();
+        if allocs {
+            types.extend([("alloc_objects", count), ("alloc_space", bytes)]);
+        }
+        types.extend([("inuse_objects", count), ("inuse_space", bytes)]);
+        for (name, unit) in types {
+            let r#type = b.string(name);
+            b.profile
+                .sample_type
+                .push(proto::ValueType { r#type, unit });
+        }
+        let default = if allocs && default_alloc {
+            "alloc_space"
+        } else {
+            "inuse_space"
+        };
+        b.profile.default_sample_type = b.string(default);
         let space = b.string("space");
         b.profile.period_type = Some(proto::ValueType {
             r#type: space,
@@ -341,19 +356,30 @@ impl Builder {
     }
 
     /// Adds the blocks of `heap` that `opts` selects, one sample per call path; labelled
-    /// with the process when `who` is given.
+    /// with the process when `who` is given. With `alloc_*` types, a call path that
+    /// allocated but holds nothing live is a sample too.
     fn add_heap(&mut self, heap: &Heap, opts: &ViewOptions, who: Option<&Identity>) {
         let labels = who.map(|id| self.labels(id)).unwrap_or_default();
         let tallies = aggregate::per_trace(heap, &opts.filter);
-        for (tally, trace) in tallies.iter().zip(heap.traces) {
-            if tally.is_empty() {
+        let passes = opts.filter.traces(heap.traces);
+        for (i, (tally, trace)) in tallies.iter().zip(heap.traces).enumerate() {
+            let allocated = match heap.allocated.get(i) {
+                Some(a) if self.allocs && passes[i] => a.figures(heap.sample_bytes),
+                _ => (0, 0),
+            };
+            if tally.is_empty() && allocated == (0, 0) {
                 continue;
             }
             // The same figures the tables and JSON show for this call path.
-            let (objects, bytes) = tally.rounded();
+            let inuse = tally.rounded();
+            let mut values = Vec::with_capacity(4);
+            if self.allocs {
+                values.extend([allocated.0, allocated.1]);
+            }
+            values.extend([inuse.0, inuse.1]);
             let frames = trace.frames.iter().map(|f| &**f);
             let end = trace.state.marker();
-            self.sample(frames, end, heap.modules, (objects, bytes), labels.clone());
+            self.sample(frames, end, heap.modules, &values, labels.clone());
         }
     }
 
@@ -364,15 +390,18 @@ impl Builder {
         frames: impl Iterator<Item = &'f Frame>,
         end: Option<&'static str>,
         modules: &[ModuleFile],
-        (objects, bytes): (u64, u64),
+        values: &[u64],
         label: Vec<proto::Label>,
     ) {
         let mut location_id: Vec<u64> = frames.map(|f| self.location(f, modules)).collect();
         location_id.extend(end.map(|m| self.marker(m)));
-        let value = [objects, bytes].map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let value = values
+            .iter()
+            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect();
         self.profile.sample.push(proto::Sample {
             location_id,
-            value: value.to_vec(),
+            value,
             label,
         });
     }
@@ -388,7 +417,7 @@ impl Builder {
                 str: self.string(row.kind.key()),
                 ..proto::Label::default()
             }];
-            self.sample(frames.iter(), *end, &[], (row.objects, row.bytes), label);
+            self.sample(frames.iter(), *end, &[], &[row.objects, row.bytes], label);
         }
     }
 
@@ -425,6 +454,8 @@ pub struct PprofPrinter<W> {
     ended: Option<Builder>,
     /// The profile has been written: a file holds one.
     written: bool,
+    /// `alloc_space` is the default sample type (Go's `allocs` profile).
+    default_alloc: bool,
 }
 
 impl<W: io::Write> PprofPrinter<W> {
@@ -435,7 +466,23 @@ impl<W: io::Write> PprofPrinter<W> {
             out,
             ended: None,
             written: false,
+            default_alloc: false,
         }
+    }
+
+    /// Go's `allocs` profile: the same samples, `alloc_space` the default type where the
+    /// heap has it.
+    #[must_use]
+    pub fn allocs(mut self) -> Self {
+        self.default_alloc = true;
+        self
+    }
+
+    /// A new profile for heaps like `heap`: with `alloc_*` types where it knows them and the
+    /// filter does not limit blocks.
+    fn new_builder(&self, heap: &Heap) -> Builder {
+        let allocs = !heap.allocated.is_empty() && !self.opts.filter.limits_blocks();
+        Builder::new(heap.sample_bytes, allocs, self.default_alloc)
     }
 
     fn unsupported(&self, what: &'static str, hint: &'static str) -> ReportError {
@@ -446,8 +493,8 @@ impl<W: io::Write> PprofPrinter<W> {
         }
     }
 
-    /// The profile under construction: the ended processes', or a new one.
-    fn builder(&mut self, sample_bytes: u64) -> Result<Builder, ReportError> {
+    /// The profile under construction: the ended processes', or a new one made by `new`.
+    fn builder(&mut self, new: impl FnOnce(&Self) -> Builder) -> Result<Builder, ReportError> {
         if self.written {
             return Err(self.unsupported(
                 "a second report",
@@ -460,10 +507,10 @@ impl<W: io::Write> PprofPrinter<W> {
                 "a profile holds the call paths of every selected block; drop --addr",
             ));
         }
-        Ok(self
-            .ended
-            .take()
-            .unwrap_or_else(|| Builder::new(sample_bytes)))
+        Ok(match self.ended.take() {
+            Some(b) => b,
+            None => new(self),
+        })
     }
 
     fn write(&mut self, b: Builder) -> Result<(), ReportError> {
@@ -477,15 +524,17 @@ impl<W: io::Write> PprofPrinter<W> {
 impl<W: io::Write> Print for PprofPrinter<W> {
     fn view(&mut self, p: &ProcView, _facts: &Facts) -> Result<(), ReportError> {
         let had_ended = self.ended.is_some();
-        let mut b = self.builder(p.heap.sample_bytes)?;
+        let mut b = self.builder(|pr| pr.new_builder(&p.heap))?;
         let who = had_ended.then_some(&p.id);
         b.add_heap(&p.heap, &self.opts, who);
         self.write(b)
     }
 
     fn processes(&mut self, procs: &[ProcView], _facts: &Facts) -> Result<(), ReportError> {
-        let sample_bytes = procs.first().map_or(0, |p| p.heap.sample_bytes);
-        let mut b = self.builder(sample_bytes)?;
+        let mut b = self.builder(|pr| match procs.first() {
+            Some(p) => pr.new_builder(&p.heap),
+            None => Builder::new(0, false, false),
+        })?;
         for p in procs {
             b.add_heap(&p.heap, &self.opts, Some(&p.id));
         }
@@ -493,11 +542,12 @@ impl<W: io::Write> Print for PprofPrinter<W> {
     }
 
     fn ended(&mut self, p: &ProcView) -> Result<(), ReportError> {
-        let opts = &self.opts;
-        let b = self
-            .ended
-            .get_or_insert_with(|| Builder::new(p.heap.sample_bytes));
-        b.add_heap(&p.heap, opts, Some(&p.id));
+        let mut b = match self.ended.take() {
+            Some(b) => b,
+            None => self.new_builder(&p.heap),
+        };
+        b.add_heap(&p.heap, &self.opts, Some(&p.id));
+        self.ended = Some(b);
         Ok(())
     }
 
@@ -519,7 +569,7 @@ impl<W: io::Write> Print for PprofPrinter<W> {
                 "a profile needs each loss record's call path: add --group-by stack",
             ));
         }
-        let mut b = self.builder(0)?;
+        let mut b = self.builder(|_| Builder::new(0, false, false))?;
         b.add_leaks(r);
         self.write(b)
     }
@@ -539,7 +589,7 @@ mod tests {
     use super::*;
     use crate::{
         analysis::summarize,
-        model::{Block, Counters, Cut, StackState, Trace},
+        model::{Allocated, Block, Counters, Cut, Filter, StackState, Trace},
     };
 
     fn frame(function: Option<&str>, addr: u64, line: Option<u32>) -> Frame {
@@ -616,6 +666,7 @@ mod tests {
             counters: Counters::default(),
             sample_bytes,
             modules,
+            allocated: &[],
         }
     }
 
@@ -659,6 +710,76 @@ mod tests {
                 (names, smp.value.clone(), labels)
             })
             .collect()
+    }
+
+    /// Where the heap knows what each call path allocated since the start, Go's four types;
+    /// a path that holds nothing live is a sample too; `allocs` makes `alloc_space` the
+    /// default; a size limit leaves the `alloc_*` types out (they cannot be limited so).
+    #[test]
+    fn allocations_since_the_start_come_first_where_the_heap_has_them() {
+        let (b, t, m) = (blocks(), traces(), modules());
+        let allocated: Vec<Allocated> = [(3, 100), (1, 4000), (1, 7), (5, 10)]
+            .iter()
+            .map(|&(n, size)| {
+                let mut a = Allocated::default();
+                (0..n).for_each(|_| a.add(size, 0));
+                a
+            })
+            .collect();
+        let profile = |allocs: bool, opts: ViewOptions| {
+            let mut out = Vec::new();
+            let mut pr = PprofPrinter::new(opts, &mut out);
+            if allocs {
+                pr = pr.allocs();
+            }
+            let heap = Heap {
+                allocated: &allocated,
+                ..heap(&b, &t, &m, 0)
+            };
+            pr.view(&ProcView::of_heap(heap), &Facts::default())
+                .unwrap();
+            decode(&out)
+        };
+        for (allocs, default) in [(false, "inuse_space"), (true, "alloc_space")] {
+            let p = profile(allocs, opts());
+            let s = |i: i64| p.string_table[usize::try_from(i).unwrap()].as_str();
+            let types: Vec<_> = p
+                .sample_type
+                .iter()
+                .map(|v| (s(v.r#type), s(v.unit)))
+                .collect();
+            assert_eq!(
+                types,
+                [
+                    ("alloc_objects", "count"),
+                    ("alloc_space", "bytes"),
+                    ("inuse_objects", "count"),
+                    ("inuse_space", "bytes")
+                ]
+            );
+            assert_eq!(s(p.default_sample_type), default);
+            let values: Vec<Vec<i64>> = samples(&p).into_iter().map(|(_, v, _)| v).collect();
+            assert_eq!(
+                values,
+                [
+                    vec![3, 300, 2, 200],
+                    vec![1, 4000, 1, 4000],
+                    vec![1, 7, 1, 7],
+                    vec![5, 50, 0, 0]
+                ]
+            );
+        }
+        let limited = ViewOptions {
+            filter: Filter {
+                min_size: Some(8),
+                ..Filter::default()
+            },
+            ..opts()
+        };
+        let p = profile(true, limited);
+        assert_eq!(p.sample_type.len(), 2);
+        let values: Vec<Vec<i64>> = samples(&p).into_iter().map(|(_, v, _)| v).collect();
+        assert_eq!(values, [vec![2, 200], vec![1, 4000]]);
     }
 
     #[test]

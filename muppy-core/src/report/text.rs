@@ -1339,6 +1339,7 @@ s [5, 40 B]-+-d [1, 8 B]-+-l1 [1, 8 B]
                     counters: Counters::default(),
                     sample_bytes: 0,
                     modules: &[],
+                    allocated: &[],
                 },
             }
         }

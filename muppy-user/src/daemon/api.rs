@@ -128,8 +128,9 @@ GET  /snapshot?pid=N[&name=NAME]        a snapshot file (muppy-trace summary FIL
 GET  /leaks?pid=N                       a leak check (every block recorded: --sample-bytes 0 or --pid)
 GET  /referrers?pid=N&addr=0x...        who points at a block (likewise)
 GET  /metrics                           Prometheus text format
-GET  /debug/pprof/heap?pid=N            Go's heap profile (go tool pprof): inuse_objects, inuse_space
-GET  /debug/pprof/allocs?pid=N          the same profile, as Go serves it at both
+GET  /debug/pprof/heap?pid=N            Go's heap profile (go tool pprof): alloc_objects, alloc_space
+                                        (since tracing began), inuse_objects, inuse_space
+GET  /debug/pprof/allocs?pid=N          the same profile, alloc_space its default, as Go serves it
 View parameters: format=json|table, group_by=site|function|stack|size, top=N, site=REGEX,
 min_size=BYTES, max_size=BYTES, older_than=SECS.
 ";
@@ -677,7 +678,11 @@ fn pprof(req: &Request, shared: &Shared) -> Answer {
         ..ViewOptions::default()
     };
     let mut buf = Vec::new();
-    report::pprof::PprofPrinter::new(opts, &mut buf)
+    let mut printer = report::pprof::PprofPrinter::new(opts, &mut buf);
+    if req.path == "/debug/pprof/allocs" {
+        printer = printer.allocs();
+    }
+    printer
         .view(&pv, &facts())
         .map_err(|e| Fail(400, e.to_string()))?;
     let mut r = Response::ok("application/octet-stream", buf);

@@ -131,6 +131,9 @@ pub struct ProbeConfig {
     pub max_sampled: u32,
     /// Trace the memory mappings of every process, not only those named (`--all`).
     pub all_mappings: bool,
+    /// System-wide with a selection: the probes leave out the processes
+    /// [`Probes::refuse`] names.
+    pub selecting: bool,
 }
 
 impl Probes {
@@ -162,6 +165,7 @@ impl Probes {
             .typed_global(global::SAMPLING, &sampling)
             .typed_global(global::TRACER_TGID, &std::process::id())
             .typed_global(global::MAP_ALL, &u32::from(cfg.all_mappings))
+            .typed_global(global::SELECTING, &u32::from(cfg.selecting))
             .typed_global(global::TICKS, &u32::from(ticks.is_some()))
             .typed_global(global::KERNEL_LAYOUT, &layout)
             .map_max_entries(
@@ -205,6 +209,24 @@ impl Probes {
     /// is seen always has its return seen too.
     /// The probes stay until the session ends (removing one costs the kernel ≈0.1 s).
     pub fn attach(&mut self, plan: &ProbePlan, target: Scope) -> Result<(), ProbeError> {
+        // Calls under way as their probes are placed return without an entry: counted apart
+        // from lost events until a moment after the last probe is placed.
+        self.set_attach_until(u64::MAX);
+        let placed = self.attach_points(plan, target);
+        self.set_attach_until(crate::clock::monotonic_ns() + muppy_common::ATTACH_GRACE_NS);
+        placed
+    }
+
+    /// Sets the map that tells the probes until when probes are being placed.
+    fn set_attach_until(&mut self, ns: u64) {
+        if let Some(map) = self.ebpf.map_mut(map::ATTACH_UNTIL)
+            && let Ok(mut a) = Array::<_, u64>::try_from(map)
+        {
+            let _ = a.set(0, ns, 0);
+        }
+    }
+
+    fn attach_points(&mut self, plan: &ProbePlan, target: Scope) -> Result<(), ProbeError> {
         let scope = match target {
             Scope::One(pid) => UProbeScope::OneProcess(pid),
             Scope::All | Scope::Followed => UProbeScope::AllProcesses,
@@ -382,6 +404,14 @@ impl Probes {
         Ok(())
     }
 
+    /// System-wide with a selection: leaves out process `pid`'s events while it runs the
+    /// program it ran after `program` execs (`Some`; counted from the start of tracing, as the
+    /// exec events come), or lets them through (`None`). A count, not a flag: a refusal told
+    /// after a newer exec does not apply to the new program.
+    pub fn refuse(&mut self, pid: u32, program: Option<u64>) {
+        set_entry(&mut self.ebpf, map::REFUSED, pid, program.as_ref());
+    }
+
     /// Starts (`on`) or stops following process `pid` through the probes attached with
     /// [`Scope::Followed`].
     pub fn follow_pid(&mut self, pid: u32, on: bool) {
@@ -431,11 +461,17 @@ impl Probes {
         self.lost_events_by_reason().iter().map(|(_, n)| n).sum()
     }
 
+    /// Allocator calls that were under way as their probes were placed: their blocks belong
+    /// with what the process allocated before tracing began (see [`Drop::UnderWayAtAttach`]).
+    pub fn under_way_at_attach(&self) -> u64 {
+        self.drops(Drop::UnderWayAtAttach as u32)
+    }
+
     /// [`Probes::lost_events`] by reason, the non-zero ones.
     pub fn lost_events_by_reason(&self) -> Vec<(Drop, u64)> {
         Drop::ALL
             .into_iter()
-            .filter(|&d| d != Drop::StackLost)
+            .filter(|&d| d.is_lost_event())
             .map(|d| (d, self.drops(d as u32)))
             .filter(|&(_, n)| n > 0)
             .collect()

@@ -37,6 +37,7 @@ mod mode;
 mod sink;
 mod system;
 
+pub use crate::clock::monotonic_ns;
 pub use check::{Asked, CheckSpec, RefsError};
 use follow::{ExitWatch, Request};
 use mode::Kind;
@@ -219,6 +220,8 @@ impl Session<'_> {
             for ev in &batch {
                 self.apply(ev, &mut ended, &mut execd);
             }
+            // At once: a refused process's events fill the ring until the probes know.
+            self.tell_refusals();
         };
         if everything {
             pump.sync(&mut apply);
@@ -256,6 +259,13 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Tells the probes which processes the selection refused or admits again since.
+    fn tell_refusals(&mut self) {
+        for (pid, program) in std::mem::take(&mut self.system.to_tell) {
+            self.probes.refuse(pid, program);
+        }
+    }
+
     /// Tells the probes which processes' mappings have been read since, and how they summed:
     /// at exit, a process that mapped no code since sends none (see
     /// [`Event::ExitMapping`]).
@@ -273,12 +283,14 @@ impl Session<'_> {
     /// (the image that ended goes to `ended`, a pid that exec'd to `execd`).
     fn apply(&mut self, ev: &Event, ended: &mut Vec<Process>, execd: &mut Vec<u32>) {
         let checkable = self.checkable();
+        let sample_bytes = self.sample_bytes;
         let (live, foreign, system) = (&mut self.live, &mut self.foreign_events, &mut self.system);
         let all = self.kind == Kind::System;
         match *ev {
             // System-wide: a process's events before these belong to its old image, after
             // them to the new one (or to none).
             Event::Exec { pid, ref comm } => {
+                system.execd(pid);
                 if let Some(mut old) = live.remove(&pid) {
                     old.end = Some(End::Exec(comm.clone()));
                     ended.push(old);
@@ -305,8 +317,7 @@ impl Session<'_> {
             }
             Event::Exit { pid, ref comm } => {
                 // Its pid may be reused by a new process.
-                system.preexisting.remove(&pid);
-                system.refused.remove(&pid);
+                system.exited(pid);
                 if let Some(mut p) = live.remove(&pid) {
                     if p.id.comm.is_empty() {
                         p.id.comm = comm.clone();
@@ -316,7 +327,7 @@ impl Session<'_> {
                 }
             }
             Event::Change { pid, ref change } => match live.get_mut(&pid) {
-                Some(p) => p.apply(change),
+                Some(p) => p.apply(change, sample_bytes),
                 // A process that ran before the session began is traced from mid-run: what it
                 // allocated before is not in its table. One started since (forked) is whole.
                 None if all && !system.admits(pid, None) => *foreign += 1,
@@ -330,7 +341,7 @@ impl Session<'_> {
                         }
                         p
                     })
-                    .apply(change),
+                    .apply(change, sample_bytes),
                 None => *foreign += 1,
             },
         }
@@ -625,6 +636,9 @@ impl Session<'_> {
                     self.tracer = Some(Tracer::start(None, false, |_, _| {}, |_| {})?);
                 }
                 self.probes.watch_processes()?;
+                // The running processes the selection refuses send nothing from the start.
+                self.system.judge_running();
+                self.tell_refusals();
                 self.discover()?;
                 self.system.preexisting = self.system.scanned.clone();
                 let points = self.attached.get(&Scope::All).map_or(0, HashSet::len);
@@ -671,6 +685,10 @@ impl Session<'_> {
                 count: lost_events,
                 reasons,
             })?;
+        }
+        let under_way = self.probes.under_way_at_attach();
+        if opts.verbose && under_way > 0 {
+            self.note(Note::UnderWayAtAttach { count: under_way })?;
         }
         if self.foreign_events > 0 {
             let count = self.foreign_events;
@@ -971,17 +989,6 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock blocks are stamped in (see [`crate::clock`]).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// A figure in KiB from this process's `/proc/self/status` (`VmHWM:` peak resident set,

@@ -191,6 +191,12 @@ pub enum Note {
         /// Distinct call paths interned, from copies and walks.
         paths: usize,
     },
+    /// `--verbose`: allocator calls under way as their probes were placed (not lost: their
+    /// blocks belong before tracing began, with what a process traced from mid-run had).
+    UnderWayAtAttach {
+        /// How many.
+        count: u64,
+    },
     /// Allocations without their stack.
     LostStacks {
         /// How many.
@@ -334,6 +340,10 @@ impl fmt::Display for Note {
                     time.as_secs_f64() * 1e3
                 )
             }
+            Note::UnderWayAtAttach { count } => write!(
+                f,
+                "{count} allocator calls were under way as their probes were placed: their blocks count with what was allocated before tracing began"
+            ),
             Note::LostStacks { count } => write!(
                 f,
                 "warning: {count} allocations have no stack (the ring had no room for it); their sites are exact; try a larger --ring-mb, or --sample-bytes"

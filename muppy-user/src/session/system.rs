@@ -1,7 +1,7 @@
 //! System-wide tracing: finding the processes that start and end, and probing each allocator
 //! once for every process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{Note, Session, TraceError};
 use crate::{
@@ -22,6 +22,12 @@ pub(super) struct SystemWide {
     pub(super) select: Option<Select>,
     /// Processes the selection refused, until they exec or end.
     pub(super) refused: HashSet<u32>,
+    /// With a selection, per process, the exec events read since tracing began (the probes
+    /// count the same: see [`crate::probe::Probes::refuse`]).
+    pub(super) execs: HashMap<u32, u64>,
+    /// Refusals the probes are to be told of: a process and which of its programs (its
+    /// execs before it), or `None` to let its events through again.
+    pub(super) to_tell: Vec<(u32, Option<u64>)>,
 }
 
 /// Which processes a system-wide session traces: those whose command name matches `comm`
@@ -35,20 +41,9 @@ pub struct Select {
 }
 
 impl Select {
-    /// Whether `pid` (named `comm`, if known) is selected.
-    fn admits(&self, pid: u32, comm: Option<&str>) -> bool {
-        let comm_ok = self.comm.as_ref().is_none_or(|re| {
-            let read;
-            let c = match comm {
-                Some(c) => c,
-                None => {
-                    read = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
-                    read.as_deref().map_or("", str::trim_end)
-                }
-            };
-            re.is_match(c)
-        });
-        comm_ok
+    /// Whether `pid`, named `comm`, is selected.
+    fn admits(&self, pid: u32, comm: &str) -> bool {
+        self.comm.as_ref().is_none_or(|re| re.is_match(comm))
             && self.cgroup.as_ref().is_none_or(|want| {
                 let want = want.trim_end_matches('/');
                 std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| {
@@ -61,6 +56,29 @@ impl Select {
 }
 
 impl SystemWide {
+    /// With a selection, judges every process running now (before the probes are placed).
+    pub(super) fn judge_running(&mut self) {
+        if self.select.is_none() {
+            return;
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let me = std::process::id();
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            if pid != me {
+                self.admits(pid, None);
+            }
+        }
+    }
+
+    /// Process `pid` exec'd (an exec event, in the ring's order).
+    pub(super) fn execd(&mut self, pid: u32) {
+        if self.select.is_some() {
+            *self.execs.entry(pid).or_default() += 1;
+        }
+    }
+
     /// Whether `pid` gets a table; a refusal holds until it execs or ends.
     pub(super) fn admits(&mut self, pid: u32, comm: Option<&str>) -> bool {
         let Some(select) = &self.select else {
@@ -69,13 +87,38 @@ impl SystemWide {
         if comm.is_none() && self.refused.contains(&pid) {
             return false;
         }
+        let read;
+        let comm = match comm {
+            Some(c) => c,
+            None => {
+                read = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+                // Gone already: judged by no name, and its exit is on its way.
+                read.as_deref()
+                    .map_or("", |s| s.strip_suffix('\n').unwrap_or(s))
+            }
+        };
         let ok = select.admits(pid, comm);
         if ok {
-            self.refused.remove(&pid);
+            if self.refused.remove(&pid) {
+                self.to_tell.push((pid, None));
+            }
         } else {
             self.refused.insert(pid);
+            let program = self.execs.get(&pid).copied().unwrap_or(0);
+            self.to_tell.push((pid, Some(program)));
         }
         ok
+    }
+
+    /// Process `pid` exited: the probes forgot its refusal themselves, and one told after
+    /// its exit must not outlive it.
+    pub(super) fn exited(&mut self, pid: u32) {
+        self.preexisting.remove(&pid);
+        self.execs.remove(&pid);
+        self.to_tell.retain(|&(p, _)| p != pid);
+        if self.refused.remove(&pid) {
+            self.to_tell.push((pid, None));
+        }
     }
 
     /// Forgets a process that ended (its pid may be reused).

@@ -619,6 +619,7 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         Unwind::Auto if t.all => StackMode::Fp,
         Unwind::Auto => StackMode::Auto,
     };
+    let select = select(t)?;
     Ok(Options {
         interval: seconds(t.interval, "--interval")?,
         duration: seconds(t.duration, "--duration")?,
@@ -641,12 +642,13 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
                 .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 }),
             max_sampled: 1 << 20,
             all_mappings: t.all,
+            selecting: select.is_some(),
         },
         mappings: t.mmap,
         allocator: t.allocator.clone(),
         check: None,
         on_request: false,
-        select: select(t)?,
+        select,
     })
 }
 
