@@ -144,6 +144,18 @@ enum Cmd {
     /// and answer queries over a Unix socket: processes, summaries, diffs since a snapshot,
     /// objects, leak checks, referrers, Prometheus metrics and Go heap profiles. Stops on
     /// SIGTERM, writing the log's final record; SIGHUP reopens the log.
+    // The trace options that do not apply to a daemon stay out of its help (each is refused
+    // with a one-line reason if given).
+    #[command(
+        mut_arg("follow_forks", |a| a.hide(true)),
+        mut_arg("save", |a| a.hide(true)),
+        mut_arg("top_procs", |a| a.hide(true)),
+        mut_arg("command", |a| a.hide(true)),
+        mut_arg("interval", |a| a.help(
+            "The tick: every SECS seconds (default 0.25) the tables are drained and the heaps \
+             clients asked for are copied"
+        ))
+    )]
     Daemon {
         #[command(flatten)]
         trace: TraceArgs,
