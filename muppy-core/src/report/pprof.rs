@@ -712,6 +712,15 @@ mod tests {
             .collect()
     }
 
+    /// The profile's sample types: (type, unit).
+    fn types(p: &proto::Profile) -> Vec<(&str, &str)> {
+        let s = |i: i64| p.string_table[usize::try_from(i).unwrap()].as_str();
+        p.sample_type
+            .iter()
+            .map(|v| (s(v.r#type), s(v.unit)))
+            .collect()
+    }
+
     /// Where the heap knows what each call path allocated since the start, Go's four types;
     /// a path that holds nothing live is a sample too; `allocs` makes `alloc_space` the
     /// default; a size limit leaves the `alloc_*` types out (they cannot be limited so).
@@ -743,13 +752,8 @@ mod tests {
         for (allocs, default) in [(false, "inuse_space"), (true, "alloc_space")] {
             let p = profile(allocs, opts());
             let s = |i: i64| p.string_table[usize::try_from(i).unwrap()].as_str();
-            let types: Vec<_> = p
-                .sample_type
-                .iter()
-                .map(|v| (s(v.r#type), s(v.unit)))
-                .collect();
             assert_eq!(
-                types,
+                types(&p),
                 [
                     ("alloc_objects", "count"),
                     ("alloc_space", "bytes"),
@@ -792,13 +796,8 @@ mod tests {
         let p = decode(&out);
         let s = |i: i64| p.string_table[usize::try_from(i).unwrap()].as_str();
         assert_eq!(s(0), "");
-        let types: Vec<_> = p
-            .sample_type
-            .iter()
-            .map(|v| (s(v.r#type), s(v.unit)))
-            .collect();
         assert_eq!(
-            types,
+            types(&p),
             [("inuse_objects", "count"), ("inuse_space", "bytes")]
         );
         let period = p.period_type.as_ref().unwrap();
