@@ -298,17 +298,14 @@ impl Ring {
             .cast::<u8>()
             .wrapping_add(self.page);
         let mut cons = self.consumer_pos().load(Ordering::Relaxed);
-        let mut prod = self.producer_pos().load(Ordering::Acquire);
+        // One pass takes what was written before it began, at most a ring's worth: producers
+        // as fast as the reader would keep it here for ever, its batch growing while nothing
+        // reaches the session (which then never ends a sync, nor its stop).
+        let prod = self.producer_pos().load(Ordering::Acquire);
         let mut n = 0;
         let mut unpublished = 0;
         let mut unpublished_bytes = 0;
-        loop {
-            if cons >= prod {
-                prod = self.producer_pos().load(Ordering::Acquire);
-                if cons >= prod {
-                    break;
-                }
-            }
+        while cons < prod {
             // Below `mask`, so it fits.
             #[expect(clippy::cast_possible_truncation, reason = "masked to the ring size")]
             let off = (cons & self.mask) as usize;

@@ -25,7 +25,11 @@ use std::{
     io,
     os::{fd::AsRawFd, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, LazyLock, Mutex, OnceLock},
+    sync::{
+        Arc, LazyLock, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::Elf, source::Source};
@@ -48,9 +52,10 @@ pub struct Module {
     file: Option<Arc<OpenFile>>,
 }
 
-/// A mapped file, open, and where its names come from: one per file (device and inode) for the
-/// whole session, so that the symbolizer, which caches what it parsed by path, parses each
-/// file once however many processes map it (`--all`, fork and exec).
+/// A mapped file, open, and where its names come from: one per file (device and inode) while
+/// any process's modules hold it, and [`KEEP_UNUSED`] after, so that the symbolizer, which
+/// caches what it parsed, parses each file once however many processes map it (`--all`, fork
+/// and exec, a shell's children one after the other).
 #[derive(Debug)]
 struct OpenFile {
     file: File,
@@ -59,22 +64,68 @@ struct OpenFile {
     build_id: Option<String>,
 }
 
-/// Open files by (device, inode).
-type FileRegistry = Mutex<HashMap<(u64, u64), Arc<OpenFile>>>;
+/// An open file, and since when no module holds it.
+struct Registered {
+    open: Arc<OpenFile>,
+    unused_since: Option<Instant>,
+}
+
+/// Open files by (device, inode), and how many were closed since the symbolizers last
+/// started afresh.
+type FileRegistry = Mutex<(HashMap<(u64, u64), Registered>, usize)>;
 
 /// The session's open files.
-static FILES: LazyLock<FileRegistry> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static FILES: LazyLock<FileRegistry> = LazyLock::new(|| Mutex::new((HashMap::new(), 0)));
+
+/// How long a file no module holds stays open: the same programs start again and again, and
+/// opening one costs a parse (and its symbolizer entry, a parse of its symbols).
+const KEEP_UNUSED: Duration = Duration::from_secs(60);
+
+/// Files closed after which every thread's symbolizer starts afresh: a symbolizer keeps what
+/// it parsed of every file it ever read, so on a machine that keeps building and running new
+/// programs it would grow for as long as the session runs.
+const FRESH_AFTER: usize = 64;
+
+/// Bumped when the symbolizers are to start afresh (see [`FRESH_AFTER`]).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Closes the files no module has held for [`KEEP_UNUSED`] as of `now` (the processes that
+/// mapped them ended), and every [`FRESH_AFTER`] files closed has the symbolizers start
+/// afresh. Their paths (`/proc/self/fd/N`) may name other files later: the symbolizer checks
+/// each path's device, inode, size and time before it uses what it parsed, so a reused number
+/// is read anew. Returns how many it closed.
+pub fn release_unused_files(now: Instant) -> usize {
+    let mut guard = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let (files, closed_since) = &mut *guard;
+    let before = files.len();
+    files.retain(|_, r| {
+        if Arc::strong_count(&r.open) > 1 {
+            r.unused_since = None;
+            return true;
+        }
+        let since = *r.unused_since.get_or_insert(now);
+        now.saturating_duration_since(since) < KEEP_UNUSED
+    });
+    let closed = before - files.len();
+    *closed_since += closed;
+    if *closed_since >= FRESH_AFTER {
+        *closed_since = 0;
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    closed
+}
 
 impl OpenFile {
     /// The one [`OpenFile`] for `file`: a new one, or the one already open for the same file
     /// (`file` is then closed).
     fn shared(file: File, root: &Path) -> Arc<OpenFile> {
         let key = file.metadata().map(|m| (m.dev(), m.ino())).ok();
-        let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let files = &mut guard.0;
         if let Some(k) = key
-            && let Some(open) = files.get(&k)
+            && let Some(r) = files.get(&k)
         {
-            return Arc::clone(open);
+            return Arc::clone(&r.open);
         }
         // One parse of the file serves both: the build id also finds its debug file.
         let (names, build_id) = {
@@ -93,7 +144,11 @@ impl OpenFile {
             build_id,
         });
         if let Some(k) = key {
-            files.insert(k, Arc::clone(&open));
+            let r = Registered {
+                open: Arc::clone(&open),
+                unused_since: None,
+            };
+            files.insert(k, r);
         }
         open
     }
@@ -337,8 +392,8 @@ impl Modules {
 /// the one already open if the session has it, else `path` opened in this process's root if it
 /// is that file (the process may have had another root, or the file may have been replaced).
 fn open_exited(path: &str, id: (u64, u64)) -> Option<Arc<OpenFile>> {
-    if let Some(open) = FILES.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return Some(Arc::clone(open));
+    if let Some(r) = FILES.lock().unwrap_or_else(|e| e.into_inner()).0.get(&id) {
+        return Some(Arc::clone(&r.open));
     }
     let file = File::open(path).ok()?;
     let meta = file.metadata().ok()?;
@@ -372,13 +427,33 @@ pub struct SiteNamer {
 }
 
 thread_local! {
-    /// The symbolizer, with DWARF line info, inlined functions and demangling as chosen
-    /// ([`demangling`]). One for the thread: it caches every file it parsed, by path.
-    static SYMBOLIZER: Symbolizer = Symbolizer::builder()
+    /// The thread's symbolizer, and the [`GENERATION`] it was made in: it caches every file
+    /// it parsed, until it is made anew.
+    static SYMBOLIZER: std::cell::RefCell<(u64, Symbolizer)> =
+        std::cell::RefCell::new((GENERATION.load(Ordering::Relaxed), symbolizer()));
+}
+
+/// A symbolizer with DWARF line info, inlined functions and demangling as chosen
+/// ([`demangling`]).
+fn symbolizer() -> Symbolizer {
+    Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(demangling())
-        .build();
+        .build()
+}
+
+/// Runs `f` with the thread's symbolizer, made anew first if files were closed since (see
+/// [`release_unused_files`]).
+fn with_symbolizer<R>(f: impl FnOnce(&Symbolizer) -> R) -> R {
+    SYMBOLIZER.with(|cell| {
+        let generation = GENERATION.load(Ordering::Relaxed);
+        let mut s = cell.borrow_mut();
+        if s.0 != generation {
+            *s = (generation, symbolizer());
+        }
+        f(&s.1)
+    })
 }
 
 impl Default for SiteNamer {
@@ -469,7 +544,7 @@ impl SiteNamer {
                 (elf, Input::FileOffset(at))
             }
         };
-        SYMBOLIZER.with(|symbolizer| {
+        with_symbolizer(|symbolizer| {
             let Ok(Symbolized::Sym(sym)) = symbolizer.symbolize_single(&Source::Elf(elf), input)
             else {
                 return unknown();
@@ -535,6 +610,74 @@ mod tests {
         let addr = here();
         let name = SiteNamer::new().name(&modules, addr);
         assert!(name.contains("here"), "{name}");
+    }
+
+    /// The file offset of the dynamic symbol `name` in the ELF file at `path`.
+    fn symbol_offset(path: &str, name: &str) -> u64 {
+        use object::ObjectSymbol as _;
+        let data = fs::read(path).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let addr = elf
+            .dynamic_symbols()
+            .find(|s| s.name() == Ok(name))
+            .unwrap_or_else(|| panic!("{name} in {path}"))
+            .address();
+        elf.segments()
+            .find_map(|seg| {
+                let (off, size) = seg.file_range();
+                let va = seg.address();
+                (va <= addr && addr < va + size).then(|| addr - va + off)
+            })
+            .unwrap()
+    }
+
+    /// A file closed once no module has held it for a while may leave its number to another
+    /// file: that file's frames are its own, not what the symbolizer parsed under the same
+    /// `/proc/self/fd/N` before. The two files are named from themselves (this test's own
+    /// DWARF, libgcc_s's symbols), so both are read through their own descriptors.
+    #[test]
+    fn a_closed_files_number_reused_by_another_file_names_the_new_one() {
+        #[inline(never)]
+        fn here() -> u64 {
+            let f: fn() -> u64 = here;
+            f as usize as u64 + 1
+        }
+        let mut own = Modules::new(std::process::id());
+        own.refresh().unwrap();
+        let m = own.find(here()).unwrap();
+        let (exe, here_offset) = (m.path.clone(), m.file_offset(here()));
+        drop(own);
+        let libgcc = fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libgcc_s.so"))
+            .unwrap()
+            .to_string();
+        let name_at = |file: &str, offset: u64| {
+            let mut modules = Modules::new(std::process::id());
+            modules.add(vec![MapsEntry {
+                start: 0x1000_0000,
+                end: 0x2000_0000,
+                offset: 0,
+                path: file.to_string(),
+                file_id: None,
+            }]);
+            let fd = modules.modules[0].file.as_ref().unwrap().file.as_raw_fd();
+            (SiteNamer::new().name(&modules, 0x1000_0000 + offset), fd)
+        };
+        let (name, fd) = name_at(&exe, here_offset);
+        assert!(name.contains("here"), "{name}");
+        // Unheld from now on; closed once unheld for KEEP_UNUSED (unless another test holds
+        // it meanwhile).
+        let now = Instant::now();
+        release_unused_files(now);
+        release_unused_files(now + KEEP_UNUSED);
+        let (name, reused) = name_at(&libgcc, symbol_offset(&libgcc, "_Unwind_Resume") + 1);
+        assert!(
+            name.starts_with("_Unwind_Resume"),
+            "{name} (fd {fd} before, {reused} now)"
+        );
     }
 
     #[test]

@@ -186,15 +186,17 @@ impl LibPlan {
 
 impl ProbePlan {
     /// The plan without the points `keep` refuses (already probed), by (device, inode,
-    /// offset) of the probed instruction.
+    /// offset) of the probed instruction. A file that can no longer be reached (its process,
+    /// through whose `/proc/PID/root` it was found, has ended) is left out: it cannot be
+    /// probed, and if it is a file probed already, it must not be probed twice.
     pub fn only(&self, mut keep: impl FnMut((u64, u64, u64)) -> bool) -> ProbePlan {
         use std::os::unix::fs::MetadataExt as _;
         let libs = self
             .libs
             .iter()
-            .map(|l| {
-                let file = fs::metadata(&l.path).map_or((0, 0), |m| (m.dev(), m.ino()));
-                LibPlan {
+            .filter_map(|l| {
+                let file = fs::metadata(&l.path).map(|m| (m.dev(), m.ino())).ok()?;
+                Some(LibPlan {
                     points: l
                         .points
                         .iter()
@@ -203,7 +205,7 @@ impl ProbePlan {
                         .collect(),
                     teardown: l.teardown.filter(|&t| keep((file.0, file.1, t))),
                     ..l.clone()
-                }
+                })
             })
             .filter(|l| !l.points.is_empty() || l.teardown.is_some())
             .collect();

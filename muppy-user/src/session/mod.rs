@@ -844,6 +844,9 @@ pub async fn run(mode: Mode, opts: &Options, sink: &mut dyn Sink) -> Result<Outc
             _ = housekeeping.tick(), if kind == Kind::System => {
                 s.reap(&mut pump)?;
                 s.discover()?;
+                // The files of programs no process runs any more, on a machine that keeps
+                // starting new ones.
+                crate::symbols::release_unused_files(std::time::Instant::now());
             }
             _ = report.tick(), if opts.interval.is_some() => {
                 match s.check.clone() {
