@@ -503,6 +503,64 @@ fn daemon_answers_the_ledger_exactly() {
     muppy_tests::wait_for_no_tracer();
 }
 
+/// Several `--pid`: each gets its table, exact, and can be checked; a process not named is
+/// left out (in the kernel: it has no table, and nothing of it reaches the daemon).
+#[test]
+fn a_daemon_traces_the_pids_it_is_given() {
+    if !ebpf_available("a_daemon_traces_the_pids_it_is_given") {
+        return;
+    }
+    muppy_tests::wait_for_no_tracer();
+    let dir = scratch("daemon-pids");
+    let mut named = [Phases::start(), Phases::start()];
+    let mut other = Phases::start();
+    let pids = format!("{},{}", named[0].pid(), named[1].pid());
+    let d = Daemon::start(&dir, &["--pid", &pids]);
+    for ph in &mut named {
+        ph.phase(1);
+        // Its table is made at its first allocation, and the daemon sees it at its next tick.
+        let summary = format!("/summary?pid={}", ph.pid());
+        assert!(poll(5, || d.get(&summary).status == 200));
+        until_rows(&d, ph.pid(), &after_phase1());
+    }
+    other.phase(1);
+    for ph in &mut named {
+        ph.phase(2);
+        until_rows(&d, ph.pid(), &after_phase2());
+    }
+    other.phase(2);
+    let procs = d.json("processes", &["--format", "json"]);
+    let listed: Vec<u64> = procs
+        .iter()
+        .filter(|l| l["type"] == "process")
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    let mut want: Vec<u64> = named.iter().map(|p| u64::from(p.pid())).collect();
+    want.sort_unstable();
+    let mut got = listed.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "{procs:?}");
+    assert_eq!(
+        d.get(&format!("/summary?pid={}", other.pid())).status,
+        404,
+        "a pid not given has a table"
+    );
+    // Every block recorded (no sampling with pids): each can be checked.
+    let leaks = d.json(
+        "leaks",
+        &["--pid", &named[1].pid().to_string(), "--format", "json"],
+    );
+    let l = leaks.iter().find(|l| l["type"] == "leaks").unwrap();
+    assert_eq!(l["totals"]["reachable"]["objects"], 9, "{l}");
+    let run = d.stop(10);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(!run.stderr.contains("events were lost"), "{run}");
+    for ph in named.iter_mut().chain([&mut other]) {
+        send(&mut ph.stdin, "3");
+        assert!(ph.proc.wait(10).success());
+    }
+}
+
 /// System-wide with every block recorded, any traced process can be checked: phases.c's
 /// blocks are all still reachable, and the global `more` holds a phase_more block. A sampled
 /// daemon says why it cannot check.

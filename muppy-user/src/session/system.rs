@@ -30,20 +30,23 @@ pub(super) struct SystemWide {
     pub(super) to_tell: Vec<(u32, Option<u64>)>,
 }
 
-/// Which processes a system-wide session traces: those whose command name matches `comm`
-/// and whose cgroup is `cgroup` or below it, as each starts (or execs).
+/// Which processes a system-wide session traces: those among `pids`, whose command name
+/// matches `comm` and whose cgroup is `cgroup` or below it, as each starts (or execs).
 #[derive(Clone, Debug, Default)]
 pub struct Select {
     /// The command name (`comm`, as `ps -o comm` shows it).
     pub comm: Option<regex::Regex>,
     /// The cgroup v2 path (`/system.slice/nginx.service`), itself or below.
     pub cgroup: Option<String>,
+    /// These processes only (the daemon's several `--pid`).
+    pub pids: Option<HashSet<u32>>,
 }
 
 impl Select {
     /// Whether `pid`, named `comm`, is selected.
     fn admits(&self, pid: u32, comm: &str) -> bool {
-        self.comm.as_ref().is_none_or(|re| re.is_match(comm))
+        self.pids.as_ref().is_none_or(|p| p.contains(&pid))
+            && self.comm.as_ref().is_none_or(|re| re.is_match(comm))
             && self.cgroup.as_ref().is_none_or(|want| {
                 let want = want.trim_end_matches('/');
                 std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| {

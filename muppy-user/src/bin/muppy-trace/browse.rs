@@ -130,7 +130,7 @@ fn live(t: &TraceArgs, view: &ViewOptions, baseline: Option<Snapshot>) -> anyhow
         bail!("eBPF probes need root: run it with sudo");
     }
     let follow = t.follow_forks.unwrap_or(false);
-    let (mode, out) = match (t.pid, t.command.is_empty()) {
+    let (mode, out) = match (t.one_pid()?, t.command.is_empty()) {
         (Some(pid), true) => (Mode::Attach { pid, follow }, None),
         (None, false) => {
             let out = output_file();

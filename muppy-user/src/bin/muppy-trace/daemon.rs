@@ -62,9 +62,9 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     if t.save.is_some() {
         bail!("the daemon's snapshots are taken through its API (POST /snapshot), not --save");
     }
-    if t.pid.is_none() && !t.all {
+    if t.pid.is_empty() && !t.all {
         bail!(
-            "say what the daemon traces: --all (every process, or those --comm or --cgroup select) or --pid PID"
+            "say what the daemon traces: --all (every process, or those --comm or --cgroup select) or --pid PID (one or several)"
         );
     }
     if t.follow_forks.is_some() {
@@ -84,10 +84,10 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
         t.sample_bytes
             .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 });
     // Checks when clients ask: they need every block.
-    let checkable = match t.pid {
+    let checkable = match t.pid[..] {
         _ if opts.probe.sample_bytes > 0 => Checkable::Sampled,
-        Some(pid) => Checkable::One(pid),
-        None => Checkable::All,
+        [pid] => Checkable::One(pid),
+        _ => Checkable::All,
     };
     opts.on_request = checkable != Checkable::Sampled;
     // SAFETY: geteuid has no preconditions.
@@ -108,9 +108,10 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     if log.is_some() {
         daemon::log::reopen_on_sighup().context("installing the SIGHUP handler")?;
     }
-    let mode = match t.pid {
-        Some(pid) => Mode::Attach { pid, follow: false },
-        None => Mode::System,
+    // Several pids are traced as --all is, the rest refused in the kernel.
+    let mode = match t.pid[..] {
+        [pid] => Mode::Attach { pid, follow: false },
+        _ => Mode::System,
     };
     let shared = Shared::default();
     {

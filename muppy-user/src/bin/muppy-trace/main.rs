@@ -189,9 +189,16 @@ enum Cmd {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Trace options")]
 struct TraceArgs {
-    /// Trace this running process.
-    #[arg(short, long, value_name = "PID", conflicts_with_all = ["command", "all"])]
-    pid: Option<u32>,
+    /// Trace this running process. The daemon takes several (`--pid A --pid B`, or `A,B`),
+    /// traced as --all is, the others left out in the kernel.
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        value_delimiter = ',',
+        conflicts_with_all = ["command", "all"]
+    )]
+    pid: Vec<u32>,
 
     /// Trace every process that uses a probed allocator, new ones included, each with its own
     /// table; processes that end are reported as they go.
@@ -293,7 +300,24 @@ struct TraceArgs {
 
 impl TraceArgs {
     fn wants_target(&self) -> bool {
-        self.pid.is_some() || self.all || !self.command.is_empty()
+        !self.pid.is_empty() || self.all || !self.command.is_empty()
+    }
+
+    /// The one running process to trace, if given.
+    fn one_pid(&self) -> anyhow::Result<Option<u32>> {
+        match self.pid[..] {
+            [] => Ok(None),
+            [pid] => Ok(Some(pid)),
+            _ => bail!(
+                "--pid: this command traces one running process; the daemon traces several \
+                 (muppy-trace daemon --pid A --pid B), and --all --comm REGEX selects by name"
+            ),
+        }
+    }
+
+    /// Whether probes go on every process (--all, or the daemon's several pids).
+    fn system_wide(&self) -> bool {
+        self.all || self.pid.len() > 1
     }
 }
 
@@ -609,8 +633,10 @@ fn names_as_saved(v: &ViewArgs) -> anyhow::Result<()> {
 
 fn options(t: &TraceArgs) -> anyhow::Result<Options> {
     // Stack copies are kilobytes each: a burst of them needs room while the reader wakes.
-    let copies = !t.no_stacks && !t.all && t.unwind != Unwind::Fp;
-    let ring_mb = t.ring_mb.unwrap_or(if t.all || copies { 16 } else { 2 });
+    let copies = !t.no_stacks && !t.system_wide() && t.unwind != Unwind::Fp;
+    let ring_mb = t
+        .ring_mb
+        .unwrap_or(if t.system_wide() || copies { 16 } else { 2 });
     if !ring_mb.is_power_of_two() || ring_mb > 1024 {
         bail!("--ring-mb takes a power of two up to 1024, not {ring_mb}");
     }
@@ -628,7 +654,7 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         _ if t.no_stacks => StackMode::Off,
         Unwind::Fp => StackMode::Fp,
         Unwind::Dwarf => StackMode::Dwarf,
-        Unwind::Auto if t.all => StackMode::Fp,
+        Unwind::Auto if t.system_wide() => StackMode::Fp,
         Unwind::Auto => StackMode::Auto,
     };
     let select = select(t)?;
@@ -636,10 +662,17 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
         interval: seconds(t.interval, "--interval")?,
         duration: seconds(t.duration, "--duration")?,
         save: t.save.clone(),
-        label: match t.pid {
-            Some(pid) => format!("pid {pid}"),
-            None if t.all => "all processes".into(),
-            None => t.command.join(" "),
+        label: match t.pid[..] {
+            [pid] => format!("pid {pid}"),
+            [] if t.all => "all processes".into(),
+            [] => t.command.join(" "),
+            ref pids => format!(
+                "pids {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         },
         verbose: t.verbose,
         probe: ProbeConfig {
@@ -653,7 +686,7 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
                 .sample_bytes
                 .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 }),
             max_sampled: 1 << 20,
-            all_mappings: t.all,
+            all_mappings: t.system_wide(),
             selecting: select.is_some(),
         },
         mappings: t.mmap,
@@ -664,9 +697,9 @@ fn options(t: &TraceArgs) -> anyhow::Result<Options> {
     })
 }
 
-/// `--comm` and `--cgroup`: which processes `--all` traces.
+/// `--comm` and `--cgroup`: which processes `--all` traces; the daemon's several pids.
 fn select(t: &TraceArgs) -> anyhow::Result<Option<session::Select>> {
-    if t.comm.is_none() && t.cgroup.is_none() {
+    if t.comm.is_none() && t.cgroup.is_none() && t.pid.len() < 2 {
         return Ok(None);
     }
     let comm = t
@@ -682,6 +715,7 @@ fn select(t: &TraceArgs) -> anyhow::Result<Option<session::Select>> {
     Ok(Some(session::Select {
         comm,
         cgroup: t.cgroup.clone(),
+        pids: (t.pid.len() > 1).then(|| t.pid.iter().copied().collect()),
     }))
 }
 
@@ -847,7 +881,7 @@ fn live_checking(
     // Before the command is forked: a report that cannot be written stops nothing running.
     let printer = report::printer(view.clone(), destination(&view)?);
     // Fork the command before any thread exists; the runtime comes after.
-    let mode = match (t.pid, t.command.is_empty(), t.all) {
+    let mode = match (t.one_pid()?, t.command.is_empty(), t.all) {
         (Some(pid), true, false) => Mode::Attach {
             pid,
             follow: t.follow_forks.unwrap_or(false),
