@@ -140,21 +140,13 @@ enum Cmd {
         #[command(flatten)]
         view: ViewArgs,
     },
-    /// Run in the background of a machine, tracing --all (sampled by default) or one --pid,
-    /// and answer queries over a Unix socket: processes, summaries, diffs since a snapshot,
-    /// objects, leak checks, referrers, Prometheus metrics and Go heap profiles. Stops on
-    /// SIGTERM, writing the log's final record; SIGHUP reopens the log.
-    // The trace options that do not apply to a daemon stay out of its help (each is refused
-    // with a one-line reason if given).
+    /// Run in the background of a machine, tracing --all (sampled by default) or --pid (one or
+    /// several), and answer queries over a Unix socket: processes, summaries, diffs since a
+    /// snapshot, objects, leak checks, referrers, Prometheus metrics and Go heap profiles.
+    /// Stops on SIGTERM, writing the log's final record; SIGHUP reopens the log.
     #[command(
-        mut_arg("follow_forks", |a| a.hide(true)),
-        mut_arg("save", |a| a.hide(true)),
-        mut_arg("top_procs", |a| a.hide(true)),
-        mut_arg("command", |a| a.hide(true)),
-        mut_arg("interval", |a| a.help(
-            "The tick: every SECS seconds (default 0.25) the tables are drained and the heaps \
-             clients asked for are copied"
-        ))
+        mut_args(daemon_arg),
+        override_usage = "muppy-trace daemon [OPTIONS] --all | --pid PID..."
     )]
     Daemon {
         #[command(flatten)]
@@ -183,6 +175,22 @@ enum Cmd {
         #[command(flatten)]
         view: ViewArgs,
     },
+}
+
+/// The trace options as the daemon shows them: those that do not apply to it stay out of its
+/// help (each is refused with a one-line reason if given), and `--interval` is its tick.
+fn daemon_arg(a: clap::Arg) -> clap::Arg {
+    match a.get_id().as_str() {
+        "follow_forks" | "save" | "top_procs" => a.hide(true),
+        // Out of both helps without `hide`, which clap_complete's zsh script trips on for a
+        // positional that another argument conflicts with.
+        "command" => a.hide_short_help(true).hide_long_help(true),
+        "interval" => a.help(
+            "The tick: every SECS seconds (default 0.25) the tables are drained and the heaps \
+             clients asked for are copied",
+        ),
+        _ => a,
+    }
 }
 
 /// What to trace and for how long.
