@@ -27,6 +27,9 @@ use crate::{
 /// `VM_EXEC`.
 const VM_EXEC: u64 = 0x4;
 
+/// How many times [`walk`] tries to create the VMA iterator (see there).
+const ITER_TRIES: usize = 8;
+
 /// Process `tgid`'s main thread is exiting: sends its executable file mappings, unless user
 /// space has seen them all (its [`MAPS_SEEN`] sum is the memory map's).
 #[inline(always)]
@@ -69,8 +72,17 @@ fn walk(l: &KernelLayout, tgid: u32, send: bool) -> u64 {
     // SAFETY: the iterator lives on this stack from its creation to its destruction; the task
     // is the current one.
     unsafe {
-        // A failed creation (no memory map) leaves an iterator that yields nothing.
-        iter_new(it, bpf_get_current_task_btf().cast());
+        // A failed creation leaves an iterator that yields nothing (and is destroyed all the
+        // same). It fails with EBUSY when the map's lock is not free at once (the kfunc only
+        // tries it): about one exit in 600 under `--all`, which then sent no mapping and left
+        // a short process's sites unnamed. The lock was free again at the next try each time
+        // that was measured; a few more tries cost nothing when it is.
+        let task = bpf_get_current_task_btf().cast();
+        let mut tries = 1;
+        while iter_new(it, task) != 0 && tries < ITER_TRIES {
+            iter_destroy(it);
+            tries += 1;
+        }
         loop {
             let vma = iter_next(it);
             if vma == 0 {
