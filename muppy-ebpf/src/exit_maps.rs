@@ -27,8 +27,9 @@ use crate::{
 /// `VM_EXEC`.
 const VM_EXEC: u64 = 0x4;
 
-/// How many times [`walk`] tries to create the VMA iterator (see there).
-const ITER_TRIES: usize = 8;
+/// How many times [`walk`] tries to create the VMA iterator (see there): a bound on the wait
+/// for the memory map's lock, far above the 8 tries it took at most when measured.
+const ITER_TRIES: usize = 1024;
 
 /// Process `tgid`'s main thread is exiting: sends its executable file mappings, unless user
 /// space has seen them all (its [`MAPS_SEEN`] sum is the memory map's).
@@ -74,9 +75,9 @@ fn walk(l: &KernelLayout, tgid: u32, send: bool) -> u64 {
     unsafe {
         // A failed creation leaves an iterator that yields nothing (and is destroyed all the
         // same). It fails with EBUSY when the map's lock is not free at once (the kfunc only
-        // tries it): about one exit in 600 under `--all`, which then sent no mapping and left
-        // a short process's sites unnamed. The lock was free again at the next try each time
-        // that was measured; a few more tries cost nothing when it is.
+        // tries it): under `--all`, at about one exit in 600, which then sent no mapping and
+        // left a short process's sites unnamed. It was free again within 8 tries each time
+        // that was measured (the second try mostly); more cost nothing while it is free.
         let task = bpf_get_current_task_btf().cast();
         let mut tries = 1;
         while iter_new(it, task) != 0 && tries < ITER_TRIES {
