@@ -21,7 +21,7 @@ use muppy_common::{
 
 use crate::{
     emit::{count_drop, submit},
-    maps::{EVENTS, KERNEL_LAYOUT, MAPS_SEEN, PAGE_SIZE},
+    maps::{EVENTS, EXECS, KERNEL_LAYOUT, MAPS_SEEN, PAGE_SIZE},
 };
 
 /// `VM_EXEC`.
@@ -31,18 +31,25 @@ const VM_EXEC: u64 = 0x4;
 /// for the memory map's lock, far above the 8 tries it took at most when measured.
 const ITER_TRIES: usize = 1024;
 
-/// Process `tgid`'s main thread is exiting: sends its executable file mappings, unless user
-/// space has seen them all (its [`MAPS_SEEN`] sum is the memory map's).
+/// Process `tgid`'s main thread is exiting (or its program is about to be replaced): sends
+/// its executable file mappings, unless user space has seen them all for this image (its
+/// [`MAPS_SEEN`] entry is this image's and sums as the memory map does).
 #[inline(always)]
 pub fn on_exit(tgid: u32) {
     let layout = KERNEL_LAYOUT.load();
     if layout.ok == 0 {
         return;
     }
-    // SAFETY: a lookup by value; the entry is copied at once.
-    let seen = unsafe { MAPS_SEEN.get(&tgid) }.copied();
+    // SAFETY: lookups by value; the entries are copied at once.
+    let (seen, image) = unsafe {
+        (
+            MAPS_SEEN.get(&tgid).copied(),
+            EXECS.get(&tgid).copied().unwrap_or(0),
+        )
+    };
     if let Some(seen) = seen
-        && walk(&layout, tgid, false) == seen
+        && seen.image == image
+        && walk(&layout, tgid, false) == seen.sum
     {
         return;
     }
