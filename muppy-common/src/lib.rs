@@ -423,6 +423,21 @@ pub const fn mapping_sum(sum: u64, start: u64, end: u64, offset: u64) -> u64 {
     sum.wrapping_add(start ^ end.rotate_left(17) ^ offset.rotate_left(41))
 }
 
+/// What user space read of a process's executable file mappings ([`names::map::MAPS_SEEN`]),
+/// and for which of its pid's images: a text read for one image may be the next one's (the
+/// pid exec'd before user space applied its exec event), and user space then holds those
+/// mappings for the image that did not map them. The probes count only an entry of the image
+/// that is exiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapsSeen {
+    /// The [`mapping_sum`] of the mappings read.
+    pub sum: u64,
+    /// The image they were read for: the execs of the pid before it since tracing began (as
+    /// [`names::map::EXECS`] counts them).
+    pub image: u64,
+}
+
 /// Where the probes find what they read of the kernel's structures to make an
 /// [`ExitMapping`]: byte offsets of fields, read by user space from the kernel's BTF before
 /// load (the probes have no CO-RE relocations). `ok` is 0 where they could not be found, and
@@ -596,6 +611,7 @@ mod pod {
     unsafe impl aya::Pod for super::CodeRanges {}
     unsafe impl aya::Pod for super::ExitMapping {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::MapsSeen {}
 }
 
 const _: () = {

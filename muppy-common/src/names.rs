@@ -46,12 +46,12 @@ pub mod map {
     /// enter `_exit` (its tgid; 0: none). Set while the session runs, unlike a global.
     pub const EXIT_HOLD: &str = "EXIT_HOLD";
     /// System-wide: per process, the [`crate::mapping_sum`] of the executable file mappings
-    /// user space read in its `/proc/PID/maps`.
+    /// user space read in its `/proc/PID/maps`, and for which image ([`crate::MapsSeen`]).
     pub const MAPS_SEEN: &str = "MAPS_SEEN";
     /// System-wide with a selection (`--comm`, `--cgroup`): per process refused, which of its
     /// programs (its execs before it); its events stay in the kernel while it runs that one.
     pub const REFUSED: &str = "REFUSED";
-    /// System-wide with a selection: per process, the execs seen since tracing began.
+    /// System-wide: per process, the execs seen since tracing began.
     pub const EXECS: &str = "EXECS";
     /// Until when (the kernel's monotonic ns) a return without its entry is a call that was
     /// under way as probes were placed.

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use muppy_common::{CodeRanges, DROP_KINDS, INTERVALS, InFlight, KernelLayout, MapCall};
+use muppy_common::{CodeRanges, DROP_KINDS, INTERVALS, InFlight, KernelLayout, MapCall, MapsSeen};
 
 /// Events to user space. Sized by user space (`--ring-mb`) before load.
 #[map]
@@ -137,11 +137,12 @@ pub static MAP_CALLS: HashMap<u64, MapCall> = HashMap::with_max_entries(16384, 0
 pub static EXIT_HOLD: Array<u32> = Array::with_max_entries(1, 0);
 
 /// System-wide: per process (tgid), the [`muppy_common::mapping_sum`] of the executable file
-/// mappings user space read in its `/proc/PID/maps`. At its exit, a process whose memory map
-/// sums otherwise (or that has no entry: user space never read it) sends its mappings
+/// mappings user space read in its `/proc/PID/maps`, and the image (its [`EXECS`] count) it
+/// read them for. At its exit, a process whose memory map sums otherwise, or whose entry is
+/// another image's (or that has none: user space never read it) sends its mappings
 /// (`exit_maps`). Written by user space; an exec removes the entry (a new program).
 #[map]
-pub static MAPS_SEEN: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static MAPS_SEEN: HashMap<u32, MapsSeen> = HashMap::with_max_entries(65536, 0);
 
 /// System-wide with a selection (`--comm`, `--cgroup`): per process (tgid) that user space
 /// refused, which of its programs it refused: the count of its execs seen before it (as
@@ -152,8 +153,9 @@ pub static MAPS_SEEN: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static REFUSED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
-/// System-wide with a selection: per process (tgid), the execs seen since tracing began (no
-/// entry: none), in step with the exec events user space reads. Removed at its exit.
+/// System-wide: per process (tgid), the execs seen since tracing began (no entry: none), in
+/// step with the exec events user space reads: which program a refusal is of, and which image
+/// a [`MAPS_SEEN`] entry must be of. Removed at its exit.
 #[map]
 pub static EXECS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 

@@ -42,9 +42,6 @@ pub fn followed() -> bool {
 /// Process `tgid` exec'd (see [`EXECS`]).
 #[inline(always)]
 pub fn count_exec(tgid: u32) {
-    if SELECTING.load() == 0 {
-        return;
-    }
     match EXECS.get_ptr_mut(&tgid) {
         // SAFETY: a map value; only this process's exec, which its other threads cannot
         // race (an exec ends them), writes it.
@@ -58,8 +55,8 @@ pub fn count_exec(tgid: u32) {
 /// Process `tgid` ended: its pid may be reused by a process the selection admits.
 #[inline(always)]
 pub fn forget(tgid: u32) {
+    let _ = EXECS.remove(&tgid);
     if SELECTING.load() != 0 {
         let _ = REFUSED.remove(&tgid);
-        let _ = EXECS.remove(&tgid);
     }
 }

@@ -8,7 +8,7 @@ use aya::{
     programs::{RawTracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use muppy_common::{
-    AllocFn, CodeRanges, Drop, FREE_CALLERS_ALWAYS, KernelLayout, StackMode, cookie,
+    AllocFn, CodeRanges, Drop, FREE_CALLERS_ALWAYS, KernelLayout, MapsSeen, StackMode, cookie,
     names::{GlobalName, global, map, program, tracepoint},
 };
 
@@ -357,11 +357,12 @@ impl Probes {
         Ok(())
     }
 
-    /// System-wide tracing: user space read process `pid`'s executable file mappings, which
-    /// sum to `sum` ([`muppy_common::mapping_sum`]); `None`: forget the process. At its exit
-    /// the probes send its mappings unless they still sum so.
-    pub fn maps_seen(&mut self, pid: u32, sum: Option<u64>) {
-        set_entry(&mut self.ebpf, map::MAPS_SEEN, pid, sum.as_ref());
+    /// System-wide tracing: user space read process `pid`'s executable file mappings for one
+    /// of its images, which sum to `seen.sum` ([`muppy_common::mapping_sum`]); `None`: forget
+    /// the process. At its exit the probes send its mappings unless that image is exiting
+    /// and they still sum so.
+    pub fn maps_seen(&mut self, pid: u32, seen: Option<MapsSeen>) {
+        set_entry(&mut self.ebpf, map::MAPS_SEEN, pid, seen.as_ref());
     }
 
     /// System-wide tracing: sends process exec and exit events (sched tracepoints), and

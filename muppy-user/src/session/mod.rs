@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use muppy_common::StackMode;
+use muppy_common::{MapsSeen, StackMode};
 use muppy_core::{
     model::{Counters, End, Exit},
     report::{Facts, ProbeOffset, Probed, ProbedLibrary, ProcView, TracerUsage},
@@ -241,15 +241,9 @@ impl Session<'_> {
             self.finish(p)?;
         }
         if self.kind == Kind::System {
-            // What the probes were told of a pid before its exec was applied came from the old
-            // image's reading (made perhaps after the exec, of a map half made): the new image
-            // starts from its own.
-            for &pid in &execd {
-                self.probes.maps_seen(pid, None);
-                if let Some(p) = self.live.get_mut(&pid) {
-                    p.maps_told = None;
-                }
-            }
+            // What the probes are told of a pid before its exec is applied comes from the old
+            // image's reading, made perhaps after the exec (of a map half made, or whole): it
+            // is told as the old image's, which the probes then do not count for the new one.
             self.tell_maps_seen();
         }
         for pid in execd {
@@ -272,9 +266,15 @@ impl Session<'_> {
     fn tell_maps_seen(&mut self) {
         for (&pid, p) in &mut self.live {
             let sum = p.modules.sum();
-            if sum.is_some() && sum != p.maps_told {
-                self.probes.maps_seen(pid, sum);
-                p.maps_told = sum;
+            if let Some(sum) = sum
+                && Some(sum) != p.maps_told
+            {
+                let seen = MapsSeen {
+                    sum,
+                    image: p.image,
+                };
+                self.probes.maps_seen(pid, Some(seen));
+                p.maps_told = Some(sum);
             }
         }
     }
@@ -302,6 +302,7 @@ impl Session<'_> {
                 if p.id.comm.is_empty() {
                     p.id.comm = comm.clone(); // already gone
                 }
+                p.image = system.execs.get(&pid).copied().unwrap_or(0);
                 if checkable {
                     p.table.track_freed();
                 }
@@ -336,6 +337,7 @@ impl Session<'_> {
                     .or_insert_with(|| {
                         let mut p = Process::new(pid, None, None);
                         p.whole = !system.preexisting.contains(&pid);
+                        p.image = system.execs.get(&pid).copied().unwrap_or(0);
                         if checkable {
                             p.table.track_freed();
                         }

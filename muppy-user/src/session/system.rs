@@ -22,8 +22,9 @@ pub(super) struct SystemWide {
     pub(super) select: Option<Select>,
     /// Processes the selection refused, until they exec or end.
     pub(super) refused: HashSet<u32>,
-    /// With a selection, per process, the exec events read since tracing began (the probes
-    /// count the same: see [`crate::probe::Probes::refuse`]).
+    /// Per process, the exec events read since tracing began (the probes count the same: see
+    /// [`crate::probe::Probes::refuse`]): which program a refusal is of, and which image each
+    /// table is of ([`muppy_common::MapsSeen`]).
     pub(super) execs: HashMap<u32, u64>,
     /// Refusals the probes are to be told of: a process and which of its programs (its
     /// execs before it), or `None` to let its events through again.
@@ -77,9 +78,7 @@ impl SystemWide {
 
     /// Process `pid` exec'd (an exec event, in the ring's order).
     pub(super) fn execd(&mut self, pid: u32) {
-        if self.select.is_some() {
-            *self.execs.entry(pid).or_default() += 1;
-        }
+        *self.execs.entry(pid).or_default() += 1;
     }
 
     /// Whether `pid` gets a table; a refusal holds until it execs or ends.
@@ -145,6 +144,8 @@ impl Session<'_> {
         }
         self.drain(pump, true)?;
         for pid in gone {
+            // Its pid may be reused, by a process that exec'd no time yet.
+            self.system.execs.remove(&pid);
             if let Some(mut p) = self.live.remove(&pid) {
                 p.end = Some(muppy_core::model::End::Gone);
                 self.finish(p)?;
