@@ -116,6 +116,10 @@ impl SystemWide {
     /// its exit must not outlive it.
     pub(super) fn exited(&mut self, pid: u32) {
         self.preexisting.remove(&pid);
+        // A pid given is that process's: one that reuses it is another.
+        if let Some(pids) = self.select.as_mut().and_then(|s| s.pids.as_mut()) {
+            pids.remove(&pid);
+        }
         self.execs.remove(&pid);
         self.to_tell.retain(|&(p, _)| p != pid);
         if self.refused.remove(&pid) {
@@ -145,7 +149,7 @@ impl Session<'_> {
         self.drain(pump, true)?;
         for pid in gone {
             // Its pid may be reused, by a process that exec'd no time yet.
-            self.system.execs.remove(&pid);
+            self.system.exited(pid);
             if let Some(mut p) = self.live.remove(&pid) {
                 p.end = Some(muppy_core::model::End::Gone);
                 self.finish(p)?;
