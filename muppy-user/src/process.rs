@@ -58,9 +58,6 @@ pub struct Process {
     /// System-wide: the [`crate::symbols::maps_sum`] the probes were told, for their choice
     /// at its exit.
     pub maps_told: Option<u64>,
-    /// System-wide: which image of its pid this is, as the probes count them (the execs of
-    /// the pid reported before it: see [`muppy_common::MapsSeen`]).
-    pub image: u64,
     /// Indices of [`Process::traces`] with a frame in no module known when they were named:
     /// named again once the kernel sends mappings (the process ended before its maps could be
     /// read, and its mappings come with its exit, perhaps in a later batch of events).
@@ -96,7 +93,6 @@ impl Process {
             whole: true,
             latest_ns: 0,
             maps_told: None,
-            image: 0,
             unplaced: Vec::new(),
             learnt: false,
             regions: Regions::default(),

@@ -269,9 +269,10 @@ impl Session<'_> {
             if let Some(sum) = sum
                 && Some(sum) != p.maps_told
             {
+                // A live image is its pid's latest: the execs applied so far.
                 let seen = MapsSeen {
                     sum,
-                    image: p.image,
+                    image: self.system.image(pid),
                 };
                 self.probes.maps_seen(pid, Some(seen));
                 p.maps_told = Some(sum);
@@ -302,7 +303,6 @@ impl Session<'_> {
                 if p.id.comm.is_empty() {
                     p.id.comm = comm.clone(); // already gone
                 }
-                p.image = system.execs.get(&pid).copied().unwrap_or(0);
                 if checkable {
                     p.table.track_freed();
                 }
@@ -337,7 +337,6 @@ impl Session<'_> {
                     .or_insert_with(|| {
                         let mut p = Process::new(pid, None, None);
                         p.whole = !system.preexisting.contains(&pid);
-                        p.image = system.execs.get(&pid).copied().unwrap_or(0);
                         if checkable {
                             p.table.track_freed();
                         }

@@ -59,21 +59,31 @@ impl Select {
     }
 }
 
+/// The processes running now (in `/proc`), but this one.
+fn others_running() -> impl Iterator<Item = u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&pid| pid != me)
+}
+
 impl SystemWide {
     /// With a selection, judges every process running now (before the probes are placed).
     pub(super) fn judge_running(&mut self) {
         if self.select.is_none() {
             return;
         }
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        let me = std::process::id();
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            if pid != me {
-                self.admits(pid, None);
-            }
+        for pid in others_running() {
+            self.admits(pid, None);
         }
+    }
+
+    /// Which image of `pid` the events applied so far are of: its execs applied since tracing
+    /// began, as the probes count them in `EXECS` (see [`muppy_common::MapsSeen`]).
+    pub(super) fn image(&self, pid: u32) -> u64 {
+        self.execs.get(&pid).copied().unwrap_or(0)
     }
 
     /// Process `pid` exec'd (an exec event, in the ring's order).
@@ -106,8 +116,7 @@ impl SystemWide {
             }
         } else {
             self.refused.insert(pid);
-            let program = self.execs.get(&pid).copied().unwrap_or(0);
-            self.to_tell.push((pid, Some(program)));
+            self.to_tell.push((pid, Some(self.image(pid))));
         }
         ok
     }
@@ -160,14 +169,8 @@ impl Session<'_> {
 
     /// Probes the allocators of processes started since the last look.
     pub(super) fn discover(&mut self) -> Result<(), TraceError> {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Ok(());
-        };
-        let me = std::process::id();
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            if pid != me {
-                self.discover_pid(pid)?;
-            }
+        for pid in others_running() {
+            self.discover_pid(pid)?;
         }
         Ok(())
     }

@@ -15,9 +15,7 @@ use muppy::{
     session::{self, Mode},
 };
 
-use crate::{
-    DEFAULT_SAMPLE_BYTES, TraceArgs, options, parse_addr, parse_size, seconds, terminal_width,
-};
+use crate::{TraceArgs, options, parse_addr, parse_size, seconds, terminal_width};
 
 /// `muppy-trace daemon`'s own options.
 #[derive(Debug, Args)]
@@ -78,12 +76,8 @@ pub fn run(t: &TraceArgs, d: &DaemonArgs) -> anyhow::Result<u8> {
     // The tick: the table is drained and the heaps clients asked for are copied (summaries
     // of the processes that changed are made once a second).
     opts.interval.get_or_insert(Duration::from_millis(250));
-    // Sampled system-wide, unless told; a process traced by pid has every block recorded,
-    // so that it can be checked for leaks.
-    opts.probe.sample_bytes =
-        t.sample_bytes
-            .unwrap_or(if t.all { DEFAULT_SAMPLE_BYTES } else { 0 });
-    // Checks when clients ask: they need every block.
+    // Checks when clients ask: they need every block (`options` samples --all unless told;
+    // processes given by pid have every block recorded).
     let checkable = match t.pid[..] {
         _ if opts.probe.sample_bytes > 0 => Checkable::Sampled,
         [pid] => Checkable::One(pid),
