@@ -597,14 +597,15 @@ mod tests {
         assert_eq!(e[2].path, "/tmp/my lib.so");
     }
 
+    /// A return address inside `here` (this test binary has debug info).
+    #[inline(never)]
+    fn here() -> u64 {
+        let f: fn() -> u64 = here;
+        f as usize as u64 + 1
+    }
+
     #[test]
     fn names_own_function_with_line_info() {
-        // This test binary has debug info; a return address inside this function must name it.
-        #[inline(never)]
-        fn here() -> u64 {
-            let f: fn() -> u64 = here;
-            f as usize as u64 + 1
-        }
         let mut modules = Modules::new(std::process::id());
         modules.refresh().unwrap();
         let addr = here();
@@ -637,11 +638,6 @@ mod tests {
     /// DWARF, libgcc_s's symbols), so both are read through their own descriptors.
     #[test]
     fn a_closed_files_number_reused_by_another_file_names_the_new_one() {
-        #[inline(never)]
-        fn here() -> u64 {
-            let f: fn() -> u64 = here;
-            f as usize as u64 + 1
-        }
         let mut own = Modules::new(std::process::id());
         own.refresh().unwrap();
         let m = own.find(here()).unwrap();
