@@ -478,11 +478,19 @@ impl<W: io::Write> PprofPrinter<W> {
         self
     }
 
-    /// A new profile for heaps like `heap`: with `alloc_*` types where it knows them and the
-    /// filter does not limit blocks.
-    fn new_builder(&self, heap: &Heap) -> Builder {
-        let allocs = !heap.allocated.is_empty() && !self.opts.filter.limits_blocks();
-        Builder::new(heap.sample_bytes, allocs, self.default_alloc)
+    /// The ended processes' profile, or a new one for heaps like `heap` (none: a profile of
+    /// no heap): with `alloc_*` types where the heap knows them and the filter does not limit
+    /// blocks.
+    fn ended_or_new(&mut self, heap: Option<&Heap>) -> Builder {
+        self.ended.take().unwrap_or_else(|| {
+            let allocs =
+                heap.is_some_and(|h| !h.allocated.is_empty()) && !self.opts.filter.limits_blocks();
+            Builder::new(
+                heap.map_or(0, |h| h.sample_bytes),
+                allocs,
+                self.default_alloc,
+            )
+        })
     }
 
     fn unsupported(&self, what: &'static str, hint: &'static str) -> ReportError {
@@ -493,8 +501,8 @@ impl<W: io::Write> PprofPrinter<W> {
         }
     }
 
-    /// The profile under construction: the ended processes', or a new one made by `new`.
-    fn builder(&mut self, new: impl FnOnce(&Self) -> Builder) -> Result<Builder, ReportError> {
+    /// The profile under construction ([`PprofPrinter::ended_or_new`]).
+    fn builder(&mut self, heap: Option<&Heap>) -> Result<Builder, ReportError> {
         if self.written {
             return Err(self.unsupported(
                 "a second report",
@@ -507,10 +515,7 @@ impl<W: io::Write> PprofPrinter<W> {
                 "a profile holds the call paths of every selected block; drop --addr",
             ));
         }
-        Ok(match self.ended.take() {
-            Some(b) => b,
-            None => new(self),
-        })
+        Ok(self.ended_or_new(heap))
     }
 
     fn write(&mut self, b: Builder) -> Result<(), ReportError> {
@@ -524,17 +529,14 @@ impl<W: io::Write> PprofPrinter<W> {
 impl<W: io::Write> Print for PprofPrinter<W> {
     fn view(&mut self, p: &ProcView, _facts: &Facts) -> Result<(), ReportError> {
         let had_ended = self.ended.is_some();
-        let mut b = self.builder(|pr| pr.new_builder(&p.heap))?;
+        let mut b = self.builder(Some(&p.heap))?;
         let who = had_ended.then_some(&p.id);
         b.add_heap(&p.heap, &self.opts, who);
         self.write(b)
     }
 
     fn processes(&mut self, procs: &[ProcView], _facts: &Facts) -> Result<(), ReportError> {
-        let mut b = self.builder(|pr| match procs.first() {
-            Some(p) => pr.new_builder(&p.heap),
-            None => Builder::new(0, false, false),
-        })?;
+        let mut b = self.builder(procs.first().map(|p| &p.heap))?;
         for p in procs {
             b.add_heap(&p.heap, &self.opts, Some(&p.id));
         }
@@ -542,10 +544,7 @@ impl<W: io::Write> Print for PprofPrinter<W> {
     }
 
     fn ended(&mut self, p: &ProcView) -> Result<(), ReportError> {
-        let mut b = match self.ended.take() {
-            Some(b) => b,
-            None => self.new_builder(&p.heap),
-        };
+        let mut b = self.ended_or_new(Some(&p.heap));
         b.add_heap(&p.heap, &self.opts, Some(&p.id));
         self.ended = Some(b);
         Ok(())
@@ -569,7 +568,7 @@ impl<W: io::Write> Print for PprofPrinter<W> {
                 "a profile needs each loss record's call path: add --group-by stack",
             ));
         }
-        let mut b = self.builder(|_| Builder::new(0, false, false))?;
+        let mut b = self.builder(None)?;
         b.add_leaks(r);
         self.write(b)
     }
